@@ -1,0 +1,70 @@
+/*
+ * The client side: login (startup, authentication, welcome), the state
+ * machine of a logged-in client, and client_fail(), the one exit door for a
+ * client that is refused or dropped.
+ */
+#ifndef PGT_CLIENT_H
+#define PGT_CLIENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "list.h"
+#include "sbuf.h"
+#include "util.h"
+#include "varcache.h"
+
+struct pgt_pool;
+struct pgt_server;
+struct client_login;
+
+enum client_state {
+	CL_LOGIN,    /* startup and authentication */
+	CL_WELCOME,  /* authenticated, waiting for the pool's server parameters */
+	CL_ACTIVE,   /* logged in and not waiting (may or may not hold a server) */
+	CL_WAITING,  /* waiting for a server connection */
+	CL_ADMIN,    /* on the admin console */
+	CL_DEAD,
+};
+
+struct pgt_client {
+	struct pgt_conn conn;   /* first: a conn pointer is a client pointer */
+	struct list node;       /* on the list of its state */
+	struct list all_node;   /* on the global client list (cancel lookup, SHOW CLIENTS) */
+	enum client_state state;
+	struct pgt_pool *pool;
+	struct pgt_server *server;
+	struct client_login *login; /* only during login; freed after */
+	char *user;             /* login user name */
+	char *dbname;           /* requested database */
+	struct pgt_vars vars;   /* wanted session parameters */
+	uint32_t cancel_pid, cancel_key;
+	usec_t wait_start;      /* when it started waiting for a server */
+	usec_t xact_start;      /* when its current transaction/linking began */
+	bool is_admin_user;     /* admin_users member (control commands allowed) */
+};
+
+extern struct list pgt_all_clients;
+
+void client_accept(int fd, const union pgt_addr *addr);
+/* The one exit door: send FATAL sqlstate + message, log with identity, close. */
+void client_fail(struct pgt_client *c, const char *sqlstate, const char *fmt, ...) PGT_PRINTF(3, 4);
+/* Close without an error message (client left, or shutdown). */
+void client_close(struct pgt_client *c, const char *reason);
+/* Send an ERROR (connection stays usable) followed by nothing else. */
+bool client_send_error(struct pgt_client *c, const char *sqlstate, const char *msg) _MUSTCHECK;
+void client_log(const struct pgt_client *c, int level, const char *fmt, ...) PGT_PRINTF(3, 4);
+
+/* Called by the pool/server when the welcome parameters became available. */
+void client_welcome(struct pgt_client *c);
+/* Called by the pool when a waiting client got a server. */
+void client_linked(struct pgt_client *c, struct pgt_server *s);
+/* Called by the server when its client must be told the server failed. */
+void client_server_lost(struct pgt_client *c, const char *reason);
+
+void client_free_dead(void);
+struct list *client_login_list(void);
+struct list *client_admin_list(void);
+const char *client_state_name(const struct pgt_client *c);
+
+#endif

@@ -1,0 +1,160 @@
+/*
+ * Configuration: one struct, built and validated whole by config_load(), then
+ * swapped in by the caller (reload keeps the old one on error).  Keys of the
+ * [pgtenant] section are parsed through a table (config.c) of
+ * {name, type, offset, reloadable, default} rows.
+ */
+#ifndef PGT_CONFIG_H
+#define PGT_CONFIG_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "util.h"
+
+enum pgt_pool_mode { PGT_POOL_SESSION = 0, PGT_POOL_TRANSACTION = 1 };
+enum pgt_auth_type { PGT_AUTH_TRUST = 0, PGT_AUTH_MD5, PGT_AUTH_SCRAM, PGT_AUTH_JWT };
+enum pgt_sslmode { PGT_SSL_DISABLE = 0, PGT_SSL_ALLOW, PGT_SSL_PREFER, PGT_SSL_REQUIRE,
+		   PGT_SSL_VERIFY_CA, PGT_SSL_VERIFY_FULL };
+enum pgt_unknown_tenant { PGT_UNKNOWN_REJECT = 0, PGT_UNKNOWN_ALLOW };
+
+/* One [databases] entry. */
+struct pgt_database {
+	char *name;
+	char *host;      /* NULL = default unix socket dir; leading '/' = unix socket dir */
+	int port;
+	char *dbname;    /* NULL = same as name */
+	char *user;      /* forced server user; NULL = the client's user */
+	char *password;  /* NULL = from auth_file */
+	int pool_size;   /* -1 = default_pool_size */
+	int min_pool_size;
+	int reserve_pool;
+	int max_db_connections; /* -1 = global */
+	int pool_mode;   /* -1 = global */
+	int line;
+};
+
+/* One [tenants] entry, kept as written until the tenancy issue parses it. */
+struct pgt_tenant_conf {
+	char *id;
+	char *spec;
+	int line;
+};
+
+struct pgt_config {
+	char *path;
+
+	/* [pgtenant] */
+	char *listen_addr;
+	int listen_port;
+	char *unix_socket_dir;
+	int unix_socket_mode;
+	char *pidfile;
+	char *logfile;
+	char *admin_users;
+	char *stats_users;
+	int auth_type;
+	char *auth_file;
+	int pool_mode;
+	int max_client_conn;
+	int default_pool_size;
+	int min_pool_size;
+	int reserve_pool_size;
+	usec_t reserve_pool_timeout;
+	int max_db_connections;
+	char *server_reset_query;
+	usec_t server_lifetime;
+	usec_t server_idle_timeout;
+	usec_t server_connect_timeout;
+	usec_t server_login_retry;
+	usec_t query_timeout;
+	usec_t query_wait_timeout;
+	usec_t client_idle_timeout;
+	usec_t client_login_timeout;
+	usec_t idle_transaction_timeout;
+	int max_prepared_statements;
+	int pkt_buf;
+	char *ignore_startup_parameters;
+	bool tcp_keepalive;
+
+	bool tenant_required;
+	char *tenant_sources;
+	char *tenant_parameter;
+	char *tenant_user_separator;
+	char *tenant_sni_suffix;
+	char *tenant_id_pattern;
+	char *tenant_schema;
+	char *tenant_search_path;
+	char *tenant_setting;
+	int tenant_pool_size;
+	int tenant_max_client_conn;
+	char *tenant_query;
+	usec_t tenant_query_cache_ttl;
+	int unknown_tenant;
+
+	char *jwt_key_file;
+	char *jwt_secret_file;
+	char *jwt_algorithms;
+	char *jwt_tenant_claim;
+	char *jwt_user_claim;
+	char *jwt_issuer;
+	char *jwt_audience;
+	usec_t jwt_leeway;
+
+	int client_tls_sslmode;
+	char *client_tls_cert_file;
+	char *client_tls_key_file;
+	char *client_tls_ca_file;
+	int server_tls_sslmode;
+	char *server_tls_ca_file;
+
+	char *metrics_listen;
+	char *audit_log;
+	int tenant_xact_rate;
+	char *server_password_file;
+	int workers;
+
+	/* [databases] */
+	struct pgt_database *dbs;
+	int ndbs;
+	/* [tenants] */
+	struct pgt_tenant_conf *tenants;
+	int ntenants;
+	/* auth_file contents */
+	struct pgt_userlist *users;
+
+	int nerrors;
+	FILE *errout; /* where errors are printed (NULL = log) */
+};
+
+/* Load and validate a config file.  Every error is reported as file:line.
+ * Returns NULL if there was any error; *nerrors receives the count. */
+struct pgt_config *config_load(const char *path, FILE *errout, int *nerrors);
+void config_free(struct pgt_config *cfg);
+
+/* Database entry by name, else the `*` fallback, else NULL. */
+const struct pgt_database *config_find_db(const struct pgt_config *cfg, const char *name);
+
+/* Effective per-database settings. */
+int config_db_pool_size(const struct pgt_config *cfg, const struct pgt_database *db);
+int config_db_pool_mode(const struct pgt_config *cfg, const struct pgt_database *db);
+int config_db_max_connections(const struct pgt_config *cfg, const struct pgt_database *db);
+
+/* Iteration over the [pgtenant] key table (SHOW CONFIG, the option scan). */
+struct pgt_config_row {
+	const char *name;
+	char value[256];
+	const char *def;
+	bool reloadable;
+};
+int config_key_count(void);
+void config_key_row(const struct pgt_config *cfg, int i, struct pgt_config_row *row);
+/* Set one [pgtenant] key at run time (admin SET); false with a message on error. */
+bool config_set_key(struct pgt_config *cfg, const char *name, const char *value,
+		    char *err, size_t errlen);
+
+/* Parse a [databases] connection string into db (fields not given keep their
+ * defaults).  Returns false and fills err on error. */
+bool connstr_parse(const char *s, struct pgt_database *db, char *err, size_t errlen);
+
+#endif

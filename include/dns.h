@@ -1,0 +1,24 @@
+/*
+ * Name resolution for backend hosts through libevent's evdns, so that a slow
+ * DNS server never blocks the event loop.
+ */
+#ifndef PGT_DNS_H
+#define PGT_DNS_H
+
+#include <stdbool.h>
+#include <sys/socket.h>
+
+#include "util.h"
+
+struct evdns_getaddrinfo_request;
+
+typedef void (*dns_cb)(const struct sockaddr *sa, socklen_t len, const char *error, void *arg);
+
+bool dns_init(void) _MUSTCHECK;
+void dns_shutdown(void);
+/* Resolve host:port; cb may run before dns_resolve returns.  Returns a
+ * handle for dns_cancel, or NULL if cb already ran. */
+struct evdns_getaddrinfo_request *dns_resolve(const char *host, int port, dns_cb cb, void *arg);
+void dns_cancel(struct evdns_getaddrinfo_request *req);
+
+#endif

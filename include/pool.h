@@ -1,0 +1,85 @@
+/*
+ * Pools and the registry of pools.  A pool is keyed by (database entry,
+ * server user, tenant) and owns the state lists of its clients and server
+ * connections.  Assignment is FIFO for clients and LIFO for idle servers
+ * (the most recently used connection has the warmest caches).
+ */
+#ifndef PGT_POOL_H
+#define PGT_POOL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "list.h"
+#include "util.h"
+#include "varcache.h"
+
+struct pgt_client;
+struct pgt_server;
+struct pgt_database;
+
+/* Per database entry: server connections across all its pools. */
+struct pgt_dbstate {
+	struct list node;
+	char *name;
+	int nservers;
+};
+
+struct pgt_pool_stats {
+	uint64_t xact_count, query_count;
+	uint64_t bytes_in, bytes_out;      /* client->server, server->client */
+	uint64_t xact_time, query_time, wait_time; /* usec */
+};
+
+struct pgt_pool {
+	struct list node;                 /* on the global pool list */
+	char *dbname;                     /* [databases] entry name */
+	char *user;                       /* server user */
+	char *tenant;                     /* "" until tenancy */
+	const struct pgt_database *db;    /* refreshed on reload; NULL = removed */
+	char *db_host, *db_dbname;        /* the backend this pool's servers were opened to */
+	int db_port;
+	struct pgt_dbstate *dbstate;
+
+	struct list welcome_clients;      /* authenticated, waiting for server parameters */
+	struct list active_clients;       /* logged in, not waiting (linked or idle) */
+	struct list waiting_clients;      /* waiting for a server, FIFO */
+	struct list login_servers, idle_servers, active_servers, used_servers;
+	int nservers;                     /* all server connections of this pool */
+
+	struct pgt_vars welcome;          /* ParameterStatus values from the first login */
+	bool welcome_ready;
+	uint32_t generation;              /* bumped by RECONNECT/changed backend */
+
+	usec_t last_fail_time;            /* last server login failure (for back-off) */
+	char last_error[256];
+	struct pgt_pool_stats stats;
+};
+
+extern struct list pgt_pools;
+
+/* The pool for a client that asked for database `dbname` (resolved to entry db). */
+struct pgt_pool *pool_get(const char *dbname, const struct pgt_database *db, const char *user,
+			  const char *tenant);
+/* Database name sent to the server. */
+const char *pool_backend_dbname(const struct pgt_pool *pool);
+void pool_remember_backend(struct pgt_pool *p);
+/* Give c a server now (returns it) or queue c and return NULL. */
+struct pgt_server *pool_assign(struct pgt_pool *pool, struct pgt_client *c);
+/* A server became usable (login done, released, reset done). */
+void pool_server_ready(struct pgt_pool *pool, struct pgt_server *s);
+/* Open new server connections if clients wait and quotas allow. */
+void pool_maybe_launch(struct pgt_pool *pool);
+/* A server login failed: fail clients that cannot be served otherwise. */
+void pool_login_failed(struct pgt_pool *pool, const char *reason);
+/* Effective sizes under the config in force. */
+int pool_size_limit(const struct pgt_pool *pool);
+bool pool_in_backoff(const struct pgt_pool *pool);
+/* After a reload: re-resolve database entries. */
+void pool_config_changed(void);
+/* Periodic maintenance from the janitor. */
+void pool_maintain(struct pgt_pool *pool, usec_t now);
+/* Total server connections in use (not idle) across all pools. */
+int pool_total_busy(void);
+
+#endif

@@ -1,0 +1,125 @@
+/*
+ * Buffered, zero-copy forwarding between two sockets (PgBouncer's sbuf idea).
+ *
+ * Each connection owns an I/O buffer while it has bytes in flight; bytes
+ * read from a connection go to its peer.  The protocol layer sees only the
+ * header of each message and answers with a verdict: forward it, skip it,
+ * hold it (no peer yet), or fetch it whole because pgtenant must read it.
+ * Forwarded bytes are sent from the source buffer straight to the peer's
+ * socket; a message of any size streams through the fixed-size buffer.
+ *
+ * Buffer invariant: 0 <= send_pos <= parse_pos <= recv_pos <= bufsize.
+ *   [send_pos, parse_pos)  parsed and to be forwarded, not yet sent
+ *   [parse_pos, recv_pos)  received, not yet parsed
+ * Skipped bytes are never inside [send_pos, parse_pos): the pending region
+ * is flushed before a skip, so one send() covers it.
+ *
+ * Back-pressure: when the peer's socket would block, the source stops
+ * reading until the peer drains (its write event resumes the source).
+ */
+#ifndef PGT_SBUF_H
+#define PGT_SBUF_H
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "util.h"
+
+enum sbuf_verdict {
+	SB_FORWARD,   /* send the whole message to the peer */
+	SB_SKIP,      /* drop the whole message */
+	SB_NEED_FULL, /* call again when the whole message is in the buffer */
+	SB_HOLD,      /* stop here; the owner calls sbuf_resume() later */
+	SB_GONE,      /* the connection was closed by the handler */
+};
+
+enum conn_kind { CONN_CLIENT = 1, CONN_SERVER = 2, CONN_CANCEL = 3 };
+
+struct pgt_pkt {
+	uint8_t type;       /* 0 for startup-style packets */
+	uint32_t total;     /* bytes on the wire, type byte included */
+	const uint8_t *data; /* start of the message in the buffer */
+	bool full;          /* the whole message is in the buffer */
+};
+
+struct pgt_conn;
+
+struct conn_ops {
+	enum sbuf_verdict (*on_packet)(struct pgt_conn *c, struct pgt_pkt *pkt);
+	/* A message marked with sbuf_set_barrier() has been fully sent. */
+	void (*on_barrier)(struct pgt_conn *c);
+	/* EOF, socket error, or malformed data: the owner closes the connection. */
+	void (*on_close)(struct pgt_conn *c, const char *reason, bool protocol_error);
+	/* Where forwarded bytes go (may be NULL). */
+	struct pgt_conn *(*peer)(struct pgt_conn *c);
+	/* Non-blocking connect() finished (servers only). */
+	void (*on_connected)(struct pgt_conn *c);
+};
+
+struct pgt_iobuf {
+	struct pgt_iobuf *next_free;
+	uint8_t data[];
+};
+
+/* Bytes pgtenant itself sends that could not be written at once. */
+struct pgt_outq {
+	uint32_t len, pos;
+	uint8_t data[];
+};
+
+union pgt_addr {
+	struct sockaddr sa;
+	struct sockaddr_in in;
+	struct sockaddr_in6 in6;
+};
+
+struct pgt_conn {
+	int fd;
+	uint8_t kind;
+	uint8_t pkt_skip;      /* the current message is being skipped, not forwarded */
+	short ev_mask;         /* what ev is registered for (0 = not added) */
+	bool startup_mode : 1; /* headers are startup-style (no type byte) */
+	bool hold : 1;         /* handler said SB_HOLD */
+	bool blocked : 1;      /* the peer's socket is full; waiting for it */
+	bool barrier : 1;      /* call on_barrier once the current message is sent */
+	bool connecting : 1;   /* non-blocking connect() in progress */
+	bool dead : 1;         /* closed; memory is released after this loop turn */
+	bool in_pump : 1;
+	struct pgt_iobuf *buf;
+	uint32_t recv_pos, parse_pos, send_pos, pkt_remain;
+	struct pgt_outq *outq;
+	const struct conn_ops *ops;
+	struct event ev;
+	uint64_t id;
+	usec_t connect_time;
+	usec_t request_time;   /* last time this side sent us data */
+	uint64_t bytes_in;     /* bytes received from this socket */
+	union pgt_addr addr;   /* peer address; sa_family AF_UNIX = unix socket */
+};
+
+void sbuf_global_init(uint32_t bufsize);
+/* Memory accounting for SHOW MEM and tests. */
+void sbuf_mem_stats(int *bufs_used, int *bufs_free, uint32_t *bufsize);
+
+void sbuf_init(struct pgt_conn *c, int fd, uint8_t kind, const struct conn_ops *ops);
+/* Recompute which events the connection needs and (re)register if changed. */
+void sbuf_update_events(struct pgt_conn *c);
+/* Queue bytes pgtenant originates; false if the socket failed (caller closes). */
+bool sbuf_send_raw(struct pgt_conn *c, const void *data, size_t len) _MUSTCHECK;
+/* Parse and forward what is in the buffer; false if the connection died. */
+bool sbuf_pump(struct pgt_conn *c);
+/* Clear a hold and continue processing. */
+bool sbuf_resume(struct pgt_conn *c);
+void sbuf_set_barrier(struct pgt_conn *c);
+/* Nothing buffered and nothing waiting to be sent in either direction. */
+bool sbuf_is_empty(const struct pgt_conn *c);
+/* Unregister, close the socket, release buffers. */
+void sbuf_close(struct pgt_conn *c);
+/* "addr:port" or "unix" for logs and SHOW output. */
+void sbuf_addr_str(const union pgt_addr *a, char *out, size_t outlen, int *port);
+
+#endif

@@ -1,0 +1,75 @@
+/*
+ * SCRAM-SHA-256 (RFC 5802, RFC 7677) for both directions: verifying clients
+ * (server role) and logging in to PostgreSQL (client role).  Channel binding
+ * is not offered (no TLS yet), so the GS2 header is "n,," or "y,,".
+ * All cryptography is OpenSSL's (EVP digests, HMAC, PBKDF2).
+ */
+#ifndef PGT_SCRAM_H
+#define PGT_SCRAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util.h"
+
+#define SCRAM_KEY_LEN 32
+#define SCRAM_DEFAULT_ITER 4096
+#define SCRAM_NONCE_LEN 18 /* raw bytes; base64 makes 24 characters */
+
+struct scram_secret {
+	int iterations;
+	uint8_t salt[64];
+	size_t salt_len;
+	uint8_t stored_key[SCRAM_KEY_LEN];
+	uint8_t server_key[SCRAM_KEY_LEN];
+};
+
+/* Parse "SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>". */
+bool scram_parse_secret(const char *s, struct scram_secret *out) _MUSTCHECK;
+/* Derive a secret from a plain password with the given salt. */
+bool scram_secret_from_password(const char *password, const uint8_t *salt, size_t salt_len,
+				int iterations, struct scram_secret *out) _MUSTCHECK;
+
+/* Server role: one exchange per client login. */
+struct scram_server {
+	struct scram_secret secret;
+	char *client_first_bare;
+	char *server_first;
+	char *nonce; /* client nonce + server nonce */
+	char gs2[8]; /* "n,," or "y,," */
+};
+/* Parse the client-first-message and produce server-first-message (malloc'd). */
+char *scram_server_first(struct scram_server *st, const char *client_first, size_t len,
+			 const struct scram_secret *secret, const char **reason);
+/* Verify the client-final-message; on success return server-final (malloc'd) and
+ * put the client's ClientKey in client_key (for a later passthrough login). */
+char *scram_server_final(struct scram_server *st, const char *client_final, size_t len,
+			 uint8_t client_key[SCRAM_KEY_LEN], const char **reason);
+void scram_server_clear(struct scram_server *st);
+
+/* Client role: logging in to PostgreSQL. */
+struct scram_client {
+	char nonce[64];
+	char *client_first_bare;
+	char *auth_message;
+	uint8_t server_key[SCRAM_KEY_LEN];
+};
+/* Build client-first-message (malloc'd); nonce NULL = random. */
+char *scram_client_first(struct scram_client *st, const char *nonce);
+/* Parse server-first and build client-final (malloc'd) from the password. */
+char *scram_client_final(struct scram_client *st, const char *password, const char *server_first,
+			 size_t len, const char **reason);
+/* Check the server's signature in server-final. */
+bool scram_client_verify(struct scram_client *st, const char *server_final, size_t len);
+void scram_client_clear(struct scram_client *st);
+
+/* Helpers (exposed for tests). */
+size_t scram_b64_encode(const uint8_t *in, size_t n, char *out); /* out: 4*ceil(n/3)+1 */
+int scram_b64_decode(const char *in, size_t n, uint8_t *out, size_t outcap); /* -1 on error */
+
+/* md5 password helpers (PostgreSQL's md5 auth). out: 36 bytes ("md5" + 32 hex + NUL). */
+void pg_md5_hash(const char *password, const char *user, char out[36]);
+void pg_md5_salted(const char *md5hash /* "md5..." */, const uint8_t salt[4], char out[36]);
+
+#endif

@@ -1,0 +1,53 @@
+/*
+ * Small helpers shared by every module: allocation that aborts on failure
+ * (used for configuration and other cold paths only), time in microseconds,
+ * and string helpers.
+ */
+#ifndef PGT_UTIL_H
+#define PGT_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef int64_t usec_t;
+
+#define USEC_PER_SEC ((usec_t)1000000)
+#define PGT_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define PGT_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define PGT_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define _MUSTCHECK __attribute__((warn_unused_result))
+#define PGT_PRINTF(a, b) __attribute__((format(printf, a, b)))
+
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t sz);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+char *xasprintf(const char *fmt, ...) PGT_PRINTF(1, 2);
+
+/* Wall clock in microseconds. */
+usec_t util_now(void);
+
+/* Trim ASCII whitespace in place; returns the start of the trimmed string. */
+char *util_trim(char *s);
+
+/* Case-insensitive membership of name in a comma/space separated list. */
+bool util_list_contains(const char *list, const char *name);
+
+/* Constant-time comparison for secrets. */
+bool util_secure_eq(const void *a, const void *b, size_t n);
+
+/* Random bytes from OpenSSL's CSPRNG; false on failure. */
+bool util_random(void *buf, size_t n) _MUSTCHECK;
+
+/* Parse a duration "15", "15s", "500ms", "2min", "1h", "1.5" into usec. */
+bool util_parse_duration(const char *s, usec_t *out) _MUSTCHECK;
+
+/* Parse a whole decimal integer in [min, max]. */
+bool util_parse_int(const char *s, long min, long max, long *out) _MUSTCHECK;
+
+/* Parse yes/no/on/off/true/false/1/0. */
+bool util_parse_bool(const char *s, bool *out) _MUSTCHECK;
+
+#endif

@@ -1,0 +1,412 @@
+/*
+ * Admin console.  Commands are looked up in one {name, handler} table; SHOW
+ * subcommands in another.  Results are built with pktbuf and queued on the
+ * admin client's socket (admin output is never on the forwarding path).
+ * Column names and order follow PgBouncer so that its tools keep working;
+ * pgtenant adds a `tenant` column at the end where a row belongs to a tenant.
+ */
+#include "admin.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+#include "client.h"
+#include "config.h"
+#include "log.h"
+#include "loop.h"
+#include "pktbuf.h"
+#include "pool.h"
+#include "sbuf.h"
+#include "server.h"
+#include "userlist.h"
+
+#define PGT_VERSION_STR "pgtenant " PGT_VERSION
+
+#define OID_TEXT 25
+#define OID_INT4 23
+#define OID_INT8 20
+
+struct admin_out {
+	struct pktbuf b;
+	int ncols;
+};
+
+bool admin_is_admin_db(const char *dbname)
+{
+	return strcmp(dbname, "pgtenant") == 0 || strcmp(dbname, "pgbouncer") == 0;
+}
+
+static bool admin_send(struct pgt_client *c, struct pktbuf *b)
+{
+	bool ok = sbuf_send_raw(&c->conn, b->data, b->len);
+	pktbuf_free(b);
+	if (!ok)
+		client_close(c, "send failed");
+	return ok;
+}
+
+static bool admin_error(struct pgt_client *c, const char *sqlstate, const char *msg)
+{
+	struct pktbuf b;
+	pktbuf_init(&b);
+	pktbuf_error(&b, "ERROR", sqlstate, msg);
+	pktbuf_ready(&b, 'I');
+	return admin_send(c, &b);
+}
+
+static bool admin_done(struct pgt_client *c, struct pktbuf *b, const char *tag)
+{
+	pktbuf_complete(b, tag);
+	pktbuf_ready(b, 'I');
+	return admin_send(c, b);
+}
+
+bool admin_welcome(struct pgt_client *c)
+{
+	struct pktbuf b;
+	pktbuf_init(&b);
+	pktbuf_auth(&b, 0, NULL, 0);
+	pktbuf_param_status(&b, "server_version", PGT_VERSION "/pgtenant");
+	pktbuf_param_status(&b, "client_encoding", "UTF8");
+	pktbuf_param_status(&b, "server_encoding", "UTF8");
+	pktbuf_param_status(&b, "standard_conforming_strings", "on");
+	pktbuf_param_status(&b, "DateStyle", "ISO");
+	pktbuf_param_status(&b, "TimeZone", "UTC");
+	pktbuf_param_status(&b, "integer_datetimes", "on");
+	pktbuf_start(&b, 'K');
+	pktbuf_put_u32(&b, c->cancel_pid);
+	pktbuf_put_u32(&b, c->cancel_key);
+	pktbuf_finish(&b);
+	pktbuf_ready(&b, 'I');
+	client_log(c, PGT_LOG_INFO, "admin console login");
+	return admin_send(c, &b);
+}
+
+/* ---- result helpers ---- */
+
+static void cols(struct admin_out *o, int n, const char *const *names, const uint32_t *oids)
+{
+	pktbuf_init(&o->b);
+	o->ncols = n;
+	pktbuf_row_desc(&o->b, n, names, oids);
+}
+
+static void row(struct admin_out *o, const char *const *values)
+{
+	pktbuf_data_row(&o->b, o->ncols, values);
+}
+
+static const char *num(char *buf, size_t n, long long v)
+{
+	snprintf(buf, n, "%lld", v);
+	return buf;
+}
+#define NUM(buf, v) num(buf, sizeof(buf), (long long)(v))
+
+static void fmt_time(usec_t t, char *out, size_t n)
+{
+	time_t s = (time_t)(t / USEC_PER_SEC);
+	struct tm tm;
+	gmtime_r(&s, &tm);
+	strftime(out, n, "%Y-%m-%d %H:%M:%S UTC", &tm);
+}
+
+/* ---- SHOW ---- */
+
+static bool show_help(struct pgt_client *c, const char *arg)
+{
+	(void)arg;
+	struct pktbuf b;
+	pktbuf_init(&b);
+	static const char *lines[] = {
+		"SHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|LISTS|VERSION",
+		"RELOAD",
+		"SHUTDOWN",
+	};
+	for (size_t i = 0; i < PGT_ARRAY_SIZE(lines); i++)
+		pktbuf_notice(&b, "00000", lines[i]);
+	return admin_done(c, &b, "SHOW");
+}
+
+static bool show_version(struct pgt_client *c, const char *arg)
+{
+	(void)arg;
+	static const char *names[] = {"version"};
+	struct admin_out o;
+	cols(&o, 1, names, NULL);
+	const char *v[] = {PGT_VERSION_STR};
+	row(&o, v);
+	return admin_done(c, &o.b, "SHOW");
+}
+
+static bool show_config(struct pgt_client *c, const char *arg)
+{
+	(void)arg;
+	static const char *names[] = {"key", "value", "default", "changeable"};
+	struct admin_out o;
+	cols(&o, 4, names, NULL);
+	for (int i = 0; i < config_key_count(); i++) {
+		struct pgt_config_row r;
+		config_key_row(pgt.cfg, i, &r);
+		const char *v[] = {r.name, r.value, r.def, r.reloadable ? "yes" : "no"};
+		row(&o, v);
+	}
+	return admin_done(c, &o.b, "SHOW");
+}
+
+static bool show_databases(struct pgt_client *c, const char *arg)
+{
+	(void)arg;
+	static const char *names[] = {"name", "host", "port", "database", "force_user", "pool_size",
+				      "min_pool_size", "reserve_pool", "pool_mode", "max_connections",
+				      "current_connections", "paused", "disabled"};
+	static const uint32_t oids[] = {OID_TEXT, OID_TEXT, OID_INT4, OID_TEXT, OID_TEXT, OID_INT4, OID_INT4,
+					OID_INT4, OID_TEXT, OID_INT4, OID_INT4, OID_INT4, OID_INT4};
+	struct admin_out o;
+	const struct pgt_config *cfg = pgt.cfg;
+	cols(&o, 13, names, oids);
+	for (int i = 0; i < cfg->ndbs; i++) {
+		const struct pgt_database *db = &cfg->dbs[i];
+		char port[16], ps[16], mps[16], rp[16], mc[16], cc[16];
+		int cur = 0;
+		struct list *it;
+		list_for_each(it, &pgt_pools) {
+			struct pgt_pool *p = container_of(it, struct pgt_pool, node);
+			if (p->db == db)
+				cur += p->nservers;
+		}
+		const char *v[] = {db->name, db->host, NUM(port, db->port), db->dbname ? db->dbname : db->name,
+				   db->user, NUM(ps, config_db_pool_size(cfg, db)),
+				   NUM(mps, db->min_pool_size >= 0 ? db->min_pool_size : cfg->min_pool_size),
+				   NUM(rp, db->reserve_pool >= 0 ? db->reserve_pool : cfg->reserve_pool_size),
+				   db->pool_mode >= 0 ? (db->pool_mode ? "transaction" : "session") : NULL,
+				   NUM(mc, config_db_max_connections(cfg, db)), NUM(cc, cur), "0", "0"};
+		row(&o, v);
+	}
+	return admin_done(c, &o.b, "SHOW");
+}
+
+static bool show_pools(struct pgt_client *c, const char *arg)
+{
+	(void)arg;
+	static const char *names[] = {"database", "user", "cl_active", "cl_waiting", "cl_active_cancel_req",
+				      "cl_waiting_cancel_req", "sv_active", "sv_active_cancel",
+				      "sv_being_canceled", "sv_idle", "sv_used", "sv_tested", "sv_login",
+				      "maxwait", "maxwait_us", "pool_mode", "tenant"};
+	static const uint32_t oids[] = {OID_TEXT, OID_TEXT, OID_INT4, OID_INT4, OID_INT4, OID_INT4,
+					OID_INT4, OID_INT4, OID_INT4, OID_INT4, OID_INT4, OID_INT4,
+					OID_INT4, OID_INT4, OID_INT4, OID_TEXT, OID_TEXT};
+	struct admin_out o;
+	cols(&o, 17, names, oids);
+	usec_t now = loop_now();
+	struct list *it;
+	list_for_each(it, &pgt_pools) {
+		struct pgt_pool *p = container_of(it, struct pgt_pool, node);
+		char a[16], w[16], sa[16], si[16], su[16], sl[16], mw[16], mwu[16];
+		usec_t maxwait = 0;
+		struct list *f = list_first(&p->waiting_clients);
+		if (f)
+			maxwait = now - container_of(f, struct pgt_client, node)->wait_start;
+		int mode = p->db ? config_db_pool_mode(pgt.cfg, p->db) : pgt.cfg->pool_mode;
+		const char *v[] = {p->dbname, p->user,
+				   NUM(a, list_count(&p->active_clients) + list_count(&p->welcome_clients)),
+				   NUM(w, list_count(&p->waiting_clients)), "0", "0",
+				   NUM(sa, list_count(&p->active_servers)), "0", "0",
+				   NUM(si, list_count(&p->idle_servers)), NUM(su, list_count(&p->used_servers)),
+				   "0", NUM(sl, list_count(&p->login_servers)),
+				   NUM(mw, maxwait / USEC_PER_SEC), NUM(mwu, maxwait % USEC_PER_SEC),
+				   mode == PGT_POOL_SESSION ? "session" : "transaction", p->tenant};
+		row(&o, v);
+	}
+	return admin_done(c, &o.b, "SHOW");
+}
+
+static const char *const conn_cols[] = {"type", "user", "database", "state", "addr", "port",
+					 "local_addr", "local_port", "connect_time", "request_time",
+					 "wait", "wait_us", "close_needed", "ptr", "link", "remote_pid",
+					 "tls", "application_name", "tenant"};
+static const uint32_t conn_oids[] = {OID_TEXT, OID_TEXT, OID_TEXT, OID_TEXT, OID_TEXT, OID_INT4, OID_TEXT,
+				     OID_INT4, OID_TEXT, OID_TEXT, OID_INT4, OID_INT4, OID_INT4, OID_TEXT,
+				     OID_TEXT, OID_INT4, OID_TEXT, OID_TEXT, OID_TEXT};
+
+static void conn_row(struct admin_out *o, const struct pgt_conn *conn, const char *type, const char *user,
+		     const char *db, const char *state, usec_t wait, bool close_needed, const void *ptr,
+		     const void *link, uint32_t remote_pid, const char *app, const char *tenant)
+{
+	char addr[64], port[16], laddr[64] = "", lport[16] = "", ct[40], rt[40], w[16], wu[16], ptrs[32],
+		links[32] = "", pid[16];
+	int p = 0;
+	sbuf_addr_str(&conn->addr, addr, sizeof(addr), &p);
+	NUM(port, p);
+	union pgt_addr la;
+	socklen_t len = sizeof(la);
+	memset(&la, 0, sizeof(la));
+	int lp = 0;
+	if (conn->fd >= 0 && getsockname(conn->fd, &la.sa, &len) == 0)
+		sbuf_addr_str(&la, laddr, sizeof(laddr), &lp);
+	NUM(lport, lp);
+	fmt_time(conn->connect_time, ct, sizeof(ct));
+	fmt_time(conn->request_time, rt, sizeof(rt));
+	snprintf(ptrs, sizeof(ptrs), "%p", ptr);
+	if (link)
+		snprintf(links, sizeof(links), "%p", link);
+	const char *v[] = {type, user, db, state, addr, port, laddr, lport, ct, rt,
+			   NUM(w, wait / USEC_PER_SEC), NUM(wu, wait % USEC_PER_SEC), close_needed ? "1" : "0",
+			   ptrs, links, NUM(pid, remote_pid), NULL, app ? app : "", tenant};
+	row(o, v);
+}
+
+static bool show_clients(struct pgt_client *c, const char *arg)
+{
+	(void)arg;
+	struct admin_out o;
+	cols(&o, 19, conn_cols, conn_oids);
+	usec_t now = loop_now();
+	struct list *it;
+	list_for_each(it, &pgt_all_clients) {
+		struct pgt_client *k = container_of(it, struct pgt_client, all_node);
+		usec_t wait = k->state == CL_WAITING ? now - k->wait_start : 0;
+		conn_row(&o, &k->conn, "C", k->user ? k->user : "", k->dbname ? k->dbname : "",
+			 client_state_name(k), wait, false, k, k->server,
+			 k->server ? k->server->be_pid : 0, vars_get(&k->vars, "application_name"),
+			 k->pool ? k->pool->tenant : "");
+	}
+	return admin_done(c, &o.b, "SHOW");
+}
+
+static bool show_servers(struct pgt_client *c, const char *arg)
+{
+	(void)arg;
+	struct admin_out o;
+	cols(&o, 19, conn_cols, conn_oids);
+	struct list *it;
+	list_for_each(it, &pgt_all_servers) {
+		struct pgt_server *s = container_of(it, struct pgt_server, conn_all_node);
+		conn_row(&o, &s->conn, "S", s->pool->user, s->pool->dbname, server_state_name(s), 0,
+			 s->close_needed, s, s->client, s->be_pid, vars_get(&s->vars, "application_name"),
+			 s->pool->tenant);
+	}
+	return admin_done(c, &o.b, "SHOW");
+}
+
+static bool show_lists(struct pgt_client *c, const char *arg)
+{
+	(void)arg;
+	static const char *names[] = {"list", "items"};
+	static const uint32_t oids[] = {OID_TEXT, OID_INT4};
+	struct admin_out o;
+	cols(&o, 2, names, oids);
+	int npools = list_count(&pgt_pools), nclients = list_count(&pgt_all_clients),
+	    nservers = list_count(&pgt_all_servers), nlogin = list_count(client_login_list());
+	char b1[16], b2[16], b3[16], b4[16], b5[16];
+	const char *rows[][2] = {
+		{"databases", NUM(b1, pgt.cfg->ndbs)}, {"users", NUM(b2, pgt.cfg->users ? pgt.cfg->users->n : 0)},
+		{"pools", NUM(b3, npools)}, {"free_clients", "0"}, {"used_clients", NUM(b4, nclients)},
+		{"login_clients", NUM(b5, nlogin)}, {"free_servers", "0"}, {"used_servers", NULL},
+		{"dns_names", "0"}, {"dns_zones", "0"}, {"dns_queries", "0"}, {"dns_pending", "0"},
+	};
+	char b6[16];
+	rows[7][1] = NUM(b6, nservers);
+	for (size_t i = 0; i < PGT_ARRAY_SIZE(rows); i++)
+		row(&o, rows[i]);
+	return admin_done(c, &o.b, "SHOW");
+}
+
+struct admin_cmd {
+	const char *name;
+	bool (*fn)(struct pgt_client *c, const char *arg);
+	bool control; /* admin_users only */
+};
+
+static const struct admin_cmd show_cmds[] = {
+	{"help", show_help, false},       {"version", show_version, false},
+	{"config", show_config, false},   {"databases", show_databases, false},
+	{"pools", show_pools, false},     {"clients", show_clients, false},
+	{"servers", show_servers, false}, {"lists", show_lists, false},
+};
+
+static bool cmd_show(struct pgt_client *c, const char *arg)
+{
+	char what[64];
+	size_t n = 0;
+	while (arg[n] && !isspace((unsigned char)arg[n]) && n + 1 < sizeof(what)) {
+		what[n] = arg[n];
+		n++;
+	}
+	what[n] = '\0';
+	const char *rest = arg + n;
+	while (isspace((unsigned char)*rest))
+		rest++;
+	for (size_t i = 0; i < PGT_ARRAY_SIZE(show_cmds); i++)
+		if (strcasecmp(what, show_cmds[i].name) == 0)
+			return show_cmds[i].fn(c, rest);
+	char msg[128];
+	snprintf(msg, sizeof(msg), "unknown SHOW item \"%s\", use SHOW HELP", what);
+	return admin_error(c, "42601", msg);
+}
+
+static bool cmd_reload(struct pgt_client *c, const char *arg)
+{
+	(void)arg;
+	if (!loop_reload())
+		return admin_error(c, "F0000", "reload failed: the config has errors (see the log); the old config stays in force");
+	struct pktbuf b;
+	pktbuf_init(&b);
+	return admin_done(c, &b, "RELOAD");
+}
+
+static bool cmd_shutdown(struct pgt_client *c, const char *arg)
+{
+	(void)arg;
+	client_log(c, PGT_LOG_INFO, "SHUTDOWN requested from the admin console");
+	loop_shutdown(true);
+	struct pktbuf b;
+	pktbuf_init(&b);
+	return admin_done(c, &b, "SHUTDOWN");
+}
+
+static const struct admin_cmd cmds[] = {
+	{"show", cmd_show, false},
+	{"reload", cmd_reload, true},
+	{"shutdown", cmd_shutdown, true},
+};
+
+bool admin_query(struct pgt_client *c, const char *sql)
+{
+	char buf[1024];
+	snprintf(buf, sizeof(buf), "%s", sql);
+	char *q = util_trim(buf);
+	size_t n = strlen(q);
+	while (n > 0 && (q[n - 1] == ';' || isspace((unsigned char)q[n - 1])))
+		q[--n] = '\0';
+	if (n == 0) {
+		struct pktbuf b;
+		pktbuf_init(&b);
+		pktbuf_start(&b, 'I'); /* EmptyQueryResponse */
+		pktbuf_finish(&b);
+		pktbuf_ready(&b, 'I');
+		return admin_send(c, &b);
+	}
+	char *word = q;
+	while (*q && !isspace((unsigned char)*q))
+		q++;
+	if (*q)
+		*q++ = '\0';
+	while (isspace((unsigned char)*q))
+		q++;
+	for (size_t i = 0; i < PGT_ARRAY_SIZE(cmds); i++) {
+		if (strcasecmp(word, cmds[i].name) != 0)
+			continue;
+		if (cmds[i].control && !c->is_admin_user)
+			return admin_error(c, "42501", "admin access needed (this user is in stats_users only)");
+		client_log(c, PGT_LOG_DEBUG, "admin command: %s %s", word, q);
+		return cmds[i].fn(c, q);
+	}
+	char msg[1200];
+	snprintf(msg, sizeof(msg), "invalid command '%s', use SHOW HELP;", sql);
+	return admin_error(c, "42601", msg);
+}

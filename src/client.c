@@ -1,0 +1,537 @@
+/*
+ * Client state machine.
+ *
+ *   accept -> CL_LOGIN (startup packet, SSL/GSS refusals, cancel requests,
+ *             authentication)
+ *          -> CL_WELCOME (authenticated; the pool has no server parameters
+ *             yet, a server login is under way)
+ *          -> CL_ACTIVE (ready; in transaction mode holds a server only
+ *             between the first message of a transaction and its
+ *             ReadyForQuery 'I')
+ *          <-> CL_WAITING (needs a server, none free: FIFO in the pool)
+ *   or     -> CL_ADMIN (the admin console)
+ *
+ * Every refusal goes through client_fail() so that it is logged with the
+ * client's identity and answered with an ErrorResponse.
+ */
+#include "client.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "admin.h"
+#include "auth.h"
+#include "config.h"
+#include "log.h"
+#include "loop.h"
+#include "pktbuf.h"
+#include "pool.h"
+#include "proto.h"
+#include "server.h"
+
+struct client_login {
+	struct auth_state auth;
+	const struct pgt_database *db; /* resolved at startup; re-resolved after auth */
+};
+
+struct list pgt_all_clients = {&pgt_all_clients, &pgt_all_clients};
+static struct list login_clients = {&login_clients, &login_clients};
+static struct list admin_clients = {&admin_clients, &admin_clients};
+static struct list dead_clients = {&dead_clients, &dead_clients};
+
+static enum sbuf_verdict client_on_packet(struct pgt_conn *conn, struct pgt_pkt *pkt);
+static void client_on_barrier(struct pgt_conn *conn);
+static void client_on_close(struct pgt_conn *conn, const char *reason, bool protocol_error);
+static struct pgt_conn *client_peer(struct pgt_conn *conn);
+
+static const struct conn_ops client_ops = {
+	.on_packet = client_on_packet,
+	.on_barrier = client_on_barrier,
+	.on_close = client_on_close,
+	.peer = client_peer,
+	.on_connected = NULL,
+};
+
+const char *client_state_name(const struct pgt_client *c)
+{
+	switch (c->state) {
+	case CL_LOGIN:
+	case CL_WELCOME:
+		return "login";
+	case CL_ACTIVE:
+	case CL_ADMIN:
+		return "active";
+	case CL_WAITING:
+		return "waiting";
+	default:
+		return "dead";
+	}
+}
+
+void client_log(const struct pgt_client *c, int level, const char *fmt, ...)
+{
+	if (!log_enabled(level) && level > PGT_LOG_ERROR)
+		return;
+	char prefix[512], addr[64];
+	int port;
+	sbuf_addr_str(&c->conn.addr, addr, sizeof(addr), &port);
+	snprintf(prefix, sizeof(prefix), "C-%llu %s/%s@%s:%d%s%s: ", (unsigned long long)c->conn.id,
+		 c->dbname ? c->dbname : "(nodb)", c->user ? c->user : "(nouser)", addr, port,
+		 c->pool && c->pool->tenant[0] ? " tenant=" : "", c->pool ? c->pool->tenant : "");
+	va_list ap;
+	va_start(ap, fmt);
+	log_vmsg(level, prefix, fmt, ap);
+	va_end(ap);
+}
+
+void client_accept(int fd, const union pgt_addr *addr)
+{
+	struct pgt_client *c = calloc(1, sizeof(*c));
+	if (!c) {
+		close(fd);
+		return;
+	}
+	sbuf_init(&c->conn, fd, CONN_CLIENT, &client_ops);
+	c->conn.addr = *addr;
+	c->conn.startup_mode = true;
+	c->state = CL_LOGIN;
+	list_append(&login_clients, &c->node);
+	list_append(&pgt_all_clients, &c->all_node);
+	pgt.nclients++;
+	client_log(c, PGT_LOG_DEBUG, "new connection");
+	sbuf_update_events(&c->conn);
+}
+
+static void set_state(struct pgt_client *c, enum client_state st, struct list *lst)
+{
+	list_del(&c->node);
+	c->state = st;
+	list_append(lst, &c->node);
+}
+
+void client_close(struct pgt_client *c, const char *reason)
+{
+	if (c->state == CL_DEAD)
+		return;
+	if (reason)
+		client_log(c, PGT_LOG_INFO, "closing because: %s", reason);
+	else
+		client_log(c, PGT_LOG_DEBUG, "closing");
+	struct pgt_server *s = c->server;
+	enum client_state old = c->state;
+	c->state = CL_DEAD;
+	list_del(&c->node);
+	list_del(&c->all_node);
+	list_append(&dead_clients, &c->node);
+	pgt.nclients--;
+	bool client_clean = c->conn.pkt_remain == 0 && !c->conn.blocked;
+	sbuf_close(&c->conn);
+	if (s) {
+		c->server = NULL;
+		s->client = NULL;
+		if (!client_clean)
+			s->sent_since_rfq = true; /* a message was cut short: the server is dirty */
+		server_release(s);
+	}
+	if (c->login)
+		auth_clear(&c->login->auth);
+	(void)old;
+}
+
+void client_fail(struct pgt_client *c, const char *sqlstate, const char *fmt, ...)
+{
+	if (c->state == CL_DEAD)
+		return;
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	client_log(c, PGT_LOG_INFO, "closing because: %s (%s)", msg, sqlstate);
+	struct pktbuf b;
+	pktbuf_init(&b);
+	pktbuf_error(&b, "FATAL", sqlstate, msg);
+	/* best effort: the client may be gone already */
+	if (!c->conn.dead && !c->conn.outq) {
+		ssize_t w = send(c->conn.fd, b.data, b.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		(void)w;
+	}
+	pktbuf_free(&b);
+	client_close(c, NULL);
+}
+
+bool client_send_error(struct pgt_client *c, const char *sqlstate, const char *msg)
+{
+	struct pktbuf b;
+	pktbuf_init(&b);
+	pktbuf_error(&b, "ERROR", sqlstate, msg);
+	bool ok = sbuf_send_raw(&c->conn, b.data, b.len);
+	pktbuf_free(&b);
+	return ok;
+}
+
+void client_server_lost(struct pgt_client *c, const char *reason)
+{
+	client_fail(c, "08006", "server connection failed: %s", reason);
+}
+
+void client_free_dead(void)
+{
+	struct list *i, *tmp;
+	list_for_each_safe(i, tmp, &dead_clients) {
+		struct pgt_client *c = container_of(i, struct pgt_client, node);
+		list_del(&c->node);
+		if (c->login) {
+			auth_clear(&c->login->auth);
+			free(c->login);
+		}
+		vars_free(&c->vars);
+		free(c->user);
+		free(c->dbname);
+		free(c);
+	}
+}
+
+/* ---- login ---- */
+
+static bool send_negotiate(struct pgt_client *c, const struct proto_startup *st)
+{
+	struct pktbuf b;
+	pktbuf_init(&b);
+	pktbuf_start(&b, 'v');
+	pktbuf_put_u32(&b, 0); /* newest minor version we support: 3.0 */
+	uint32_t n = 0;
+	for (int i = 0; i < st->nparams; i++)
+		if (strncmp(st->params[i].name, "_pq_.", 5) == 0)
+			n++;
+	pktbuf_put_u32(&b, n);
+	for (int i = 0; i < st->nparams; i++)
+		if (strncmp(st->params[i].name, "_pq_.", 5) == 0)
+			pktbuf_put_str(&b, st->params[i].name);
+	pktbuf_finish(&b);
+	bool ok = sbuf_send_raw(&c->conn, b.data, b.len);
+	pktbuf_free(&b);
+	return ok;
+}
+
+static void handle_cancel(struct pgt_client *self, uint32_t pid, uint32_t key)
+{
+	struct list *i;
+	list_for_each(i, &pgt_all_clients) {
+		struct pgt_client *c = container_of(i, struct pgt_client, all_node);
+		if (c == self || c->cancel_pid != pid || !util_secure_eq(&c->cancel_key, &key, 4))
+			continue;
+		if (c->server) {
+			client_log(c, PGT_LOG_INFO, "cancel request forwarded to S-%llu",
+				   (unsigned long long)c->server->conn.id);
+			server_cancel(c->server);
+		} else {
+			client_log(c, PGT_LOG_DEBUG, "cancel request, but no server is linked");
+		}
+		return;
+	}
+	log_debug("cancel request for unknown key");
+}
+
+static bool handle_startup(struct pgt_client *c, const struct proto_startup *st)
+{
+	const struct pgt_config *cfg = pgt.cfg;
+	const char *reason = NULL;
+	c->conn.startup_mode = false;
+	const char *user = proto_startup_get(st, "user");
+	const char *db = proto_startup_get(st, "database");
+	if (!user || !*user) {
+		client_fail(c, "08P01", "protocol violation: no user name in startup packet");
+		return false;
+	}
+	c->user = xstrdup(user);
+	c->dbname = xstrdup(db && *db ? db : user);
+	if ((st->code & 0xffff) != 0 || proto_startup_get(st, "_pq_.") != NULL) {
+		if (!send_negotiate(c, st)) {
+			client_close(c, "send failed");
+			return false;
+		}
+	} else {
+		for (int i = 0; i < st->nparams; i++) {
+			if (strncmp(st->params[i].name, "_pq_.", 5) == 0) {
+				if (!send_negotiate(c, st)) {
+					client_close(c, "send failed");
+					return false;
+				}
+				break;
+			}
+		}
+	}
+	if (pgt.shutting_down) {
+		client_fail(c, "57P03", "pgtenant is shutting down");
+		return false;
+	}
+	if (pgt.nclients > cfg->max_client_conn) {
+		client_fail(c, "53300", "no more connections allowed (max_client_conn)");
+		return false;
+	}
+	bool admin = admin_is_admin_db(c->dbname);
+	for (int i = 0; i < st->nparams; i++) {
+		const char *k = st->params[i].name, *v = st->params[i].value;
+		if (strcmp(k, "user") == 0 || strcmp(k, "database") == 0 || strncmp(k, "_pq_.", 5) == 0)
+			continue;
+		if (strcmp(k, "replication") == 0) {
+			client_fail(c, "08P01", "replication connections are not supported");
+			return false;
+		}
+		if (admin || util_list_contains(cfg->ignore_startup_parameters, k))
+			continue;
+		if (strcmp(k, "options") == 0) {
+			if (!vars_parse_options(v, &c->vars, &reason)) {
+				client_fail(c, "08P01", "unsupported startup parameter in options: %s", reason);
+				return false;
+			}
+			continue;
+		}
+		if (!vars_valid_name(k)) {
+			client_fail(c, "08P01", "unsupported startup parameter: %s", k);
+			return false;
+		}
+		vars_set(&c->vars, k, v);
+	}
+	c->login = xcalloc(1, sizeof(*c->login));
+	if (admin) {
+		bool is_admin = util_list_contains(cfg->admin_users, c->user);
+		if (!is_admin && !util_list_contains(cfg->stats_users, c->user)) {
+			client_fail(c, "28000", "not allowed to connect to the admin console");
+			return false;
+		}
+		c->is_admin_user = is_admin;
+	} else {
+		c->login->db = config_find_db(cfg, c->dbname);
+		if (!c->login->db) {
+			client_fail(c, "3D000", "no such database: %s", c->dbname);
+			return false;
+		}
+	}
+	if (!util_random(&c->cancel_pid, 4) || !util_random(&c->cancel_key, 4)) {
+		client_fail(c, "58000", "could not generate a cancel key");
+		return false;
+	}
+	return auth_start(c, &c->login->auth);
+}
+
+void client_welcome(struct pgt_client *c)
+{
+	struct pgt_pool *pool = c->pool;
+	struct pktbuf b;
+	pktbuf_init(&b);
+	pktbuf_auth(&b, 0, NULL, 0);
+	for (int i = 0; i < pool->welcome.n; i++) {
+		const char *k = pool->welcome.v[i].key;
+		const char *v = vars_get(&c->vars, k);
+		pktbuf_param_status(&b, k, v ? v : pool->welcome.v[i].value);
+	}
+	pktbuf_start(&b, 'K');
+	pktbuf_put_u32(&b, c->cancel_pid);
+	pktbuf_put_u32(&b, c->cancel_key);
+	pktbuf_finish(&b);
+	pktbuf_ready(&b, 'I');
+	set_state(c, CL_ACTIVE, &pool->active_clients);
+	bool ok = sbuf_send_raw(&c->conn, b.data, b.len);
+	pktbuf_free(&b);
+	if (!ok) {
+		client_close(c, "send failed");
+		return;
+	}
+	client_log(c, PGT_LOG_DEBUG, "login ok");
+	if (c->conn.hold)
+		sbuf_resume(&c->conn);
+}
+
+static bool login_done(struct pgt_client *c)
+{
+	const struct pgt_config *cfg = pgt.cfg;
+	auth_clear(&c->login->auth);
+	const struct pgt_database *db = c->login->db;
+	free(c->login);
+	c->login = NULL;
+	if (admin_is_admin_db(c->dbname)) {
+		set_state(c, CL_ADMIN, &admin_clients);
+		return admin_welcome(c);
+	}
+	/* the config may have been reloaded during authentication */
+	db = config_find_db(cfg, c->dbname);
+	if (!db) {
+		client_fail(c, "3D000", "no such database: %s", c->dbname);
+		return false;
+	}
+	struct pgt_pool *pool = pool_get(c->dbname, db, db->user ? db->user : c->user, "");
+	c->pool = pool;
+	if (pool->welcome_ready) {
+		client_welcome(c);
+		return !c->conn.dead;
+	}
+	if (pool_in_backoff(pool) && pool->nservers == 0) {
+		client_fail(c, "08006", "server connection failed: %s", pool->last_error);
+		return false;
+	}
+	set_state(c, CL_WELCOME, &pool->welcome_clients);
+	c->wait_start = loop_now();
+	pool_maybe_launch(pool);
+	return !c->conn.dead;
+}
+
+static enum sbuf_verdict login_packet(struct pgt_client *c, struct pgt_pkt *pkt)
+{
+	if (!pkt->full)
+		return SB_NEED_FULL;
+	if (c->conn.startup_mode) {
+		struct proto_startup st;
+		const char *reason;
+		if (!proto_parse_startup(pkt->data, pkt->total, &st, &reason)) {
+			client_fail(c, "08P01", "protocol violation: %s", reason);
+			return SB_GONE;
+		}
+		if (st.code == PROTO_SSL_CODE || st.code == PROTO_GSSENC_CODE) {
+			/* TLS and GSS encryption are not offered (yet): answer 'N' and read on */
+			if (!sbuf_send_raw(&c->conn, "N", 1)) {
+				client_close(c, "send failed");
+				return SB_GONE;
+			}
+			return SB_SKIP;
+		}
+		if (st.code == PROTO_CANCEL_CODE) {
+			handle_cancel(c, st.cancel_pid, st.cancel_key);
+			client_close(c, NULL);
+			return SB_GONE;
+		}
+		if (st.code >> 16 != 3) {
+			client_fail(c, "08P01", "protocol violation: unsupported protocol version %u.%u",
+				    st.code >> 16, st.code & 0xffff);
+			return SB_GONE;
+		}
+		if (!handle_startup(c, &st))
+			return SB_GONE;
+		/* trust: authenticated without an exchange */
+		if (c->login->auth.step == AUTH_DONE && !login_done(c))
+			return SB_GONE;
+		return c->conn.dead ? SB_GONE : SB_SKIP;
+	}
+	if (pkt->type == 'X') {
+		client_close(c, NULL);
+		return SB_GONE;
+	}
+	if (pkt->type != 'p' || !c->login || c->login->auth.step == AUTH_NONE) {
+		client_fail(c, "08P01", "protocol violation: unexpected message type '%c' during login",
+			    pkt->type >= 32 && pkt->type < 127 ? pkt->type : '?');
+		return SB_GONE;
+	}
+	if (!auth_message(c, &c->login->auth, pkt->data + 5, pkt->total - 5))
+		return SB_GONE;
+	if (c->login->auth.step == AUTH_DONE && !login_done(c))
+		return SB_GONE;
+	return c->conn.dead ? SB_GONE : SB_SKIP;
+}
+
+/* ---- logged in ---- */
+
+static enum sbuf_verdict active_packet(struct pgt_client *c, struct pgt_pkt *pkt)
+{
+	if (pkt->type == 'X') {
+		client_close(c, NULL);
+		return SB_GONE;
+	}
+	struct pgt_server *s = c->server;
+	if (!s) {
+		s = pool_assign(c->pool, c);
+		if (c->conn.dead)
+			return SB_GONE;
+		if (!s)
+			return SB_HOLD;
+	}
+	struct pgt_pool_stats *st = &c->pool->stats;
+	switch (pkt->type) {
+	case 'Q':
+		st->query_count++;
+		/* fallthrough */
+	case 'S':
+	case 'F':
+		s->expect_rfq++;
+		s->sent_since_rfq = false;
+		if (s->query_start == 0)
+			s->query_start = loop_now();
+		break;
+	default:
+		s->sent_since_rfq = true;
+		break;
+	}
+	st->bytes_in += pkt->total;
+	return SB_FORWARD;
+}
+
+static enum sbuf_verdict client_on_packet(struct pgt_conn *conn, struct pgt_pkt *pkt)
+{
+	struct pgt_client *c = (struct pgt_client *)conn;
+	switch (c->state) {
+	case CL_LOGIN:
+		return login_packet(c, pkt);
+	case CL_ACTIVE:
+		return active_packet(c, pkt);
+	case CL_WELCOME:
+	case CL_WAITING:
+		return SB_HOLD;
+	case CL_ADMIN:
+		if (pkt->type == 'X') {
+			client_close(c, NULL);
+			return SB_GONE;
+		}
+		if (pkt->type != 'Q') {
+			client_fail(c, "08P01", "protocol violation: the admin console supports only the simple query protocol");
+			return SB_GONE;
+		}
+		if (!pkt->full)
+			return SB_NEED_FULL;
+		if (pkt->total < 6 || pkt->data[pkt->total - 1] != '\0') {
+			client_fail(c, "08P01", "protocol violation: malformed query message");
+			return SB_GONE;
+		}
+		return admin_query(c, (const char *)pkt->data + 5) ? SB_SKIP : SB_GONE;
+	default:
+		return SB_GONE;
+	}
+}
+
+void client_linked(struct pgt_client *c, struct pgt_server *s)
+{
+	(void)s;
+	usec_t now = loop_now();
+	if (c->state == CL_WAITING) {
+		c->pool->stats.wait_time += (uint64_t)(now - c->wait_start);
+		set_state(c, CL_ACTIVE, &c->pool->active_clients);
+	}
+	c->xact_start = now;
+	if (c->conn.hold)
+		sbuf_resume(&c->conn);
+}
+
+static void client_on_barrier(struct pgt_conn *conn)
+{
+	(void)conn;
+}
+
+static void client_on_close(struct pgt_conn *conn, const char *reason, bool protocol_error)
+{
+	struct pgt_client *c = (struct pgt_client *)conn;
+	if (protocol_error)
+		client_fail(c, "08P01", "protocol violation: %s", reason);
+	else
+		client_close(c, reason ? reason : (c->state == CL_LOGIN ? "client disconnected during login" : NULL));
+}
+
+static struct pgt_conn *client_peer(struct pgt_conn *conn)
+{
+	struct pgt_client *c = (struct pgt_client *)conn;
+	return c->server ? &c->server->conn : NULL;
+}
+
+struct list *client_login_list(void) { return &login_clients; }
+struct list *client_admin_list(void) { return &admin_clients; }

@@ -1,0 +1,620 @@
+/*
+ * Table-driven pgtenant.ini parser.  Each [pgtenant] key is one row of
+ * cf_keys[]: name, type, offset into struct pgt_config, whether RELOAD may
+ * change it, and its default (as text, parsed by the same code as a value in
+ * the file, so SHOW CONFIG and the man page agree with the code).
+ *
+ * inih is fed through our own line reader: inih reports neither line numbers
+ * to handlers nor lines longer than its compiled-in limit (200 bytes on
+ * Debian), and connection strings are often longer.  The reader counts lines
+ * and hands inih a short stand-in for a long `key = value` line, whose value
+ * the handler then takes from the reader.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <regex.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "log.h"
+#include "userlist.h"
+
+enum cf_type { CF_INT, CF_BOOL, CF_STR, CF_TIME, CF_ENUM };
+
+struct cf_key {
+	const char *name;
+	enum cf_type type;
+	size_t off;
+	bool reloadable;
+	const char *def;
+	long min, max;                /* CF_INT */
+	const char *const *choices;   /* CF_ENUM, NULL-terminated */
+};
+
+static const char *const pool_modes[] = {"session", "transaction", NULL};
+static const char *const auth_types[] = {"trust", "md5", "scram-sha-256", "jwt", NULL};
+static const char *const sslmodes[] = {"disable", "allow", "prefer", "require", "verify-ca",
+				       "verify-full", NULL};
+static const char *const unknown_tenant_modes[] = {"reject", "allow", NULL};
+
+#define OFF(f) offsetof(struct pgt_config, f)
+#define INT(n, r, d, lo, hi) {#n, CF_INT, OFF(n), r, d, lo, hi, NULL}
+#define BOOL(n, r, d) {#n, CF_BOOL, OFF(n), r, d, 0, 0, NULL}
+#define STR(n, r, d) {#n, CF_STR, OFF(n), r, d, 0, 0, NULL}
+#define TIME(n, r, d) {#n, CF_TIME, OFF(n), r, d, 0, 0, NULL}
+#define ENUM(n, r, d, c) {#n, CF_ENUM, OFF(n), r, d, 0, 0, c}
+
+static const struct cf_key cf_keys[] = {
+	STR(listen_addr, false, "127.0.0.1"),
+	INT(listen_port, false, "6432", 1, 65535),
+	STR(unix_socket_dir, false, "/tmp"),
+	INT(unix_socket_mode, false, "511", 0, 511),
+	STR(pidfile, false, ""),
+	STR(logfile, true, ""),
+	STR(admin_users, true, ""),
+	STR(stats_users, true, ""),
+	ENUM(auth_type, true, "scram-sha-256", auth_types),
+	STR(auth_file, true, ""),
+	ENUM(pool_mode, true, "transaction", pool_modes),
+	INT(max_client_conn, true, "10000", 1, 1000000),
+	INT(default_pool_size, true, "20", 1, 100000),
+	INT(min_pool_size, true, "0", 0, 100000),
+	INT(reserve_pool_size, true, "0", 0, 100000),
+	TIME(reserve_pool_timeout, true, "5"),
+	INT(max_db_connections, true, "100", 0, 1000000),
+	STR(server_reset_query, true, "DISCARD ALL"),
+	TIME(server_lifetime, true, "3600"),
+	TIME(server_idle_timeout, true, "600"),
+	TIME(server_connect_timeout, true, "15"),
+	TIME(server_login_retry, true, "15"),
+	TIME(query_timeout, true, "0"),
+	TIME(query_wait_timeout, true, "120"),
+	TIME(client_idle_timeout, true, "0"),
+	TIME(client_login_timeout, true, "60"),
+	TIME(idle_transaction_timeout, true, "0"),
+	INT(max_prepared_statements, true, "200", 0, 100000),
+	INT(pkt_buf, false, "8192", 4096, 1048576),
+	STR(ignore_startup_parameters, true, "extra_float_digits"),
+	BOOL(tcp_keepalive, true, "yes"),
+
+	BOOL(tenant_required, true, "yes"),
+	STR(tenant_sources, true, "parameter, options, user, sni, jwt"),
+	STR(tenant_parameter, true, "tenant"),
+	STR(tenant_user_separator, true, "."),
+	STR(tenant_sni_suffix, true, ""),
+	STR(tenant_id_pattern, true, "[a-z0-9_]{1,48}"),
+	STR(tenant_schema, true, "tenant_%s"),
+	STR(tenant_search_path, true, "\"$tenant\", public"),
+	STR(tenant_setting, true, ""),
+	INT(tenant_pool_size, true, "5", 1, 100000),
+	INT(tenant_max_client_conn, true, "500", 1, 1000000),
+	STR(tenant_query, true, ""),
+	TIME(tenant_query_cache_ttl, true, "60"),
+	ENUM(unknown_tenant, true, "reject", unknown_tenant_modes),
+
+	STR(jwt_key_file, true, ""),
+	STR(jwt_secret_file, true, ""),
+	STR(jwt_algorithms, true, "RS256, ES256"),
+	STR(jwt_tenant_claim, true, "custom:tenant_id"),
+	STR(jwt_user_claim, true, "sub"),
+	STR(jwt_issuer, true, ""),
+	STR(jwt_audience, true, ""),
+	TIME(jwt_leeway, true, "30"),
+
+	ENUM(client_tls_sslmode, false, "disable", sslmodes),
+	STR(client_tls_cert_file, false, ""),
+	STR(client_tls_key_file, false, ""),
+	STR(client_tls_ca_file, false, ""),
+	ENUM(server_tls_sslmode, true, "prefer", sslmodes),
+	STR(server_tls_ca_file, true, ""),
+
+	STR(metrics_listen, false, ""),
+	STR(audit_log, true, ""),
+	INT(tenant_xact_rate, true, "0", 0, 100000000),
+	STR(server_password_file, true, ""),
+	INT(workers, false, "1", 1, 64),
+};
+
+/* Parse value into the field described by k; false with a message. */
+static bool cf_set(struct pgt_config *cfg, const struct cf_key *k, const char *value, char *err,
+		   size_t errlen)
+{
+	void *field = (char *)cfg + k->off;
+	switch (k->type) {
+	case CF_INT: {
+		long v;
+		if (!util_parse_int(value, k->min, k->max, &v)) {
+			snprintf(err, errlen, "invalid value \"%s\" for %s: expected an integer from %ld to %ld",
+				 value, k->name, k->min, k->max);
+			return false;
+		}
+		*(int *)field = (int)v;
+		return true;
+	}
+	case CF_BOOL:
+		if (!util_parse_bool(value, (bool *)field)) {
+			snprintf(err, errlen, "invalid value \"%s\" for %s: expected yes or no", value, k->name);
+			return false;
+		}
+		return true;
+	case CF_TIME:
+		if (!util_parse_duration(value, (usec_t *)field)) {
+			snprintf(err, errlen, "invalid value \"%s\" for %s: expected seconds, or a number with unit ms, s, min, h",
+				 value, k->name);
+			return false;
+		}
+		return true;
+	case CF_STR: {
+		char **s = field;
+		free(*s);
+		*s = xstrdup(value);
+		return true;
+	}
+	case CF_ENUM:
+		for (int i = 0; k->choices[i]; i++) {
+			if (strcasecmp(value, k->choices[i]) == 0) {
+				*(int *)field = i;
+				return true;
+			}
+		}
+		{
+			char opts[200] = "";
+			for (int i = 0; k->choices[i]; i++) {
+				strncat(opts, i ? ", " : "", sizeof(opts) - strlen(opts) - 1);
+				strncat(opts, k->choices[i], sizeof(opts) - strlen(opts) - 1);
+			}
+			snprintf(err, errlen, "invalid value \"%s\" for %s: expected one of %s", value, k->name, opts);
+		}
+		return false;
+	}
+	return false;
+}
+
+static const struct cf_key *cf_find(const char *name)
+{
+	for (size_t i = 0; i < PGT_ARRAY_SIZE(cf_keys); i++)
+		if (strcasecmp(cf_keys[i].name, name) == 0)
+			return &cf_keys[i];
+	return NULL;
+}
+
+int config_key_count(void) { return (int)PGT_ARRAY_SIZE(cf_keys); }
+
+void config_key_row(const struct pgt_config *cfg, int i, struct pgt_config_row *row)
+{
+	const struct cf_key *k = &cf_keys[i];
+	const void *field = (const char *)cfg + k->off;
+	row->name = k->name;
+	row->def = k->def;
+	row->reloadable = k->reloadable;
+	switch (k->type) {
+	case CF_INT:
+		snprintf(row->value, sizeof(row->value), "%d", *(const int *)field);
+		break;
+	case CF_BOOL:
+		snprintf(row->value, sizeof(row->value), "%s", *(const bool *)field ? "yes" : "no");
+		break;
+	case CF_TIME: {
+		usec_t v = *(const usec_t *)field;
+		if (v % USEC_PER_SEC == 0)
+			snprintf(row->value, sizeof(row->value), "%lld", (long long)(v / USEC_PER_SEC));
+		else
+			snprintf(row->value, sizeof(row->value), "%lldms", (long long)(v / 1000));
+		break;
+	}
+	case CF_STR: {
+		const char *s = *(char *const *)field;
+		snprintf(row->value, sizeof(row->value), "%s", s ? s : "");
+		break;
+	}
+	case CF_ENUM:
+		snprintf(row->value, sizeof(row->value), "%s", k->choices[*(const int *)field]);
+		break;
+	}
+}
+
+bool config_set_key(struct pgt_config *cfg, const char *name, const char *value, char *err,
+		    size_t errlen)
+{
+	const struct cf_key *k = cf_find(name);
+	if (!k) {
+		snprintf(err, errlen, "unknown config key \"%s\"", name);
+		return false;
+	}
+	if (!k->reloadable) {
+		snprintf(err, errlen, "%s cannot be changed without a restart", k->name);
+		return false;
+	}
+	return cf_set(cfg, k, value, err, errlen);
+}
+
+/* ---- errors ---- */
+
+PGT_PRINTF(3, 4)
+static void cf_error(struct pgt_config *cfg, int line, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	cfg->nerrors++;
+	if (cfg->errout)
+		fprintf(cfg->errout, "%s:%d: %s\n", cfg->path, line, msg);
+	else
+		log_error("%s:%d: %s", cfg->path, line, msg);
+}
+
+/* ---- connection strings ---- */
+
+static void db_defaults(struct pgt_database *db)
+{
+	memset(db, 0, sizeof(*db));
+	db->port = 5432;
+	db->pool_size = -1;
+	db->min_pool_size = -1;
+	db->reserve_pool = -1;
+	db->max_db_connections = -1;
+	db->pool_mode = -1;
+}
+
+static void db_free(struct pgt_database *db)
+{
+	free(db->name);
+	free(db->host);
+	free(db->dbname);
+	free(db->user);
+	if (db->password) {
+		memset(db->password, 0, strlen(db->password));
+		free(db->password);
+	}
+}
+
+bool connstr_parse(const char *s, struct pgt_database *db, char *err, size_t errlen)
+{
+	const char *p = s;
+	char key[64], val[1024];
+	for (;;) {
+		while (isspace((unsigned char)*p))
+			p++;
+		if (!*p)
+			break;
+		size_t kn = 0;
+		while (*p && *p != '=' && !isspace((unsigned char)*p)) {
+			if (kn + 1 >= sizeof(key)) {
+				snprintf(err, errlen, "connection string key too long");
+				return false;
+			}
+			key[kn++] = *p++;
+		}
+		key[kn] = '\0';
+		while (isspace((unsigned char)*p))
+			p++;
+		if (*p != '=') {
+			snprintf(err, errlen, "expected key=value in connection string near \"%s\"", key);
+			return false;
+		}
+		p++;
+		while (isspace((unsigned char)*p))
+			p++;
+		size_t vn = 0;
+		if (*p == '\'') {
+			p++;
+			for (;;) {
+				if (!*p) {
+					snprintf(err, errlen, "unterminated quote in connection string");
+					return false;
+				}
+				if (*p == '\\' && p[1]) {
+					p++;
+				} else if (*p == '\'') {
+					p++;
+					break;
+				}
+				if (vn + 1 >= sizeof(val)) {
+					snprintf(err, errlen, "value too long in connection string");
+					return false;
+				}
+				val[vn++] = *p++;
+			}
+		} else {
+			while (*p && !isspace((unsigned char)*p)) {
+				if (vn + 1 >= sizeof(val)) {
+					snprintf(err, errlen, "value too long in connection string");
+					return false;
+				}
+				val[vn++] = *p++;
+			}
+		}
+		val[vn] = '\0';
+		long n;
+		if (strcmp(key, "host") == 0) {
+			free(db->host);
+			db->host = xstrdup(val);
+		} else if (strcmp(key, "port") == 0) {
+			if (!util_parse_int(val, 1, 65535, &n)) {
+				snprintf(err, errlen, "invalid port \"%s\"", val);
+				return false;
+			}
+			db->port = (int)n;
+		} else if (strcmp(key, "dbname") == 0) {
+			free(db->dbname);
+			db->dbname = xstrdup(val);
+		} else if (strcmp(key, "user") == 0) {
+			free(db->user);
+			db->user = xstrdup(val);
+		} else if (strcmp(key, "password") == 0) {
+			free(db->password);
+			db->password = xstrdup(val);
+		} else if (strcmp(key, "pool_size") == 0 || strcmp(key, "min_pool_size") == 0 ||
+			   strcmp(key, "reserve_pool") == 0 || strcmp(key, "reserve_pool_size") == 0 ||
+			   strcmp(key, "max_db_connections") == 0) {
+			if (!util_parse_int(val, 0, 1000000, &n)) {
+				snprintf(err, errlen, "invalid %s \"%s\"", key, val);
+				return false;
+			}
+			if (key[0] == 'p')
+				db->pool_size = (int)n;
+			else if (key[0] == 'm' && key[1] == 'i')
+				db->min_pool_size = (int)n;
+			else if (key[0] == 'r')
+				db->reserve_pool = (int)n;
+			else
+				db->max_db_connections = (int)n;
+		} else if (strcmp(key, "pool_mode") == 0) {
+			if (strcasecmp(val, "session") == 0)
+				db->pool_mode = PGT_POOL_SESSION;
+			else if (strcasecmp(val, "transaction") == 0)
+				db->pool_mode = PGT_POOL_TRANSACTION;
+			else {
+				snprintf(err, errlen, "invalid pool_mode \"%s\"", val);
+				return false;
+			}
+		} else {
+			snprintf(err, errlen, "unknown connection string key \"%s\"", key);
+			return false;
+		}
+	}
+	return true;
+}
+
+/* ---- the ini reader ---- */
+
+struct cf_reader {
+	FILE *f;
+	int line;
+	char *long_value; /* value of the current line when it was too long for inih */
+	char *buf;
+	size_t bufcap;
+};
+
+static char *cf_read_line(char *str, int num, void *stream)
+{
+	struct cf_reader *r = stream;
+	ssize_t n = getline(&r->buf, &r->bufcap, r->f);
+	if (n < 0)
+		return NULL;
+	r->line++;
+	free(r->long_value);
+	r->long_value = NULL;
+	if (n < num - 1) {
+		memcpy(str, r->buf, (size_t)n + 1);
+		return str;
+	}
+	/* too long for inih: hand it "key = \x01" and keep the value aside */
+	char *line = util_trim(r->buf);
+	char *eq = strchr(line, '=');
+	if (line[0] == ';' || line[0] == '#' || !eq || (size_t)(eq - line) > (size_t)num - 8) {
+		snprintf(str, (size_t)num, "%s\n", (line[0] == ';' || line[0] == '#') ? ";" : "=");
+		return str;
+	}
+	*eq = '\0';
+	r->long_value = xstrdup(util_trim(eq + 1));
+	/* inih strips inline comments; do the same for the value we keep */
+	for (char *c = r->long_value; *c; c++) {
+		if (*c == ';' && c > r->long_value && isspace((unsigned char)c[-1])) {
+			*c = '\0';
+			util_trim(r->long_value);
+			break;
+		}
+	}
+	snprintf(str, (size_t)num, "%s = \x01\n", util_trim(line));
+	return str;
+}
+
+struct cf_ctx {
+	struct pgt_config *cfg;
+	struct cf_reader *rd;
+	bool seen_pgtenant;
+};
+
+static int cf_handler(void *user, const char *section, const char *name, const char *value)
+{
+	struct cf_ctx *ctx = user;
+	struct pgt_config *cfg = ctx->cfg;
+	int line = ctx->rd->line;
+	char err[512];
+	if (value && value[0] == '\x01' && value[1] == '\0' && ctx->rd->long_value)
+		value = ctx->rd->long_value;
+	if (!name) /* section header alone (INI_CALL_HANDLER_ON_NEW_SECTION) */
+		return 1;
+	if (!value)
+		value = "";
+	if (strcasecmp(section, "pgtenant") == 0 || strcasecmp(section, "pgbouncer") == 0) {
+		ctx->seen_pgtenant = true;
+		const struct cf_key *k = cf_find(name);
+		if (!k) {
+			cf_error(cfg, line, "unknown key \"%s\" in section [%s]", name, section);
+			return 1;
+		}
+		if (!cf_set(cfg, k, value, err, sizeof(err)))
+			cf_error(cfg, line, "%s", err);
+	} else if (strcasecmp(section, "databases") == 0) {
+		struct pgt_database db;
+		db_defaults(&db);
+		if (!connstr_parse(value, &db, err, sizeof(err))) {
+			cf_error(cfg, line, "database \"%s\": %s", name, err);
+			db_free(&db);
+			return 1;
+		}
+		for (int i = 0; i < cfg->ndbs; i++) {
+			if (strcmp(cfg->dbs[i].name, name) == 0) {
+				cf_error(cfg, line, "database \"%s\" defined twice (first at line %d)", name,
+					 cfg->dbs[i].line);
+				db_free(&db);
+				return 1;
+			}
+		}
+		db.name = xstrdup(name);
+		db.line = line;
+		cfg->dbs = xrealloc(cfg->dbs, sizeof(*cfg->dbs) * (size_t)(cfg->ndbs + 1));
+		cfg->dbs[cfg->ndbs++] = db;
+	} else if (strcasecmp(section, "tenants") == 0) {
+		cfg->tenants = xrealloc(cfg->tenants, sizeof(*cfg->tenants) * (size_t)(cfg->ntenants + 1));
+		cfg->tenants[cfg->ntenants].id = xstrdup(name);
+		cfg->tenants[cfg->ntenants].spec = xstrdup(value);
+		cfg->tenants[cfg->ntenants].line = line;
+		cfg->ntenants++;
+	} else {
+		cf_error(cfg, line, "unknown section [%s]", section);
+	}
+	return 1;
+}
+
+static void cf_validate(struct pgt_config *cfg)
+{
+	regex_t re;
+	char *anchored = xasprintf("^(%s)$", cfg->tenant_id_pattern);
+	if (regcomp(&re, anchored, REG_EXTENDED | REG_NOSUB) != 0)
+		cf_error(cfg, 0, "tenant_id_pattern \"%s\" is not a valid regular expression",
+			 cfg->tenant_id_pattern);
+	else
+		regfree(&re);
+	free(anchored);
+	if (cfg->auth_type != PGT_AUTH_TRUST && !*cfg->auth_file)
+		cf_error(cfg, 0, "auth_type %s needs auth_file", auth_types[cfg->auth_type]);
+	if (*cfg->auth_file) {
+		struct pgt_userlist *ul = xcalloc(1, sizeof(*ul));
+		char err[512];
+		int errline = 0;
+		char *path = cfg->auth_file;
+		char *resolved = NULL;
+		/* a relative auth_file is relative to the config file, like pgbouncer.ini users expect */
+		if (path[0] != '/') {
+			const char *slash = strrchr(cfg->path, '/');
+			if (slash)
+				path = resolved = xasprintf("%.*s/%s", (int)(slash - cfg->path), cfg->path, path);
+		}
+		if (!userlist_load(path, ul, &errline, err, sizeof(err))) {
+			cfg->nerrors++;
+			if (cfg->errout)
+				fprintf(cfg->errout, "%s:%d: %s\n", errline ? path : cfg->path, errline, err);
+			else
+				log_error("%s:%d: %s", errline ? path : cfg->path, errline, err);
+			free(ul);
+		} else {
+			cfg->users = ul;
+		}
+		free(resolved);
+	}
+	if (cfg->listen_addr[0] == '\0' && cfg->unix_socket_dir[0] == '\0')
+		cf_error(cfg, 0, "neither listen_addr nor unix_socket_dir is set: nothing to listen on");
+}
+
+struct pgt_config *config_load(const char *path, FILE *errout, int *nerrors)
+{
+	struct pgt_config *cfg = xcalloc(1, sizeof(*cfg));
+	cfg->path = xstrdup(path);
+	cfg->errout = errout;
+	char err[512];
+	for (size_t i = 0; i < PGT_ARRAY_SIZE(cf_keys); i++) {
+		if (!cf_set(cfg, &cf_keys[i], cf_keys[i].def, err, sizeof(err))) {
+			fprintf(stderr, "BUG: default of %s: %s\n", cf_keys[i].name, err);
+			abort();
+		}
+	}
+	struct cf_reader rd = {0};
+	rd.f = fopen(path, "r");
+	if (!rd.f) {
+		cf_error(cfg, 0, "cannot open config file: %s", strerror(errno));
+		goto done;
+	}
+	ini_allow_multiline = false;
+	struct cf_ctx ctx = {cfg, &rd, false};
+	int r = ini_parse_stream(cf_read_line, &rd, cf_handler, &ctx);
+	fclose(rd.f);
+	free(rd.buf);
+	free(rd.long_value);
+	if (r > 0)
+		cf_error(cfg, r, "syntax error: expected [section] or key = value");
+	else if (r < 0)
+		cf_error(cfg, 0, "cannot read config file");
+	if (r == 0 && !ctx.seen_pgtenant && cfg->nerrors == 0)
+		cf_error(cfg, 0, "no [pgtenant] section");
+	if (cfg->nerrors == 0)
+		cf_validate(cfg);
+done:
+	*nerrors = cfg->nerrors;
+	cfg->errout = NULL;
+	if (cfg->nerrors) {
+		config_free(cfg);
+		return NULL;
+	}
+	return cfg;
+}
+
+void config_free(struct pgt_config *cfg)
+{
+	if (!cfg)
+		return;
+	for (size_t i = 0; i < PGT_ARRAY_SIZE(cf_keys); i++)
+		if (cf_keys[i].type == CF_STR)
+			free(*(char **)((char *)cfg + cf_keys[i].off));
+	for (int i = 0; i < cfg->ndbs; i++)
+		db_free(&cfg->dbs[i]);
+	free(cfg->dbs);
+	for (int i = 0; i < cfg->ntenants; i++) {
+		free(cfg->tenants[i].id);
+		free(cfg->tenants[i].spec);
+	}
+	free(cfg->tenants);
+	if (cfg->users) {
+		userlist_free(cfg->users);
+		free(cfg->users);
+	}
+	free(cfg->path);
+	free(cfg);
+}
+
+const struct pgt_database *config_find_db(const struct pgt_config *cfg, const char *name)
+{
+	const struct pgt_database *fallback = NULL;
+	for (int i = 0; i < cfg->ndbs; i++) {
+		if (strcmp(cfg->dbs[i].name, name) == 0)
+			return &cfg->dbs[i];
+		if (strcmp(cfg->dbs[i].name, "*") == 0)
+			fallback = &cfg->dbs[i];
+	}
+	return fallback;
+}
+
+int config_db_pool_size(const struct pgt_config *cfg, const struct pgt_database *db)
+{
+	return db->pool_size >= 0 ? db->pool_size : cfg->default_pool_size;
+}
+
+int config_db_pool_mode(const struct pgt_config *cfg, const struct pgt_database *db)
+{
+	return db->pool_mode >= 0 ? db->pool_mode : cfg->pool_mode;
+}
+
+int config_db_max_connections(const struct pgt_config *cfg, const struct pgt_database *db)
+{
+	return db->max_db_connections >= 0 ? db->max_db_connections : cfg->max_db_connections;
+}

@@ -1,0 +1,243 @@
+/*
+ * Pool registry and server assignment.
+ *
+ * Waiting clients are served strictly FIFO within a pool; a client that
+ * arrives while others wait queues behind them even if a server is idle at
+ * that instant (it will be handed to the head of the queue).  New server
+ * connections are opened only for clients that wait, up to the pool size,
+ * plus reserve_pool_size once a client has waited reserve_pool_timeout,
+ * and never beyond max_db_connections for the database entry.
+ */
+#include "pool.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "client.h"
+#include "config.h"
+#include "log.h"
+#include "loop.h"
+#include "server.h"
+
+struct list pgt_pools = {&pgt_pools, &pgt_pools};
+static struct list dbstates = {&dbstates, &dbstates};
+
+static struct pgt_dbstate *dbstate_get(const char *name)
+{
+	struct list *i;
+	list_for_each(i, &dbstates) {
+		struct pgt_dbstate *d = container_of(i, struct pgt_dbstate, node);
+		if (strcmp(d->name, name) == 0)
+			return d;
+	}
+	struct pgt_dbstate *d = xcalloc(1, sizeof(*d));
+	d->name = xstrdup(name);
+	list_append(&dbstates, &d->node);
+	return d;
+}
+
+const char *pool_backend_dbname(const struct pgt_pool *pool)
+{
+	return pool->db && pool->db->dbname ? pool->db->dbname : pool->dbname;
+}
+
+struct pgt_pool *pool_get(const char *dbname, const struct pgt_database *db, const char *user,
+			  const char *tenant)
+{
+	struct list *i;
+	list_for_each(i, &pgt_pools) {
+		struct pgt_pool *p = container_of(i, struct pgt_pool, node);
+		if (strcmp(p->dbname, dbname) == 0 && strcmp(p->user, user) == 0 &&
+		    strcmp(p->tenant, tenant) == 0) {
+			if (!p->db) {
+				p->db = db;
+				p->generation++;
+				pool_remember_backend(p);
+			}
+			return p;
+		}
+	}
+	struct pgt_pool *p = xcalloc(1, sizeof(*p));
+	p->dbname = xstrdup(dbname);
+	p->user = xstrdup(user);
+	p->tenant = xstrdup(tenant);
+	p->db = db;
+	p->dbstate = dbstate_get(db->name);
+	list_init(&p->welcome_clients);
+	list_init(&p->active_clients);
+	list_init(&p->waiting_clients);
+	list_init(&p->login_servers);
+	list_init(&p->idle_servers);
+	list_init(&p->active_servers);
+	list_init(&p->used_servers);
+	list_append(&pgt_pools, &p->node);
+	pool_remember_backend(p);
+	log_debug("new pool %s/%s", p->dbname, p->user);
+	return p;
+}
+
+int pool_size_limit(const struct pgt_pool *pool)
+{
+	if (!pool->db)
+		return 0;
+	return config_db_pool_size(pgt.cfg, pool->db);
+}
+
+bool pool_in_backoff(const struct pgt_pool *pool)
+{
+	return pool->last_fail_time != 0 &&
+	       loop_now() - pool->last_fail_time < pgt.cfg->server_login_retry;
+}
+
+static bool db_has_room(const struct pgt_pool *pool)
+{
+	int cap = config_db_max_connections(pgt.cfg, pool->db);
+	return cap == 0 || pool->dbstate->nservers < cap;
+}
+
+void pool_maybe_launch(struct pgt_pool *pool)
+{
+	if (!pool->db || pool_in_backoff(pool) || pgt.shutting_down)
+		return;
+	int want = list_count(&pool->waiting_clients);
+	if (!pool->welcome_ready && !list_empty(&pool->welcome_clients))
+		want = PGT_MAX(want, 1);
+	int nlogin = list_count(&pool->login_servers);
+	int limit = pool_size_limit(pool);
+	struct list *first = list_first(&pool->waiting_clients);
+	if (first) {
+		struct pgt_client *c = container_of(first, struct pgt_client, node);
+		int reserve = pool->db->reserve_pool >= 0 ? pool->db->reserve_pool : pgt.cfg->reserve_pool_size;
+		if (reserve > 0 && loop_now() - c->wait_start >= pgt.cfg->reserve_pool_timeout)
+			limit += reserve;
+	}
+	while (nlogin < want && pool->nservers < limit && db_has_room(pool)) {
+		server_launch(pool);
+		nlogin++;
+	}
+}
+
+struct pgt_server *pool_assign(struct pgt_pool *pool, struct pgt_client *c)
+{
+	if (list_empty(&pool->waiting_clients)) {
+		struct list *l = list_last(&pool->idle_servers);
+		if (l) {
+			struct pgt_server *s = container_of(l, struct pgt_server, node);
+			if (!server_link(s, c))
+				return NULL;
+			client_linked(c, s);
+			return s;
+		}
+	}
+	if (pool->nservers == 0 && pool_in_backoff(pool)) {
+		client_fail(c, "08006", "server connection failed: %s", pool->last_error);
+		return NULL;
+	}
+	list_del(&c->node);
+	c->state = CL_WAITING;
+	c->wait_start = loop_now();
+	list_append(&pool->waiting_clients, &c->node);
+	pool_maybe_launch(pool);
+	return NULL;
+}
+
+void pool_server_ready(struct pgt_pool *pool, struct pgt_server *s)
+{
+	s->idle_since = loop_now();
+	struct list *first = list_first(&pool->waiting_clients);
+	if (first && !pgt.shutting_down) {
+		struct pgt_client *c = container_of(first, struct pgt_client, node);
+		if (!server_link(s, c))
+			return;
+		client_linked(c, s);
+		return;
+	}
+	list_del(&s->node);
+	s->state = SV_IDLE;
+	list_append(&pool->idle_servers, &s->node);
+	sbuf_update_events(&s->conn);
+}
+
+void pool_login_failed(struct pgt_pool *pool, const char *reason)
+{
+	pool->last_fail_time = loop_now();
+	snprintf(pool->last_error, sizeof(pool->last_error), "%s", reason);
+	struct list *i, *tmp;
+	list_for_each_safe(i, tmp, &pool->welcome_clients) {
+		struct pgt_client *c = container_of(i, struct pgt_client, node);
+		client_fail(c, "08006", "server connection failed: %s", reason);
+	}
+	if (pool->nservers == 0) {
+		list_for_each_safe(i, tmp, &pool->waiting_clients) {
+			struct pgt_client *c = container_of(i, struct pgt_client, node);
+			client_fail(c, "08006", "server connection failed: %s", reason);
+		}
+	}
+}
+
+void pool_config_changed(void)
+{
+	struct list *i;
+	list_for_each(i, &pgt_pools) {
+		struct pgt_pool *p = container_of(i, struct pgt_pool, node);
+		const struct pgt_database *db = config_find_db(pgt.cfg, p->dbname);
+		/* entries are re-created by every load: compare what reaches the server */
+		if (!db || (db->host == NULL) != (p->db_host == NULL) ||
+		    (db->host && strcmp(db->host, p->db_host) != 0) || db->port != p->db_port ||
+		    strcmp(db->dbname ? db->dbname : p->dbname, p->db_dbname) != 0) {
+			p->generation++;
+		}
+		p->db = db;
+		if (db)
+			pool_remember_backend(p);
+	}
+}
+
+void pool_remember_backend(struct pgt_pool *p)
+{
+	free(p->db_host);
+	free(p->db_dbname);
+	p->db_host = p->db->host ? xstrdup(p->db->host) : NULL;
+	p->db_port = p->db->port;
+	p->db_dbname = xstrdup(pool_backend_dbname(p));
+}
+
+void pool_maintain(struct pgt_pool *pool, usec_t now)
+{
+	const struct pgt_config *cfg = pgt.cfg;
+	struct list *i, *tmp;
+	int min = pool->db ? (pool->db->min_pool_size >= 0 ? pool->db->min_pool_size : cfg->min_pool_size) : 0;
+	list_for_each_safe(i, tmp, &pool->idle_servers) {
+		struct pgt_server *s = container_of(i, struct pgt_server, node);
+		const char *why = NULL;
+		if (s->generation != pool->generation || !pool->db)
+			why = "backend changed or database removed";
+		else if (s->close_needed)
+			why = "close requested";
+		else if (cfg->server_lifetime > 0 && now - s->conn.connect_time > cfg->server_lifetime)
+			why = "server_lifetime";
+		else if (cfg->server_idle_timeout > 0 && now - s->idle_since > cfg->server_idle_timeout &&
+			 pool->nservers > min)
+			why = "server_idle_timeout";
+		else if (pool->nservers > pool_size_limit(pool) && list_empty(&pool->waiting_clients))
+			why = "pool_size reduced";
+		if (why)
+			server_close_idle(s, why);
+	}
+	if (pool->db && pool->nservers < min && !pool_in_backoff(pool) && db_has_room(pool) &&
+	    !pgt.shutting_down && pool->welcome_ready)
+		server_launch(pool);
+	if (!list_empty(&pool->waiting_clients))
+		pool_maybe_launch(pool);
+}
+
+int pool_total_busy(void)
+{
+	int n = 0;
+	struct list *i;
+	list_for_each(i, &pgt_pools) {
+		struct pgt_pool *p = container_of(i, struct pgt_pool, node);
+		n += list_count(&p->active_servers) + list_count(&p->used_servers);
+	}
+	return n;
+}

@@ -1,0 +1,473 @@
+/*
+ * Buffered forwarding (see sbuf.h for the model and the buffer invariant).
+ *
+ * Syscall budget on the hot path: one recv() per readable event and one
+ * send() per batch of parsed messages.  Events are level-triggered and
+ * persistent; the registration changes only when back-pressure or a hold
+ * changes what a connection waits for, so a steady stream of transactions
+ * causes no epoll_ctl() at all.
+ */
+#include "sbuf.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "loop.h"
+#include "proto.h"
+
+static uint32_t bufsize = 8192;
+static struct pgt_iobuf *free_bufs;
+static int nbufs_used, nbufs_free;
+
+void sbuf_global_init(uint32_t size)
+{
+	bufsize = size;
+}
+
+void sbuf_mem_stats(int *used, int *nfree, uint32_t *size)
+{
+	*used = nbufs_used;
+	*nfree = nbufs_free;
+	*size = bufsize;
+}
+
+static struct pgt_iobuf *buf_get(void)
+{
+	struct pgt_iobuf *b = free_bufs;
+	if (b) {
+		free_bufs = b->next_free;
+		nbufs_free--;
+	} else {
+		b = malloc(sizeof(*b) + bufsize);
+		if (!b)
+			return NULL;
+	}
+	nbufs_used++;
+	return b;
+}
+
+static void buf_put(struct pgt_iobuf *b)
+{
+	nbufs_used--;
+	/* keep a bounded reserve so that a burst does not leave memory pinned forever */
+	if (nbufs_free >= 256) {
+		free(b);
+		return;
+	}
+	b->next_free = free_bufs;
+	free_bufs = b;
+	nbufs_free++;
+}
+
+static void conn_event_cb(evutil_socket_t fd, short what, void *arg);
+
+void sbuf_init(struct pgt_conn *c, int fd, uint8_t kind, const struct conn_ops *ops)
+{
+	c->fd = fd;
+	c->kind = kind;
+	c->ops = ops;
+	c->ev_mask = 0;
+	c->id = ++pgt.next_conn_id;
+	c->connect_time = c->request_time = loop_now();
+}
+
+static bool wants_read(const struct pgt_conn *c)
+{
+	if (c->dead || c->connecting || c->blocked)
+		return false;
+	if (c->buf && c->recv_pos >= bufsize)
+		return false; /* full: a hold or an oversized message; parsing frees room */
+	return true;
+}
+
+static bool wants_write(const struct pgt_conn *c)
+{
+	if (c->dead)
+		return false;
+	if (c->connecting || c->outq)
+		return true;
+	struct pgt_conn *src = c->ops->peer ? c->ops->peer((struct pgt_conn *)c) : NULL;
+	return src && src->blocked && src->ops->peer(src) == c;
+}
+
+void sbuf_update_events(struct pgt_conn *c)
+{
+	if (c->dead)
+		return;
+	short want = (short)((wants_read(c) ? EV_READ : 0) | (wants_write(c) ? EV_WRITE : 0));
+	if (want == c->ev_mask)
+		return;
+	if (c->ev_mask)
+		event_del(&c->ev);
+	c->ev_mask = want;
+	if (want) {
+		event_assign(&c->ev, pgt.base, c->fd, (short)(want | EV_PERSIST), conn_event_cb, c);
+		event_add(&c->ev, NULL);
+	}
+}
+
+static void release_buf_if_empty(struct pgt_conn *c)
+{
+	if (c->buf && c->send_pos == c->recv_pos && !c->blocked) {
+		c->recv_pos = c->parse_pos = c->send_pos = 0;
+		if (!c->hold) {
+			buf_put(c->buf);
+			c->buf = NULL;
+		}
+	}
+}
+
+bool sbuf_is_empty(const struct pgt_conn *c)
+{
+	return (!c->buf || c->recv_pos == c->send_pos) && !c->outq && c->pkt_remain == 0;
+}
+
+/* Try to write the outq; false on socket error. */
+static bool flush_outq(struct pgt_conn *c)
+{
+	struct pgt_outq *q = c->outq;
+	while (q && q->pos < q->len) {
+		ssize_t n = send(c->fd, q->data + q->pos, q->len - q->pos, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return true;
+			return false;
+		}
+		q->pos += (uint32_t)n;
+	}
+	free(q);
+	c->outq = NULL;
+	return true;
+}
+
+bool sbuf_send_raw(struct pgt_conn *c, const void *data, size_t len)
+{
+	if (c->dead)
+		return false;
+	size_t done = 0;
+	if (!c->outq) {
+		while (done < len) {
+			ssize_t n = send(c->fd, (const uint8_t *)data + done, len - done, MSG_NOSIGNAL);
+			if (n < 0) {
+				if (errno == EINTR)
+					continue;
+				if (errno == EAGAIN || errno == EWOULDBLOCK)
+					break;
+				return false;
+			}
+			done += (size_t)n;
+		}
+		if (done == len)
+			return true;
+	}
+	/* append the rest to the queue (cold path: login, errors, admin output) */
+	struct pgt_outq *q = c->outq;
+	size_t old = q ? q->len - q->pos : 0;
+	struct pgt_outq *nq = malloc(sizeof(*nq) + old + (len - done));
+	if (!nq)
+		return false;
+	if (q)
+		memcpy(nq->data, q->data + q->pos, old);
+	memcpy(nq->data + old, (const uint8_t *)data + done, len - done);
+	nq->pos = 0;
+	nq->len = (uint32_t)(old + len - done);
+	free(q);
+	c->outq = nq;
+	sbuf_update_events(c);
+	return true;
+}
+
+/*
+ * Send [send_pos, parse_pos) to the peer.  Returns false if c died (the
+ * peer's failure can take c down with it).  On a short write sets blocked.
+ */
+static bool flush(struct pgt_conn *c)
+{
+	if (c->send_pos == c->parse_pos) {
+		c->blocked = false;
+		return true;
+	}
+	struct pgt_conn *dst = c->ops->peer(c);
+	if (!dst || dst->dead) {
+		/* nobody to forward to (peer gone): drop, the owner is closing */
+		c->send_pos = c->parse_pos;
+		c->blocked = false;
+		return !c->dead;
+	}
+	if (dst->outq) {
+		if (!flush_outq(dst)) {
+			dst->ops->on_close(dst, "send failed", false);
+			return !c->dead;
+		}
+		if (dst->outq) {
+			c->blocked = true;
+			sbuf_update_events(dst);
+			return true;
+		}
+	}
+	for (;;) {
+		ssize_t n = send(dst->fd, c->buf->data + c->send_pos, c->parse_pos - c->send_pos,
+				 MSG_NOSIGNAL);
+		if (n > 0) {
+			c->send_pos += (uint32_t)n;
+			if (c->send_pos == c->parse_pos) {
+				bool was = c->blocked;
+				c->blocked = false;
+				if (was)
+					sbuf_update_events(dst);
+				return true;
+			}
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			c->blocked = true;
+			sbuf_update_events(dst);
+			return true;
+		}
+		dst->ops->on_close(dst, n < 0 ? strerror(errno) : "send returned 0", false);
+		return !c->dead;
+	}
+}
+
+void sbuf_set_barrier(struct pgt_conn *c)
+{
+	c->barrier = true;
+}
+
+static bool pump(struct pgt_conn *c)
+{
+	for (;;) {
+		if (c->dead)
+			return false;
+		if (c->hold || !c->buf)
+			break;
+		uint32_t avail = c->recv_pos - c->parse_pos;
+		if (c->pkt_remain == 0) {
+			if (c->barrier) {
+				if (!flush(c))
+					return false;
+				if (c->blocked)
+					break;
+				c->barrier = false;
+				c->ops->on_barrier(c);
+				continue;
+			}
+			if (avail == 0)
+				break;
+			struct proto_hdr hdr;
+			const uint8_t *p = c->buf->data + c->parse_pos;
+			enum proto_result r = c->startup_mode ? proto_parse_startup_header(p, avail, &hdr)
+							      : proto_parse_header(p, avail, 0x7fffffffu, &hdr);
+			if (r == PROTO_NEED_MORE) {
+				if (c->parse_pos + 5 > bufsize && c->send_pos == c->parse_pos) {
+					memmove(c->buf->data, p, avail);
+					c->send_pos = c->parse_pos = 0;
+					c->recv_pos = avail;
+				}
+				break;
+			}
+			if (r == PROTO_BAD) {
+				c->ops->on_close(c, "invalid message length", true);
+				return false;
+			}
+			struct pgt_pkt pkt = {hdr.type, hdr.total, p, avail >= hdr.total};
+			enum sbuf_verdict v = c->ops->on_packet(c, &pkt);
+			if (v == SB_NEED_FULL) {
+				if (hdr.total > bufsize) {
+					c->ops->on_close(c, "message too large", true);
+					return false;
+				}
+				/* make room: move the partial message to the buffer start */
+				if (c->parse_pos + hdr.total > bufsize) {
+					if (!flush(c))
+						return false;
+					if (c->blocked)
+						break;
+					memmove(c->buf->data, c->buf->data + c->parse_pos, avail);
+					c->send_pos = c->parse_pos = 0;
+					c->recv_pos = avail;
+				}
+				break; /* wait for the rest */
+			}
+			switch (v) {
+			case SB_FORWARD:
+				c->pkt_skip = 0;
+				c->pkt_remain = hdr.total;
+				break;
+			case SB_SKIP:
+				c->pkt_skip = 1;
+				c->pkt_remain = hdr.total;
+				break;
+			case SB_HOLD:
+				c->hold = true;
+				goto out;
+			case SB_GONE:
+				return false;
+			default:
+				break;
+			}
+			if (c->dead)
+				return false;
+		}
+		if (c->pkt_skip && c->send_pos < c->parse_pos) {
+			if (!flush(c))
+				return false;
+			if (c->blocked)
+				break;
+		}
+		uint32_t n = PGT_MIN(c->pkt_remain, c->recv_pos - c->parse_pos);
+		if (n == 0)
+			break;
+		c->parse_pos += n;
+		c->pkt_remain -= n;
+		if (c->pkt_skip)
+			c->send_pos = c->parse_pos;
+	}
+out:
+	if (!flush(c))
+		return false;
+	if (!c->blocked) {
+		if (c->send_pos == c->recv_pos) {
+			release_buf_if_empty(c);
+		} else if (c->send_pos > 0 && c->parse_pos == c->recv_pos && c->recv_pos > bufsize / 2) {
+			/* all parsed, nothing pending: reclaim the front of the buffer */
+			uint32_t left = c->recv_pos - c->send_pos;
+			memmove(c->buf->data, c->buf->data + c->send_pos, left);
+			c->parse_pos -= c->send_pos;
+			c->recv_pos = left;
+			c->send_pos = 0;
+		}
+	}
+	return true;
+}
+
+bool sbuf_pump(struct pgt_conn *c)
+{
+	bool ok = pump(c);
+	if (ok)
+		sbuf_update_events(c);
+	return ok;
+}
+
+bool sbuf_resume(struct pgt_conn *c)
+{
+	if (c->dead)
+		return false;
+	c->hold = false;
+	return sbuf_pump(c);
+}
+
+static void conn_read(struct pgt_conn *c)
+{
+	if (!c->buf) {
+		c->buf = buf_get();
+		if (!c->buf) {
+			c->ops->on_close(c, "out of memory for I/O buffer", false);
+			return;
+		}
+		c->recv_pos = c->parse_pos = c->send_pos = 0;
+	}
+	uint32_t room = bufsize - c->recv_pos;
+	if (room == 0) {
+		sbuf_update_events(c);
+		return;
+	}
+	ssize_t n;
+	do {
+		n = recv(c->fd, c->buf->data + c->recv_pos, room, 0);
+	} while (n < 0 && errno == EINTR);
+	if (n == 0) {
+		c->ops->on_close(c, NULL, false);
+		return;
+	}
+	if (n < 0) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			if (c->recv_pos == 0 && !c->hold) {
+				buf_put(c->buf);
+				c->buf = NULL;
+			}
+			return;
+		}
+		c->ops->on_close(c, strerror(errno), false);
+		return;
+	}
+	c->recv_pos += (uint32_t)n;
+	c->bytes_in += (uint64_t)n;
+	c->request_time = loop_now();
+	sbuf_pump(c);
+}
+
+static void conn_event_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct pgt_conn *c = arg;
+	(void)fd;
+	if (c->dead)
+		return;
+	if (what & EV_WRITE) {
+		if (c->connecting) {
+			c->connecting = false;
+			c->ops->on_connected(c);
+			return;
+		}
+		if (c->outq && !flush_outq(c)) {
+			c->ops->on_close(c, "send failed", false);
+			return;
+		}
+		/* the peer's data waits for room in this socket */
+		struct pgt_conn *src = c->ops->peer ? c->ops->peer(c) : NULL;
+		if (src && src->blocked && !c->outq) {
+			if (!flush(src))
+				return;
+			if (!src->blocked && !pump(src))
+				return;
+			sbuf_update_events(src);
+		}
+		if (c->dead)
+			return;
+		sbuf_update_events(c);
+	}
+	if ((what & EV_READ) && !c->dead && !c->connecting)
+		conn_read(c);
+}
+
+void sbuf_close(struct pgt_conn *c)
+{
+	if (c->ev_mask)
+		event_del(&c->ev);
+	c->ev_mask = 0;
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+	if (c->buf) {
+		buf_put(c->buf);
+		c->buf = NULL;
+	}
+	free(c->outq);
+	c->outq = NULL;
+	c->dead = true;
+	c->recv_pos = c->parse_pos = c->send_pos = c->pkt_remain = 0;
+}
+
+void sbuf_addr_str(const union pgt_addr *a, char *out, size_t outlen, int *port)
+{
+	*port = 0;
+	if (a->sa.sa_family == AF_INET) {
+		inet_ntop(AF_INET, &a->in.sin_addr, out, (socklen_t)outlen);
+		*port = ntohs(a->in.sin_port);
+	} else if (a->sa.sa_family == AF_INET6) {
+		inet_ntop(AF_INET6, &a->in6.sin6_addr, out, (socklen_t)outlen);
+		*port = ntohs(a->in6.sin6_port);
+	} else {
+		snprintf(out, outlen, "unix");
+	}
+}

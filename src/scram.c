@@ -1,0 +1,363 @@
+/*
+ * SCRAM-SHA-256 and md5 password hashing.  Message parsing follows RFC 5802
+ * section 7; attributes must appear in the order the RFC gives, which is what
+ * PostgreSQL and every driver send.
+ */
+#include "scram.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/sha.h>
+
+size_t scram_b64_encode(const uint8_t *in, size_t n, char *out)
+{
+	return (size_t)EVP_EncodeBlock((unsigned char *)out, in, (int)n);
+}
+
+int scram_b64_decode(const char *in, size_t n, uint8_t *out, size_t outcap)
+{
+	if (n % 4 != 0 || (n / 4) * 3 > outcap + 2)
+		return -1;
+	uint8_t tmp[512];
+	if ((n / 4) * 3 > sizeof(tmp))
+		return -1;
+	int r = EVP_DecodeBlock(tmp, (const unsigned char *)in, (int)n);
+	if (r < 0)
+		return -1;
+	/* EVP_DecodeBlock counts padding bytes as data: remove them */
+	if (n >= 1 && in[n - 1] == '=')
+		r--;
+	if (n >= 2 && in[n - 2] == '=')
+		r--;
+	if (r < 0 || (size_t)r > outcap)
+		return -1;
+	memcpy(out, tmp, (size_t)r);
+	return r;
+}
+
+static void hmac256(const uint8_t *key, size_t klen, const void *msg, size_t mlen,
+		    uint8_t out[SCRAM_KEY_LEN])
+{
+	unsigned int olen = SCRAM_KEY_LEN;
+	HMAC(EVP_sha256(), key, (int)klen, msg, mlen, out, &olen);
+}
+
+static void sha256(const uint8_t *in, size_t n, uint8_t out[SCRAM_KEY_LEN])
+{
+	unsigned int olen = SCRAM_KEY_LEN;
+	EVP_Digest(in, n, out, &olen, EVP_sha256(), NULL);
+}
+
+bool scram_secret_from_password(const char *password, const uint8_t *salt, size_t salt_len,
+				int iterations, struct scram_secret *out)
+{
+	uint8_t salted[SCRAM_KEY_LEN], client_key[SCRAM_KEY_LEN];
+	if (salt_len > sizeof(out->salt) || iterations < 1)
+		return false;
+	if (PKCS5_PBKDF2_HMAC(password, (int)strlen(password), salt, (int)salt_len, iterations,
+			      EVP_sha256(), SCRAM_KEY_LEN, salted) != 1)
+		return false;
+	out->iterations = iterations;
+	memcpy(out->salt, salt, salt_len);
+	out->salt_len = salt_len;
+	hmac256(salted, sizeof(salted), "Client Key", 10, client_key);
+	sha256(client_key, sizeof(client_key), out->stored_key);
+	hmac256(salted, sizeof(salted), "Server Key", 10, out->server_key);
+	memset(salted, 0, sizeof(salted));
+	memset(client_key, 0, sizeof(client_key));
+	return true;
+}
+
+bool scram_parse_secret(const char *s, struct scram_secret *out)
+{
+	if (strncmp(s, "SCRAM-SHA-256$", 14) != 0)
+		return false;
+	s += 14;
+	char *end;
+	long iter = strtol(s, &end, 10);
+	if (end == s || *end != ':' || iter < 1 || iter > 100000000)
+		return false;
+	s = end + 1;
+	const char *dollar = strchr(s, '$');
+	if (!dollar)
+		return false;
+	int n = scram_b64_decode(s, (size_t)(dollar - s), out->salt, sizeof(out->salt));
+	if (n <= 0)
+		return false;
+	out->salt_len = (size_t)n;
+	s = dollar + 1;
+	const char *colon = strchr(s, ':');
+	if (!colon)
+		return false;
+	if (scram_b64_decode(s, (size_t)(colon - s), out->stored_key, SCRAM_KEY_LEN) != SCRAM_KEY_LEN)
+		return false;
+	s = colon + 1;
+	if (scram_b64_decode(s, strlen(s), out->server_key, SCRAM_KEY_LEN) != SCRAM_KEY_LEN)
+		return false;
+	out->iterations = (int)iter;
+	return true;
+}
+
+/* printable characters except ',' (RFC 5802 "printable") */
+static bool nonce_ok(const char *s, size_t n)
+{
+	if (n == 0)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (s[i] < 0x21 || s[i] > 0x7e || s[i] == ',')
+			return false;
+	return true;
+}
+
+static bool random_nonce(char *out, size_t outcap)
+{
+	uint8_t raw[SCRAM_NONCE_LEN];
+	if (outcap < 4 * ((SCRAM_NONCE_LEN + 2) / 3) + 1 || !util_random(raw, sizeof(raw)))
+		return false;
+	scram_b64_encode(raw, sizeof(raw), out);
+	return true;
+}
+
+char *scram_server_first(struct scram_server *st, const char *client_first, size_t len,
+			 const struct scram_secret *secret, const char **reason)
+{
+	memset(st, 0, sizeof(*st));
+	st->secret = *secret;
+	/* gs2-header: ("n" | "y") "," [authzid] "," */
+	if (len < 3 || (client_first[0] != 'n' && client_first[0] != 'y') || client_first[1] != ',') {
+		*reason = client_first[0] == 'p' ? "channel binding is not supported"
+						 : "malformed SCRAM client-first-message";
+		return NULL;
+	}
+	const char *p = client_first + 2;
+	const char *end = client_first + len;
+	if (p < end && *p == 'a') {
+		*reason = "authorization identity is not supported";
+		return NULL;
+	}
+	if (p >= end || *p != ',') {
+		*reason = "malformed SCRAM client-first-message";
+		return NULL;
+	}
+	p++;
+	memcpy(st->gs2, client_first, 3);
+	st->gs2[3] = '\0';
+	const char *bare = p;
+	/* n=<user>,r=<nonce>[,extensions] ; the user name is ignored, as PostgreSQL does */
+	if (end - p < 2 || p[0] != 'n' || p[1] != '=') {
+		*reason = "malformed SCRAM client-first-message";
+		return NULL;
+	}
+	const char *comma = memchr(p, ',', (size_t)(end - p));
+	if (!comma || end - comma < 4 || comma[1] != 'r' || comma[2] != '=') {
+		*reason = "malformed SCRAM client-first-message";
+		return NULL;
+	}
+	const char *cnonce = comma + 3;
+	const char *cn_end = memchr(cnonce, ',', (size_t)(end - cnonce));
+	if (!cn_end)
+		cn_end = end;
+	if (!nonce_ok(cnonce, (size_t)(cn_end - cnonce)) || cn_end - cnonce > 512) {
+		*reason = "malformed SCRAM nonce";
+		return NULL;
+	}
+	char snonce[64];
+	char salt64[96];
+	if (!random_nonce(snonce, sizeof(snonce))) {
+		*reason = "could not generate a nonce";
+		return NULL;
+	}
+	scram_b64_encode(st->secret.salt, st->secret.salt_len, salt64);
+	st->client_first_bare = xstrndup(bare, (size_t)(end - bare));
+	st->nonce = xasprintf("%.*s%s", (int)(cn_end - cnonce), cnonce, snonce);
+	st->server_first = xasprintf("r=%s,s=%s,i=%d", st->nonce, salt64, st->secret.iterations);
+	return xstrdup(st->server_first);
+}
+
+char *scram_server_final(struct scram_server *st, const char *client_final, size_t len,
+			 uint8_t client_key[SCRAM_KEY_LEN], const char **reason)
+{
+	/* c=<b64 gs2>,r=<nonce>,p=<proof> */
+	const char *end = client_final + len;
+	const char *proof_attr = NULL;
+	for (const char *q = end - 1; q > client_final; q--) {
+		if (*q == ',' && q + 3 <= end && q[1] == 'p' && q[2] == '=') {
+			proof_attr = q;
+			break;
+		}
+	}
+	char expect_c[16];
+	scram_b64_encode((const uint8_t *)st->gs2, strlen(st->gs2), expect_c);
+	size_t nlen = strlen(st->nonce);
+	if (!proof_attr) {
+		*reason = "malformed SCRAM client-final-message";
+		return NULL;
+	}
+	size_t without_proof = (size_t)(proof_attr - client_final);
+	char *expect_prefix = xasprintf("c=%s,r=%s", expect_c, st->nonce);
+	bool prefix_ok = without_proof == strlen(expect_prefix) &&
+			 memcmp(client_final, expect_prefix, without_proof) == 0;
+	free(expect_prefix);
+	(void)nlen;
+	if (!prefix_ok) {
+		*reason = "SCRAM channel binding or nonce mismatch";
+		return NULL;
+	}
+	uint8_t proof[SCRAM_KEY_LEN];
+	const char *p64 = proof_attr + 3;
+	if (scram_b64_decode(p64, (size_t)(end - p64), proof, sizeof(proof)) != SCRAM_KEY_LEN) {
+		*reason = "malformed SCRAM proof";
+		return NULL;
+	}
+	char *auth_msg = xasprintf("%s,%s,%.*s", st->client_first_bare, st->server_first,
+				   (int)without_proof, client_final);
+	uint8_t sig[SCRAM_KEY_LEN], ck[SCRAM_KEY_LEN], stored[SCRAM_KEY_LEN];
+	hmac256(st->secret.stored_key, SCRAM_KEY_LEN, auth_msg, strlen(auth_msg), sig);
+	for (int i = 0; i < SCRAM_KEY_LEN; i++)
+		ck[i] = proof[i] ^ sig[i];
+	sha256(ck, SCRAM_KEY_LEN, stored);
+	if (!util_secure_eq(stored, st->secret.stored_key, SCRAM_KEY_LEN)) {
+		free(auth_msg);
+		*reason = "password does not match";
+		return NULL;
+	}
+	if (client_key)
+		memcpy(client_key, ck, SCRAM_KEY_LEN);
+	uint8_t ssig[SCRAM_KEY_LEN];
+	hmac256(st->secret.server_key, SCRAM_KEY_LEN, auth_msg, strlen(auth_msg), ssig);
+	free(auth_msg);
+	char v64[64];
+	scram_b64_encode(ssig, SCRAM_KEY_LEN, v64);
+	return xasprintf("v=%s", v64);
+}
+
+void scram_server_clear(struct scram_server *st)
+{
+	free(st->client_first_bare);
+	free(st->server_first);
+	free(st->nonce);
+	memset(st, 0, sizeof(*st));
+}
+
+char *scram_client_first(struct scram_client *st, const char *nonce)
+{
+	memset(st, 0, sizeof(*st));
+	if (nonce)
+		snprintf(st->nonce, sizeof(st->nonce), "%s", nonce);
+	else if (!random_nonce(st->nonce, sizeof(st->nonce)))
+		return NULL;
+	/* PostgreSQL ignores the SCRAM user name and takes it from the startup packet */
+	st->client_first_bare = xasprintf("n=,r=%s", st->nonce);
+	return xasprintf("n,,%s", st->client_first_bare);
+}
+
+char *scram_client_final(struct scram_client *st, const char *password, const char *server_first,
+			 size_t len, const char **reason)
+{
+	char *sf = xstrndup(server_first, len);
+	char *r = NULL, *s = NULL, *i = NULL;
+	for (char *save = NULL, *tok = strtok_r(sf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		if (tok[0] == 'r' && tok[1] == '=')
+			r = tok + 2;
+		else if (tok[0] == 's' && tok[1] == '=')
+			s = tok + 2;
+		else if (tok[0] == 'i' && tok[1] == '=')
+			i = tok + 2;
+	}
+	char *out = NULL;
+	uint8_t salt[64];
+	int salt_len;
+	long iter;
+	if (!r || !s || !i || strncmp(r, st->nonce, strlen(st->nonce)) != 0 ||
+	    strlen(r) <= strlen(st->nonce)) {
+		*reason = "invalid SCRAM server-first-message";
+		goto done;
+	}
+	salt_len = scram_b64_decode(s, strlen(s), salt, sizeof(salt));
+	if (salt_len <= 0 || !util_parse_int(i, 1, 100000000, &iter)) {
+		*reason = "invalid SCRAM salt or iteration count";
+		goto done;
+	}
+	uint8_t salted[SCRAM_KEY_LEN], client_key[SCRAM_KEY_LEN], stored[SCRAM_KEY_LEN],
+		sig[SCRAM_KEY_LEN], proof[SCRAM_KEY_LEN];
+	if (PKCS5_PBKDF2_HMAC(password, (int)strlen(password), salt, salt_len, (int)iter, EVP_sha256(),
+			      SCRAM_KEY_LEN, salted) != 1) {
+		*reason = "PBKDF2 failed";
+		goto done;
+	}
+	hmac256(salted, SCRAM_KEY_LEN, "Client Key", 10, client_key);
+	sha256(client_key, SCRAM_KEY_LEN, stored);
+	hmac256(salted, SCRAM_KEY_LEN, "Server Key", 10, st->server_key);
+	char *without_proof = xasprintf("c=biws,r=%s", r);
+	st->auth_message = xasprintf("%s,%.*s,%s", st->client_first_bare, (int)len, server_first,
+				     without_proof);
+	hmac256(stored, SCRAM_KEY_LEN, st->auth_message, strlen(st->auth_message), sig);
+	for (int k = 0; k < SCRAM_KEY_LEN; k++)
+		proof[k] = client_key[k] ^ sig[k];
+	char p64[64];
+	scram_b64_encode(proof, SCRAM_KEY_LEN, p64);
+	out = xasprintf("%s,p=%s", without_proof, p64);
+	free(without_proof);
+	memset(salted, 0, sizeof(salted));
+	memset(client_key, 0, sizeof(client_key));
+done:
+	free(sf);
+	return out;
+}
+
+bool scram_client_verify(struct scram_client *st, const char *server_final, size_t len)
+{
+	if (!st->auth_message || len < 3 || server_final[0] != 'v' || server_final[1] != '=')
+		return false;
+	uint8_t got[SCRAM_KEY_LEN], want[SCRAM_KEY_LEN];
+	const char *v = server_final + 2;
+	size_t vlen = len - 2;
+	const char *comma = memchr(v, ',', vlen);
+	if (comma)
+		vlen = (size_t)(comma - v);
+	if (scram_b64_decode(v, vlen, got, sizeof(got)) != SCRAM_KEY_LEN)
+		return false;
+	hmac256(st->server_key, SCRAM_KEY_LEN, st->auth_message, strlen(st->auth_message), want);
+	return util_secure_eq(got, want, SCRAM_KEY_LEN);
+}
+
+void scram_client_clear(struct scram_client *st)
+{
+	free(st->client_first_bare);
+	free(st->auth_message);
+	memset(st, 0, sizeof(*st));
+}
+
+static void md5_hex(const void *data, size_t n, char out[33])
+{
+	uint8_t d[16];
+	unsigned int dl = sizeof(d);
+	EVP_Digest(data, n, d, &dl, EVP_md5(), NULL);
+	for (int i = 0; i < 16; i++)
+		snprintf(out + 2 * i, 3, "%02x", d[i]);
+}
+
+void pg_md5_hash(const char *password, const char *user, char out[36])
+{
+	size_t pl = strlen(password), ul = strlen(user);
+	char *buf = xmalloc(pl + ul);
+	memcpy(buf, password, pl);
+	memcpy(buf + pl, user, ul);
+	memcpy(out, "md5", 3);
+	md5_hex(buf, pl + ul, out + 3);
+	memset(buf, 0, pl + ul);
+	free(buf);
+}
+
+void pg_md5_salted(const char *md5hash, const uint8_t salt[4], char out[36])
+{
+	uint8_t buf[36];
+	memcpy(buf, md5hash + 3, 32);
+	memcpy(buf + 32, salt, 4);
+	memcpy(out, "md5", 3);
+	md5_hex(buf, 36, out + 3);
+}

@@ -1,0 +1,817 @@
+/*
+ * Server connection state machine.
+ *
+ *   server_launch -> SV_LOGIN (resolve, connect, startup, authentication,
+ *                    ParameterStatus, BackendKeyData, ReadyForQuery)
+ *                 -> SV_IDLE <-> SV_ACTIVE (linked to one client)
+ *                 -> SV_USED (session mode: server_reset_query) -> SV_IDLE
+ *
+ * pgtenant's own queries (parameter sync, reset) are counted in own_rfq and
+ * their results swallowed, so the client only sees its own traffic.
+ * A server is handed to the next client only when it is provably clean:
+ * ReadyForQuery 'I', every client Query/Sync answered, no message cut short.
+ */
+#include "server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "config.h"
+#include "dns.h"
+#include "log.h"
+#include "loop.h"
+#include "pktbuf.h"
+#include "pool.h"
+#include "proto.h"
+#include "scram.h"
+#include "userlist.h"
+
+struct server_login {
+	struct evdns_getaddrinfo_request *dns;
+	struct scram_client scram;
+	bool scram_started;
+	char *password; /* plain or md5 hash; NULL = none known */
+};
+
+struct list pgt_all_servers = {&pgt_all_servers, &pgt_all_servers};
+static struct list dead_servers = {&dead_servers, &dead_servers};
+
+static enum sbuf_verdict server_on_packet(struct pgt_conn *conn, struct pgt_pkt *pkt);
+static void server_on_barrier(struct pgt_conn *conn);
+static void server_on_close(struct pgt_conn *conn, const char *reason, bool protocol_error);
+static struct pgt_conn *server_peer(struct pgt_conn *conn);
+static void server_on_connected(struct pgt_conn *conn);
+
+static const struct conn_ops server_ops = {
+	.on_packet = server_on_packet,
+	.on_barrier = server_on_barrier,
+	.on_close = server_on_close,
+	.peer = server_peer,
+	.on_connected = server_on_connected,
+};
+
+const char *server_state_name(const struct pgt_server *s)
+{
+	switch (s->state) {
+	case SV_LOGIN:
+		return "login";
+	case SV_IDLE:
+		return "idle";
+	case SV_ACTIVE:
+		return "active";
+	case SV_USED:
+		return "used";
+	default:
+		return "dead";
+	}
+}
+
+void server_log(const struct pgt_server *s, int level, const char *fmt, ...)
+{
+	if (!log_enabled(level) && level > PGT_LOG_ERROR)
+		return;
+	char prefix[512];
+	const struct pgt_pool *p = s->pool;
+	snprintf(prefix, sizeof(prefix), "S-%llu %s/%s%s%s: ", (unsigned long long)s->conn.id, p->dbname,
+		 p->user, p->tenant[0] ? " tenant=" : "", p->tenant);
+	va_list ap;
+	va_start(ap, fmt);
+	log_vmsg(level, prefix, fmt, ap);
+	va_end(ap);
+}
+
+static void set_state(struct pgt_server *s, enum server_state st, struct list *lst)
+{
+	list_del(&s->node);
+	s->state = st;
+	list_append(lst, &s->node);
+}
+
+/* The single exit door.  is_error: log as an error and treat as a failure. */
+static void server_close_internal(struct pgt_server *s, const char *reason, bool is_error)
+{
+	if (s->state == SV_DEAD)
+		return;
+	struct pgt_pool *pool = s->pool;
+	enum server_state old = s->state;
+	server_log(s, is_error ? PGT_LOG_WARNING : PGT_LOG_INFO, "closing because: %s", reason);
+	struct pgt_client *c = s->client;
+	s->state = SV_DEAD;
+	list_del(&s->node);
+	list_del(&s->conn_all_node);
+	list_append(&dead_servers, &s->node);
+	pool->nservers--;
+	pool->dbstate->nservers--;
+	if (s->login && s->login->dns) {
+		dns_cancel(s->login->dns);
+		s->login->dns = NULL;
+	}
+	sbuf_close(&s->conn);
+	if (c) {
+		s->client = NULL;
+		c->server = NULL;
+		client_server_lost(c, reason);
+	}
+	if (old == SV_LOGIN && is_error)
+		pool_login_failed(pool, reason);
+	else
+		pool_maybe_launch(pool);
+}
+
+void server_fail(struct pgt_server *s, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	server_close_internal(s, msg, true);
+}
+
+static void server_close(struct pgt_server *s, const char *reason)
+{
+	server_close_internal(s, reason, false);
+}
+
+void server_close_idle(struct pgt_server *s, const char *reason)
+{
+	server_close_internal(s, reason, false);
+}
+
+void server_free_dead(void)
+{
+	struct list *i, *tmp;
+	list_for_each_safe(i, tmp, &dead_servers) {
+		struct pgt_server *s = container_of(i, struct pgt_server, node);
+		list_del(&s->node);
+		if (s->login) {
+			scram_client_clear(&s->login->scram);
+			if (s->login->password) {
+				memset(s->login->password, 0, strlen(s->login->password));
+				free(s->login->password);
+			}
+			free(s->login);
+		}
+		vars_free(&s->vars);
+		free(s->setup_error);
+		free(s);
+	}
+}
+
+/* ---- connecting ---- */
+
+static void server_connect_addr(struct pgt_server *s, const struct sockaddr *sa, socklen_t len)
+{
+	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		server_fail(s, "socket(): %s", strerror(errno));
+		return;
+	}
+	if (sa->sa_family != AF_UNIX) {
+		int one = 1;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		if (pgt.cfg->tcp_keepalive)
+			setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+	}
+	s->conn.fd = fd;
+	if (connect(fd, sa, len) == 0) {
+		server_on_connected(&s->conn);
+		return;
+	}
+	if (errno != EINPROGRESS) {
+		server_fail(s, "connect failed: %s", strerror(errno));
+		return;
+	}
+	s->conn.connecting = true;
+	sbuf_update_events(&s->conn);
+}
+
+static void server_dns_cb(const struct sockaddr *sa, socklen_t len, const char *error, void *arg)
+{
+	struct pgt_server *s = arg;
+	if (s->state == SV_DEAD)
+		return;
+	s->login->dns = NULL;
+	if (!sa) {
+		server_fail(s, "could not resolve host: %s", error);
+		return;
+	}
+	server_connect_addr(s, sa, len);
+}
+
+static char *server_password(const struct pgt_pool *pool)
+{
+	const struct pgt_database *db = pool->db;
+	if (db->password)
+		return xstrdup(db->password);
+	const struct pgt_user *u = userlist_find(pgt.cfg->users, pool->user);
+	if (u)
+		return xstrdup(u->password);
+	return NULL;
+}
+
+void server_launch(struct pgt_pool *pool)
+{
+	struct pgt_server *s = calloc(1, sizeof(*s));
+	if (!s)
+		return;
+	const struct pgt_database *db = pool->db;
+	sbuf_init(&s->conn, -1, CONN_SERVER, &server_ops);
+	s->pool = pool;
+	s->state = SV_LOGIN;
+	s->txn = 'I';
+	s->generation = pool->generation;
+	s->login = xcalloc(1, sizeof(*s->login));
+	s->login->password = server_password(pool);
+	list_init(&s->node);
+	list_append(&pool->login_servers, &s->node);
+	list_append(&pgt_all_servers, &s->conn_all_node);
+	pool->nservers++;
+	pool->dbstate->nservers++;
+	server_log(s, PGT_LOG_DEBUG, "new connection to %s:%d", db->host ? db->host : "(unix)", db->port);
+
+	const char *host = db->host && *db->host ? db->host : "/var/run/postgresql";
+	if (host[0] == '/') {
+		struct sockaddr_un un;
+		memset(&un, 0, sizeof(un));
+		un.sun_family = AF_UNIX;
+		if ((size_t)snprintf(un.sun_path, sizeof(un.sun_path), "%s/.s.PGSQL.%d", host, db->port) >=
+		    sizeof(un.sun_path)) {
+			server_fail(s, "unix socket path too long");
+			return;
+		}
+		s->conn.addr.sa.sa_family = AF_UNIX;
+		server_connect_addr(s, (struct sockaddr *)&un, sizeof(un));
+		return;
+	}
+	s->login->dns = dns_resolve(host, db->port, server_dns_cb, s);
+}
+
+static void server_on_connected(struct pgt_conn *conn)
+{
+	struct pgt_server *s = (struct pgt_server *)conn;
+	int err = 0;
+	socklen_t len = sizeof(err);
+	if (getsockopt(conn->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+		err = errno;
+	if (err) {
+		server_fail(s, "connect failed: %s", strerror(err));
+		return;
+	}
+	if (conn->addr.sa.sa_family != AF_UNIX) {
+		socklen_t al = sizeof(conn->addr);
+		getpeername(conn->fd, &conn->addr.sa, &al);
+	}
+	struct pktbuf b;
+	pktbuf_init(&b);
+	pktbuf_start(&b, 0);
+	pktbuf_put_u32(&b, PROTO_VERSION_3_0);
+	pktbuf_put_str(&b, "user");
+	pktbuf_put_str(&b, s->pool->user);
+	pktbuf_put_str(&b, "database");
+	pktbuf_put_str(&b, pool_backend_dbname(s->pool));
+	pktbuf_put_str(&b, "application_name");
+	pktbuf_put_str(&b, "pgtenant");
+	pktbuf_put_u8(&b, 0);
+	pktbuf_finish(&b);
+	bool ok = sbuf_send_raw(conn, b.data, b.len);
+	pktbuf_free(&b);
+	if (!ok) {
+		server_fail(s, "could not send startup packet");
+		return;
+	}
+	sbuf_update_events(conn);
+}
+
+/* ---- login ---- */
+
+static bool send_password_msg(struct pgt_server *s, const void *data, size_t n, bool with_nul)
+{
+	struct pktbuf b;
+	pktbuf_init(&b);
+	pktbuf_start(&b, 'p');
+	pktbuf_put_bytes(&b, data, n);
+	if (with_nul)
+		pktbuf_put_u8(&b, 0);
+	pktbuf_finish(&b);
+	bool ok = sbuf_send_raw(&s->conn, b.data, b.len);
+	memset(b.data, 0, b.len);
+	pktbuf_free(&b);
+	if (!ok)
+		server_fail(s, "send failed during login");
+	return ok;
+}
+
+static bool plain_password(struct pgt_server *s, const char *method)
+{
+	const char *pw = s->login->password;
+	if (!pw || strncmp(pw, "SCRAM-SHA-256$", 14) == 0 ||
+	    (strncmp(pw, "md5", 3) == 0 && strlen(pw) == 35)) {
+		server_fail(s, "the server asks for %s authentication, but no plain password for user \"%s\" is configured",
+			    method, s->pool->user);
+		return false;
+	}
+	return true;
+}
+
+static bool login_auth(struct pgt_server *s, const uint8_t *body, uint32_t len)
+{
+	struct proto_reader r;
+	proto_reader_init(&r, body, len);
+	uint32_t code = proto_get_u32(&r);
+	const char *reason = NULL;
+	if (r.bad) {
+		server_fail(s, "malformed authentication request");
+		return false;
+	}
+	switch (code) {
+	case 0:
+		return true;
+	case 3: /* cleartext */
+		if (!plain_password(s, "password"))
+			return false;
+		return send_password_msg(s, s->login->password, strlen(s->login->password), true);
+	case 5: { /* md5 */
+		const uint8_t *salt = proto_get_bytes(&r, 4);
+		const char *pw = s->login->password;
+		if (!salt) {
+			server_fail(s, "malformed md5 request");
+			return false;
+		}
+		if (!pw || strncmp(pw, "SCRAM-SHA-256$", 14) == 0) {
+			server_fail(s, "the server asks for md5 authentication, but no password for user \"%s\" is configured",
+				    s->pool->user);
+			return false;
+		}
+		char hash[36], out[36];
+		if (strncmp(pw, "md5", 3) == 0 && strlen(pw) == 35)
+			memcpy(hash, pw, 36);
+		else
+			pg_md5_hash(pw, s->pool->user, hash);
+		pg_md5_salted(hash, salt, out);
+		return send_password_msg(s, out, 35, true);
+	}
+	case 10: { /* SASL */
+		bool found = false;
+		for (;;) {
+			const char *m = proto_get_str(&r);
+			if (!m || !*m)
+				break;
+			if (strcmp(m, "SCRAM-SHA-256") == 0)
+				found = true;
+		}
+		if (!found) {
+			server_fail(s, "the server offers no supported SASL mechanism");
+			return false;
+		}
+		if (!plain_password(s, "SCRAM-SHA-256"))
+			return false;
+		char *first = scram_client_first(&s->login->scram, NULL);
+		if (!first) {
+			server_fail(s, "could not start SCRAM");
+			return false;
+		}
+		s->login->scram_started = true;
+		struct pktbuf b;
+		pktbuf_init(&b);
+		pktbuf_start(&b, 'p');
+		pktbuf_put_str(&b, "SCRAM-SHA-256");
+		pktbuf_put_u32(&b, (uint32_t)strlen(first));
+		pktbuf_put_bytes(&b, first, strlen(first));
+		pktbuf_finish(&b);
+		free(first);
+		bool ok = sbuf_send_raw(&s->conn, b.data, b.len);
+		pktbuf_free(&b);
+		if (!ok)
+			server_fail(s, "send failed during login");
+		return ok;
+	}
+	case 11: { /* SASL continue */
+		if (!s->login->scram_started) {
+			server_fail(s, "unexpected SASL continue");
+			return false;
+		}
+		char *fin = scram_client_final(&s->login->scram, s->login->password,
+					       (const char *)body + 4, len - 4, &reason);
+		if (!fin) {
+			server_fail(s, "SCRAM: %s", reason);
+			return false;
+		}
+		bool ok = send_password_msg(s, fin, strlen(fin), false);
+		free(fin);
+		return ok;
+	}
+	case 12: /* SASL final */
+		if (!s->login->scram_started ||
+		    !scram_client_verify(&s->login->scram, (const char *)body + 4, len - 4)) {
+			server_fail(s, "SCRAM: the server's signature does not match");
+			return false;
+		}
+		return true;
+	default:
+		server_fail(s, "unsupported authentication method %u requested by the server", code);
+		return false;
+	}
+}
+
+static void param_status(struct pgt_server *s, const uint8_t *body, uint32_t len)
+{
+	struct proto_reader r;
+	proto_reader_init(&r, body, len);
+	const char *k = proto_get_str(&r);
+	const char *v = proto_get_str(&r);
+	if (!k || !v)
+		return;
+	vars_set(&s->vars, k, v);
+	struct pgt_client *c = s->client;
+	if (c && s->own_rfq == 0) {
+		/* the client changed it (SET ...): it wants it on its next server too */
+		const char *dflt = vars_get(&s->pool->welcome, k);
+		if (vars_get(&c->vars, k) || !dflt || strcmp(dflt, v) != 0)
+			vars_set(&c->vars, k, v);
+	}
+}
+
+static enum sbuf_verdict login_packet(struct pgt_server *s, struct pgt_pkt *pkt)
+{
+	if (!pkt->full)
+		return SB_NEED_FULL;
+	const uint8_t *body = pkt->data + 5;
+	uint32_t len = pkt->total - 5;
+	switch (pkt->type) {
+	case 'R':
+		return login_auth(s, body, len) ? SB_SKIP : SB_GONE;
+	case 'S':
+		param_status(s, body, len);
+		return SB_SKIP;
+	case 'K': {
+		struct proto_reader r;
+		proto_reader_init(&r, body, len);
+		s->be_pid = proto_get_u32(&r);
+		s->be_key = proto_get_u32(&r);
+		return SB_SKIP;
+	}
+	case 'N':
+	case 'v':
+		return SB_SKIP;
+	case 'E': {
+		const char *m = proto_error_field(body, len, 'M');
+		const char *code = proto_error_field(body, len, 'C');
+		server_fail(s, "login failed: %s%s%s%s", m ? m : "unknown error", code ? " (" : "",
+			    code ? code : "", code ? ")" : "");
+		return SB_GONE;
+	}
+	case 'Z': {
+		struct pgt_pool *pool = s->pool;
+		scram_client_clear(&s->login->scram);
+		if (s->login->password) {
+			memset(s->login->password, 0, strlen(s->login->password));
+			free(s->login->password);
+		}
+		free(s->login);
+		s->login = NULL;
+		s->txn = 'I';
+		server_log(s, PGT_LOG_DEBUG, "login ok, backend pid %u", s->be_pid);
+		pool->last_fail_time = 0;
+		if (!pool->welcome_ready) {
+			for (int i = 0; i < s->vars.n; i++)
+				vars_set(&pool->welcome, s->vars.v[i].key, s->vars.v[i].value);
+			pool->welcome_ready = true;
+			struct list *i, *tmp;
+			list_for_each_safe(i, tmp, &pool->welcome_clients) {
+				struct pgt_client *c = container_of(i, struct pgt_client, node);
+				client_welcome(c);
+			}
+		}
+		pool_server_ready(pool, s);
+		return s->conn.dead ? SB_GONE : SB_SKIP;
+	}
+	default:
+		server_fail(s, "unexpected message '%c' during login", pkt->type);
+		return SB_GONE;
+	}
+}
+
+/* ---- linked and idle ---- */
+
+static enum sbuf_verdict own_query_packet(struct pgt_server *s, struct pgt_pkt *pkt)
+{
+	if (pkt->type != 'S' && pkt->type != 'E' && pkt->type != 'Z')
+		return SB_SKIP;
+	if (!pkt->full)
+		return SB_NEED_FULL;
+	const uint8_t *body = pkt->data + 5;
+	uint32_t len = pkt->total - 5;
+	if (pkt->type == 'S') {
+		param_status(s, body, len);
+		return SB_SKIP;
+	}
+	if (pkt->type == 'E') {
+		const char *m = proto_error_field(body, len, 'M');
+		if (!s->setup_error)
+			s->setup_error = xstrdup(m ? m : "error in pgtenant's own query");
+		return SB_SKIP;
+	}
+	s->txn = (char)body[0];
+	if (--s->own_rfq > 0)
+		return SB_SKIP;
+	if (s->state == SV_USED) {
+		if (s->setup_error || s->txn != 'I') {
+			server_close(s, s->setup_error ? s->setup_error : "reset left a transaction open");
+			return SB_GONE;
+		}
+		pool_server_ready(s->pool, s);
+		return s->conn.dead ? SB_GONE : SB_SKIP;
+	}
+	if (s->setup_error && s->client) {
+		struct pgt_client *c = s->client;
+		char *err = s->setup_error;
+		s->setup_error = NULL;
+		client_fail(c, "22023", "could not apply session parameter: %s", err);
+		free(err);
+		return s->conn.dead ? SB_GONE : SB_SKIP;
+	}
+	return SB_SKIP;
+}
+
+static enum sbuf_verdict server_on_packet(struct pgt_conn *conn, struct pgt_pkt *pkt)
+{
+	struct pgt_server *s = (struct pgt_server *)conn;
+	if (s->state == SV_LOGIN)
+		return login_packet(s, pkt);
+	if (s->own_rfq > 0)
+		return own_query_packet(s, pkt);
+	struct pgt_client *c = s->client;
+	if (!c) {
+		/* idle: only asynchronous messages are expected */
+		switch (pkt->type) {
+		case 'S':
+			if (!pkt->full)
+				return SB_NEED_FULL;
+			param_status(s, pkt->data + 5, pkt->total - 5);
+			return SB_SKIP;
+		case 'N':
+		case 'A':
+			return SB_SKIP;
+		case 'E': {
+			if (!pkt->full)
+				return SB_NEED_FULL;
+			const char *m = proto_error_field(pkt->data + 5, pkt->total - 5, 'M');
+			server_close(s, m ? m : "error from idle server");
+			return SB_GONE;
+		}
+		default:
+			server_fail(s, "unexpected message '%c' from idle server", pkt->type);
+			return SB_GONE;
+		}
+	}
+	switch (pkt->type) {
+	case 'Z': {
+		if (!pkt->full)
+			return SB_NEED_FULL;
+		s->txn = (char)pkt->data[5];
+		if (s->expect_rfq > 0)
+			s->expect_rfq--;
+		struct pgt_pool *pool = s->pool;
+		usec_t now = loop_now();
+		if (s->query_start) {
+			pool->stats.query_time += (uint64_t)(now - s->query_start);
+			s->query_start = s->expect_rfq ? now : 0;
+		}
+		if (s->txn == 'I') {
+			pool->stats.xact_count++;
+			pool->stats.xact_time += (uint64_t)(now - c->xact_start);
+			c->xact_start = now;
+		}
+		if (s->txn == 'I' && s->expect_rfq == 0 && !s->sent_since_rfq &&
+		    c->conn.pkt_remain == 0 && config_db_pool_mode(pgt.cfg, pool->db ? pool->db : NULL) == PGT_POOL_TRANSACTION)
+			sbuf_set_barrier(conn);
+		pool->stats.bytes_out += pkt->total;
+		return SB_FORWARD;
+	}
+	case 'S':
+		if (!pkt->full)
+			return SB_NEED_FULL;
+		param_status(s, pkt->data + 5, pkt->total - 5);
+		return SB_FORWARD;
+	default:
+		s->pool->stats.bytes_out += pkt->total;
+		return SB_FORWARD;
+	}
+}
+
+static void server_on_barrier(struct pgt_conn *conn)
+{
+	struct pgt_server *s = (struct pgt_server *)conn;
+	if (s->client && s->txn == 'I' && s->expect_rfq == 0 && !s->sent_since_rfq)
+		server_release(s);
+}
+
+static void server_on_close(struct pgt_conn *conn, const char *reason, bool protocol_error)
+{
+	struct pgt_server *s = (struct pgt_server *)conn;
+	if (protocol_error)
+		server_fail(s, "protocol error from server: %s", reason);
+	else if (s->state == SV_LOGIN)
+		server_fail(s, "%s", reason ? reason : "server closed the connection during login");
+	else
+		server_close(s, reason ? reason : "server closed the connection unexpectedly");
+}
+
+static struct pgt_conn *server_peer(struct pgt_conn *conn)
+{
+	struct pgt_server *s = (struct pgt_server *)conn;
+	return s->client ? &s->client->conn : NULL;
+}
+
+/* ---- linking ---- */
+
+bool server_link(struct pgt_server *s, struct pgt_client *c)
+{
+	struct pgt_pool *pool = s->pool;
+	set_state(s, SV_ACTIVE, &pool->active_servers);
+	s->client = c;
+	c->server = s;
+	s->expect_rfq = 0;
+	s->sent_since_rfq = false;
+	s->query_start = 0;
+	struct pktbuf b;
+	pktbuf_init(&b);
+	bool ok = true;
+	if (vars_sync_query(&s->vars, &c->vars, &pool->welcome, &b)) {
+		ok = sbuf_send_raw(&s->conn, b.data, b.len);
+		s->own_rfq++;
+	}
+	pktbuf_free(&b);
+	if (!ok) {
+		server_fail(s, "send failed");
+		return false;
+	}
+	/* the server may have been blocked on this client before: re-evaluate */
+	sbuf_update_events(&s->conn);
+	return true;
+}
+
+void server_release(struct pgt_server *s)
+{
+	struct pgt_pool *pool = s->pool;
+	struct pgt_client *c = s->client;
+	if (c) {
+		c->server = NULL;
+		s->client = NULL;
+		sbuf_update_events(&c->conn);
+	}
+	if (s->state == SV_DEAD)
+		return;
+	bool clean = s->txn == 'I' && s->expect_rfq == 0 && !s->sent_since_rfq && s->own_rfq == 0 &&
+		     sbuf_is_empty(&s->conn);
+	if (!clean) {
+		server_close(s, "client went away in the middle of a transaction or query");
+		return;
+	}
+	usec_t now = loop_now();
+	const struct pgt_config *cfg = pgt.cfg;
+	if (s->close_needed || s->generation != pool->generation || !pool->db ||
+	    (cfg->server_lifetime > 0 && now - s->conn.connect_time > cfg->server_lifetime)) {
+		server_close(s, s->close_needed ? "close requested" : "server lifetime over or backend changed");
+		return;
+	}
+	if (!c && config_db_pool_mode(cfg, pool->db) == PGT_POOL_SESSION && cfg->server_reset_query[0]) {
+		/* session mode: the client is gone; reset the session before reuse */
+		struct pktbuf b;
+		pktbuf_init(&b);
+		pktbuf_start(&b, 'Q');
+		pktbuf_put_str(&b, cfg->server_reset_query);
+		pktbuf_finish(&b);
+		set_state(s, SV_USED, &pool->used_servers);
+		bool ok = sbuf_send_raw(&s->conn, b.data, b.len);
+		pktbuf_free(&b);
+		if (!ok) {
+			server_close(s, "send failed");
+			return;
+		}
+		s->own_rfq++;
+		/* DISCARD ALL resets everything: the session is back to its defaults */
+		vars_free(&s->vars);
+		for (int i = 0; i < pool->welcome.n; i++)
+			vars_set(&s->vars, pool->welcome.v[i].key, pool->welcome.v[i].value);
+		return;
+	}
+	pool_server_ready(pool, s);
+}
+
+/* ---- cancel requests ---- */
+
+struct pgt_cancel {
+	struct pgt_conn conn;
+	uint32_t pid, key;
+	struct evdns_getaddrinfo_request *dns;
+};
+
+static enum sbuf_verdict cancel_on_packet(struct pgt_conn *conn, struct pgt_pkt *pkt)
+{
+	(void)conn;
+	(void)pkt;
+	return SB_SKIP;
+}
+
+static void cancel_free_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	free(arg);
+}
+
+static void cancel_free(struct pgt_cancel *k)
+{
+	sbuf_close(&k->conn);
+	/* libevent may still be inside this connection's callback: free on the next turn */
+	struct timeval zero = {0, 0};
+	if (event_base_once(pgt.base, -1, EV_TIMEOUT, cancel_free_cb, k, &zero) < 0)
+		log_warning("could not schedule the release of a cancel connection");
+}
+
+static void cancel_on_close(struct pgt_conn *conn, const char *reason, bool protocol_error)
+{
+	(void)reason;
+	(void)protocol_error;
+	cancel_free((struct pgt_cancel *)conn);
+}
+
+static struct pgt_conn *cancel_peer(struct pgt_conn *conn)
+{
+	(void)conn;
+	return NULL;
+}
+
+static void cancel_on_connected(struct pgt_conn *conn)
+{
+	struct pgt_cancel *k = (struct pgt_cancel *)conn;
+	uint8_t pkt[16];
+	proto_put_be32(pkt, 16);
+	proto_put_be32(pkt + 4, PROTO_CANCEL_CODE);
+	proto_put_be32(pkt + 8, k->pid);
+	proto_put_be32(pkt + 12, k->key);
+	ssize_t n = send(conn->fd, pkt, sizeof(pkt), MSG_NOSIGNAL);
+	if (n != (ssize_t)sizeof(pkt)) {
+		log_warning("could not send cancel request");
+		cancel_free(k);
+		return;
+	}
+	/* PostgreSQL closes the connection when done; wait for that EOF */
+	sbuf_update_events(conn);
+}
+
+static const struct conn_ops cancel_ops = {
+	.on_packet = cancel_on_packet,
+	.on_barrier = NULL,
+	.on_close = cancel_on_close,
+	.peer = cancel_peer,
+	.on_connected = cancel_on_connected,
+};
+
+void server_cancel(struct pgt_server *s)
+{
+	if (s->conn.dead || s->conn.fd < 0)
+		return;
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	if (s->conn.addr.sa.sa_family == AF_UNIX) {
+		if (getpeername(s->conn.fd, (struct sockaddr *)&ss, &len) < 0)
+			return;
+	} else {
+		len = s->conn.addr.sa.sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+		memcpy(&ss, &s->conn.addr, len);
+	}
+	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return;
+	struct pgt_cancel *k = calloc(1, sizeof(*k));
+	if (!k) {
+		close(fd);
+		return;
+	}
+	sbuf_init(&k->conn, fd, CONN_CANCEL, &cancel_ops);
+	k->pid = s->be_pid;
+	k->key = s->be_key;
+	if (connect(fd, (struct sockaddr *)&ss, len) == 0) {
+		cancel_on_connected(&k->conn);
+		return;
+	}
+	if (errno != EINPROGRESS) {
+		cancel_free(k);
+		return;
+	}
+	k->conn.connecting = true;
+	sbuf_update_events(&k->conn);
+}

@@ -1,0 +1,203 @@
+/*
+ * Session parameter tracking (see varcache.h).  Sets are small (a handful of
+ * keys), so a linear array beats any hash here.
+ */
+#include "varcache.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "pktbuf.h"
+#include "util.h"
+
+static int vars_find(const struct pgt_vars *vs, const char *key)
+{
+	for (int i = 0; i < vs->n; i++)
+		if (strcasecmp(vs->v[i].key, key) == 0)
+			return i;
+	return -1;
+}
+
+const char *vars_get(const struct pgt_vars *vs, const char *key)
+{
+	int i = vars_find(vs, key);
+	return i < 0 ? NULL : vs->v[i].value;
+}
+
+void vars_set(struct pgt_vars *vs, const char *key, const char *value)
+{
+	int i = vars_find(vs, key);
+	if (i >= 0) {
+		if (strcmp(vs->v[i].value, value) != 0) {
+			free(vs->v[i].value);
+			vs->v[i].value = xstrdup(value);
+		}
+		return;
+	}
+	if (vs->n == 255)
+		return;
+	if (vs->n == vs->cap) {
+		vs->cap = (uint8_t)(vs->cap ? PGT_MIN(vs->cap * 2, 255) : 4);
+		vs->v = xrealloc(vs->v, sizeof(*vs->v) * vs->cap);
+	}
+	vs->v[vs->n].key = xstrdup(key);
+	vs->v[vs->n].value = xstrdup(value);
+	vs->n++;
+}
+
+void vars_del(struct pgt_vars *vs, const char *key)
+{
+	int i = vars_find(vs, key);
+	if (i < 0)
+		return;
+	free(vs->v[i].key);
+	free(vs->v[i].value);
+	vs->v[i] = vs->v[--vs->n];
+}
+
+void vars_free(struct pgt_vars *vs)
+{
+	for (int i = 0; i < vs->n; i++) {
+		free(vs->v[i].key);
+		free(vs->v[i].value);
+	}
+	free(vs->v);
+	vs->v = NULL;
+	vs->n = vs->cap = 0;
+}
+
+bool vars_valid_name(const char *key)
+{
+	if (!key[0] || !(isalpha((unsigned char)key[0]) || key[0] == '_'))
+		return false;
+	for (const char *p = key; *p; p++)
+		if (!isalnum((unsigned char)*p) && *p != '_' && *p != '.')
+			return false;
+	return strlen(key) < 64;
+}
+
+static void put_literal(struct pktbuf *b, const char *v)
+{
+	pktbuf_put_u8(b, '\'');
+	for (const char *p = v; *p; p++) {
+		if (*p == '\'')
+			pktbuf_put_u8(b, '\'');
+		pktbuf_put_u8(b, (uint8_t)*p);
+	}
+	pktbuf_put_u8(b, '\'');
+}
+
+bool vars_sync_query(struct pgt_vars *server, const struct pgt_vars *client,
+		     const struct pgt_vars *defaults, struct pktbuf *out)
+{
+	bool any = false;
+	size_t start = out->len;
+	pktbuf_start(out, 'Q');
+	for (int i = 0; i < client->n; i++) {
+		const char *have = vars_get(server, client->v[i].key);
+		if (have && strcmp(have, client->v[i].value) == 0)
+			continue;
+		pktbuf_put_bytes(out, "SET ", 4);
+		pktbuf_put_bytes(out, client->v[i].key, strlen(client->v[i].key));
+		pktbuf_put_bytes(out, " = ", 3);
+		put_literal(out, client->v[i].value);
+		pktbuf_put_bytes(out, ";", 1);
+		vars_set(server, client->v[i].key, client->v[i].value);
+		any = true;
+	}
+	for (int i = 0; i < server->n;) {
+		const char *key = server->v[i].key;
+		if (vars_get(client, key)) {
+			i++;
+			continue;
+		}
+		const char *dflt = vars_get(defaults, key);
+		if (dflt && strcmp(dflt, server->v[i].value) == 0) {
+			i++;
+			continue;
+		}
+		pktbuf_put_bytes(out, "RESET ", 6);
+		pktbuf_put_bytes(out, key, strlen(key));
+		pktbuf_put_bytes(out, ";", 1);
+		any = true;
+		if (dflt) {
+			vars_set(server, key, dflt);
+			i++;
+		} else {
+			vars_del(server, key); /* swaps the last entry into i */
+		}
+	}
+	if (!any) {
+		out->len = start;
+		return false;
+	}
+	pktbuf_put_u8(out, 0);
+	pktbuf_finish(out);
+	return true;
+}
+
+bool vars_parse_options(const char *options, struct pgt_vars *out, const char **reason)
+{
+	const char *p = options;
+	char word[1024];
+	bool expect_c_arg = false;
+	for (;;) {
+		while (isspace((unsigned char)*p))
+			p++;
+		if (!*p)
+			break;
+		size_t n = 0;
+		while (*p && !isspace((unsigned char)*p)) {
+			if (*p == '\\' && p[1])
+				p++;
+			if (n + 1 >= sizeof(word)) {
+				*reason = "option too long";
+				return false;
+			}
+			word[n++] = *p++;
+		}
+		word[n] = '\0';
+		const char *kv = NULL;
+		if (expect_c_arg) {
+			kv = word;
+			expect_c_arg = false;
+		} else if (strcmp(word, "-c") == 0) {
+			expect_c_arg = true;
+			continue;
+		} else if (strncmp(word, "-c", 2) == 0) {
+			kv = word + 2;
+		} else if (strncmp(word, "--", 2) == 0) {
+			kv = word + 2;
+		} else {
+			*reason = "only -c name=value and --name=value are supported in options";
+			return false;
+		}
+		char *eq = strchr(kv, '=');
+		if (!eq) {
+			*reason = "option without =value";
+			return false;
+		}
+		*eq = '\0';
+		char key[128];
+		size_t kl = strlen(kv);
+		if (kl >= sizeof(key)) {
+			*reason = "option name too long";
+			return false;
+		}
+		/* PostgreSQL treats '-' in option names as '_' */
+		for (size_t i = 0; i <= kl; i++)
+			key[i] = kv[i] == '-' ? '_' : kv[i];
+		if (!vars_valid_name(key)) {
+			*reason = "invalid option name";
+			return false;
+		}
+		vars_set(out, key, eq + 1);
+	}
+	if (expect_c_arg) {
+		*reason = "-c without an argument";
+		return false;
+	}
+	return true;
+}

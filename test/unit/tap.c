@@ -1,0 +1,26 @@
+/* Minimal TAP producer: "ok N - name" lines and a trailing plan. */
+#include "tap.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+static int n, failed;
+
+void tap_ok(bool cond, const char *fmt, ...)
+{
+	va_list ap;
+	n++;
+	if (!cond)
+		failed++;
+	printf("%s %d - ", cond ? "ok" : "not ok", n);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+}
+
+int tap_done(void)
+{
+	printf("1..%d\n", n);
+	return failed ? 1 : 0;
+}
