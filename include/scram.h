@@ -41,7 +41,8 @@ struct scram_server {
 };
 /* Parse the client-first-message and produce server-first-message (malloc'd). */
 char *scram_server_first(struct scram_server *st, const char *client_first, size_t len,
-			 const struct scram_secret *secret, const char **reason);
+			 const struct scram_secret *secret, const char *server_nonce /* NULL = random */,
+			 const char **reason);
 /* Verify the client-final-message; on success return server-final (malloc'd) and
  * put the client's ClientKey in client_key (for a later passthrough login). */
 char *scram_server_final(struct scram_server *st, const char *client_final, size_t len,
@@ -55,8 +56,9 @@ struct scram_client {
 	char *auth_message;
 	uint8_t server_key[SCRAM_KEY_LEN];
 };
-/* Build client-first-message (malloc'd); nonce NULL = random. */
-char *scram_client_first(struct scram_client *st, const char *nonce);
+/* Build client-first-message (malloc'd); nonce NULL = random.  PostgreSQL
+ * ignores the SCRAM user name (it has the startup packet's), so pass "". */
+char *scram_client_first(struct scram_client *st, const char *user, const char *nonce);
 /* Parse server-first and build client-final (malloc'd) from the password. */
 char *scram_client_final(struct scram_client *st, const char *password, const char *server_first,
 			 size_t len, const char **reason);

@@ -148,7 +148,7 @@ bool auth_message(struct pgt_client *c, struct auth_state *st, const uint8_t *bo
 			client_fail(c, "58000", "could not prepare SCRAM exchange");
 			return false;
 		}
-		char *sf = scram_server_first(&st->scram, (const char *)data, n, &sec, &reason);
+		char *sf = scram_server_first(&st->scram, (const char *)data, n, &sec, NULL, &reason);
 		if (!sf) {
 			client_fail(c, "08P01", "protocol violation: %s", reason);
 			return false;

@@ -123,7 +123,7 @@ static bool random_nonce(char *out, size_t outcap)
 }
 
 char *scram_server_first(struct scram_server *st, const char *client_first, size_t len,
-			 const struct scram_secret *secret, const char **reason)
+			 const struct scram_secret *secret, const char *server_nonce, const char **reason)
 {
 	memset(st, 0, sizeof(*st));
 	st->secret = *secret;
@@ -167,7 +167,9 @@ char *scram_server_first(struct scram_server *st, const char *client_first, size
 	}
 	char snonce[64];
 	char salt64[96];
-	if (!random_nonce(snonce, sizeof(snonce))) {
+	if (server_nonce)
+		snprintf(snonce, sizeof(snonce), "%s", server_nonce);
+	else if (!random_nonce(snonce, sizeof(snonce))) {
 		*reason = "could not generate a nonce";
 		return NULL;
 	}
@@ -243,15 +245,14 @@ void scram_server_clear(struct scram_server *st)
 	memset(st, 0, sizeof(*st));
 }
 
-char *scram_client_first(struct scram_client *st, const char *nonce)
+char *scram_client_first(struct scram_client *st, const char *user, const char *nonce)
 {
 	memset(st, 0, sizeof(*st));
 	if (nonce)
 		snprintf(st->nonce, sizeof(st->nonce), "%s", nonce);
 	else if (!random_nonce(st->nonce, sizeof(st->nonce)))
 		return NULL;
-	/* PostgreSQL ignores the SCRAM user name and takes it from the startup packet */
-	st->client_first_bare = xasprintf("n=,r=%s", st->nonce);
+	st->client_first_bare = xasprintf("n=%s,r=%s", user, st->nonce);
 	return xasprintf("n,,%s", st->client_first_bare);
 }
 

@@ -376,7 +376,7 @@ static bool login_auth(struct pgt_server *s, const uint8_t *body, uint32_t len)
 		}
 		if (!plain_password(s, "SCRAM-SHA-256"))
 			return false;
-		char *first = scram_client_first(&s->login->scram, NULL);
+		char *first = scram_client_first(&s->login->scram, "", NULL);
 		if (!first) {
 			server_fail(s, "could not start SCRAM");
 			return false;

@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 static int n, failed;
 
@@ -23,4 +24,10 @@ int tap_done(void)
 {
 	printf("1..%d\n", n);
 	return failed ? 1 : 0;
+}
+
+void tap_is_str(const char *got, const char *want, const char *name)
+{
+	tap_ok(got && want && strcmp(got, want) == 0, "%s (got \"%s\", want \"%s\")", name,
+	       got ? got : "(null)", want ? want : "(null)");
 }

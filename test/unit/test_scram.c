@@ -1,2 +1,138 @@
+/*
+ * SCRAM-SHA-256 against the RFC 7677 test vector (section 3), in both roles,
+ * plus md5 hashing and parsing of stored SCRAM secrets.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "scram.h"
 #include "tap.h"
-int main(void){tap_ok(1,"x");return tap_done();}
+
+#define CNONCE "rOprNGfwEbeRWgbNEkqO"
+#define SNONCE "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0"
+#define SALT64 "W22ZaJ0SNY7soEsUEjb6gQ=="
+#define SERVER_FIRST "r=" CNONCE SNONCE ",s=" SALT64 ",i=4096"
+#define CLIENT_FINAL "c=biws,r=" CNONCE SNONCE ",p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
+#define SERVER_FINAL "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
+
+static void client_role(void)
+{
+	struct scram_client st;
+	const char *reason = NULL;
+	char *first = scram_client_first(&st, "user", CNONCE);
+	TAP_IS_STR(first, "n,,n=user,r=" CNONCE, "client-first-message");
+	char *fin = scram_client_final(&st, "pencil", SERVER_FIRST, strlen(SERVER_FIRST), &reason);
+	TAP_IS_STR(fin, CLIENT_FINAL, "client-final-message (proof)");
+	tap_ok(scram_client_verify(&st, SERVER_FINAL, strlen(SERVER_FINAL)), "server signature verifies");
+	const char *bad = "v=AAAATRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=";
+	tap_ok(!scram_client_verify(&st, bad, strlen(bad)), "wrong server signature is rejected");
+	free(first);
+	free(fin);
+	scram_client_clear(&st);
+
+	/* a server nonce that does not extend ours is an attack */
+	const char *evil = "r=someoneelse,s=" SALT64 ",i=4096";
+	first = scram_client_first(&st, "", CNONCE);
+	fin = scram_client_final(&st, "pencil", evil, strlen(evil), &reason);
+	tap_ok(fin == NULL, "server-first with a foreign nonce is rejected");
+	free(first);
+	scram_client_clear(&st);
+}
+
+static void server_role(void)
+{
+	uint8_t salt[16];
+	int n = scram_b64_decode(SALT64, strlen(SALT64), salt, sizeof(salt));
+	tap_ok(n == 16, "salt decodes to 16 bytes");
+	struct scram_secret sec;
+	tap_ok(scram_secret_from_password("pencil", salt, (size_t)n, 4096, &sec), "secret from password");
+
+	struct scram_server st;
+	const char *reason = NULL;
+	const char *cf = "n,,n=user,r=" CNONCE;
+	char *sf = scram_server_first(&st, cf, strlen(cf), &sec, SNONCE, &reason);
+	TAP_IS_STR(sf, SERVER_FIRST, "server-first-message");
+	uint8_t ck[SCRAM_KEY_LEN];
+	char *v = scram_server_final(&st, CLIENT_FINAL, strlen(CLIENT_FINAL), ck, &reason);
+	TAP_IS_STR(v, SERVER_FINAL, "server-final-message (signature)");
+	free(sf);
+	free(v);
+	scram_server_clear(&st);
+
+	/* a wrong proof */
+	sf = scram_server_first(&st, cf, strlen(cf), &sec, SNONCE, &reason);
+	const char *wrong = "c=biws,r=" CNONCE SNONCE ",p=AAAAZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
+	v = scram_server_final(&st, wrong, strlen(wrong), NULL, &reason);
+	tap_ok(v == NULL, "wrong proof is rejected (%s)", reason ? reason : "");
+	free(sf);
+	scram_server_clear(&st);
+
+	/* nonce replaced by the client */
+	sf = scram_server_first(&st, cf, strlen(cf), &sec, SNONCE, &reason);
+	const char *nonce_swap = "c=biws,r=" CNONCE "xxx,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
+	v = scram_server_final(&st, nonce_swap, strlen(nonce_swap), NULL, &reason);
+	tap_ok(v == NULL, "changed nonce is rejected");
+	free(sf);
+	scram_server_clear(&st);
+
+	/* channel binding requested: refused with a reason */
+	const char *cb = "p=tls-server-end-point,,n=,r=abc";
+	sf = scram_server_first(&st, cb, strlen(cb), &sec, NULL, &reason);
+	tap_ok(sf == NULL && reason && strstr(reason, "channel binding"), "channel binding is refused");
+	scram_server_clear(&st);
+
+	/* garbage */
+	const char *garbage[] = {"", "n", "n,,", "x,,n=,r=a", "n,,r=abc", "n,,n=u,r=", "n,,n=u,r=a,b"};
+	for (size_t i = 0; i < sizeof(garbage) / sizeof(garbage[0]); i++) {
+		sf = scram_server_first(&st, garbage[i], strlen(garbage[i]), &sec, NULL, &reason);
+		if (i == 6) {
+			tap_ok(sf != NULL, "extension after the nonce is tolerated");
+		} else {
+			tap_ok(sf == NULL, "malformed client-first \"%s\" is rejected", garbage[i]);
+		}
+		free(sf);
+		scram_server_clear(&st);
+	}
+}
+
+static void secrets(void)
+{
+	/* the secret PostgreSQL would store for "pencil" with this salt */
+	uint8_t salt[16];
+	int n = scram_b64_decode(SALT64, strlen(SALT64), salt, sizeof(salt));
+	struct scram_secret a, b;
+	tap_ok(scram_secret_from_password("pencil", salt, (size_t)n, 4096, &a), "derive");
+	char sk[64], svk[64];
+	scram_b64_encode(a.stored_key, SCRAM_KEY_LEN, sk);
+	scram_b64_encode(a.server_key, SCRAM_KEY_LEN, svk);
+	char text[256];
+	snprintf(text, sizeof(text), "SCRAM-SHA-256$4096:%s$%s:%s", SALT64, sk, svk);
+	tap_ok(scram_parse_secret(text, &b), "parse stored secret");
+	tap_ok(b.iterations == 4096 && b.salt_len == 16 && memcmp(a.stored_key, b.stored_key, 32) == 0 &&
+		       memcmp(a.server_key, b.server_key, 32) == 0,
+	       "parsed secret equals the derived one");
+	tap_ok(!scram_parse_secret("SCRAM-SHA-256$4096:abc", &b), "truncated secret is rejected");
+	tap_ok(!scram_parse_secret("SCRAM-SHA-256$x:" SALT64 "$a:b", &b), "bad iteration count is rejected");
+	tap_ok(!scram_parse_secret("md5abc", &b), "md5 hash is not a SCRAM secret");
+}
+
+static void md5(void)
+{
+	char h[36], out[36];
+	/* what PostgreSQL stores in pg_authid for user md5user, password md5pass */
+	pg_md5_hash("md5pass", "md5user", h);
+	TAP_IS_STR(h, "md57541d4e65fae11bd07f18dc6fe2b02bc", "md5 password hash matches PostgreSQL's");
+	const uint8_t salt[4] = {1, 2, 3, 4};
+	pg_md5_salted(h, salt, out);
+	TAP_IS_STR(out, "md5b5dfd8fbdd6fc9174cc8e85dfa598fa2", "salted md5 response");
+}
+
+int main(void)
+{
+	client_role();
+	server_role();
+	secrets();
+	md5();
+	return tap_done();
+}
