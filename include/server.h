@@ -44,6 +44,7 @@ struct pgt_server {
 	bool sent_since_rfq;    /* client bytes went in since the last ReadyForQuery */
 	bool close_needed;
 	char *setup_error;      /* error from pgtenant's own SET, reported to the client */
+	char setup_sqlstate[6];
 	usec_t idle_since;
 	usec_t query_start;
 };

@@ -158,6 +158,13 @@ void client_fail(struct pgt_client *c, const char *sqlstate, const char *fmt, ..
 	if (!c->conn.dead && !c->conn.outq) {
 		ssize_t w = send(c->conn.fd, b.data, b.len, MSG_NOSIGNAL | MSG_DONTWAIT);
 		(void)w;
+		/* close() with unread input makes the kernel send RST, and an RST can
+		 * destroy our error message in the client's receive queue: read what
+		 * is pending (bounded) so the close is an orderly FIN */
+		uint8_t junk[4096];
+		for (int i = 0; i < 16; i++)
+			if (recv(c->conn.fd, junk, sizeof(junk), MSG_DONTWAIT) <= 0)
+				break;
 	}
 	pktbuf_free(&b);
 	client_close(c, NULL);

@@ -280,8 +280,6 @@ static void server_on_connected(struct pgt_conn *conn)
 	pktbuf_put_str(&b, s->pool->user);
 	pktbuf_put_str(&b, "database");
 	pktbuf_put_str(&b, pool_backend_dbname(s->pool));
-	pktbuf_put_str(&b, "application_name");
-	pktbuf_put_str(&b, "pgtenant");
 	pktbuf_put_u8(&b, 0);
 	pktbuf_finish(&b);
 	bool ok = sbuf_send_raw(conn, b.data, b.len);
@@ -518,8 +516,12 @@ static enum sbuf_verdict own_query_packet(struct pgt_server *s, struct pgt_pkt *
 	}
 	if (pkt->type == 'E') {
 		const char *m = proto_error_field(body, len, 'M');
-		if (!s->setup_error)
+		const char *code = proto_error_field(body, len, 'C');
+		if (!s->setup_error) {
 			s->setup_error = xstrdup(m ? m : "error in pgtenant's own query");
+			snprintf(s->setup_sqlstate, sizeof(s->setup_sqlstate), "%s",
+				 code && strlen(code) == 5 ? code : "22023");
+		}
 		return SB_SKIP;
 	}
 	s->txn = (char)body[0];
@@ -537,7 +539,7 @@ static enum sbuf_verdict own_query_packet(struct pgt_server *s, struct pgt_pkt *
 		struct pgt_client *c = s->client;
 		char *err = s->setup_error;
 		s->setup_error = NULL;
-		client_fail(c, "22023", "could not apply session parameter: %s", err);
+		client_fail(c, s->setup_sqlstate, "could not apply session parameter: %s", err);
 		free(err);
 		return s->conn.dead ? SB_GONE : SB_SKIP;
 	}
