@@ -336,11 +336,12 @@ static bool pump(struct pgt_conn *c)
 out:
 	if (!flush(c))
 		return false;
-	if (!c->blocked) {
+	if (!c->blocked && c->buf) {
 		if (c->send_pos == c->recv_pos) {
 			release_buf_if_empty(c);
-		} else if (c->send_pos > 0 && c->parse_pos == c->recv_pos && c->recv_pos > bufsize / 2) {
-			/* all parsed, nothing pending: reclaim the front of the buffer */
+		} else if (c->send_pos > 0 && c->recv_pos > bufsize / 2) {
+			/* everything before send_pos is gone: move the rest (a partial
+			 * header or message, or held data) to the front so reading can go on */
 			uint32_t left = c->recv_pos - c->send_pos;
 			memmove(c->buf->data, c->buf->data + c->send_pos, left);
 			c->parse_pos -= c->send_pos;
