@@ -71,7 +71,8 @@ void loop_shutdown(bool immediate)
 	if (!pgt.shutting_down) {
 		log_info("got SIGINT: no new connections; exiting when no server connection is in use");
 		pgt.shutting_down = true;
-		listener_pause(true);
+		/* refuse new connections at once, so load balancers move on */
+		listener_close_all();
 		janitor_run();
 	}
 }

@@ -269,6 +269,8 @@ def login_error(b, user="app", dbname="appdb", password=None, server_settings=No
                                          ssl=False, timeout=10)
         except asyncpg.PostgresError as e:
             return e.sqlstate, str(e)
+        except OSError as e:
+            return "refused", str(e)
         try:
             await conn.fetchval("select 1")
         except asyncpg.PostgresError as e:
