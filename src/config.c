@@ -188,11 +188,15 @@ int config_key_count(void) { return (int)PGT_ARRAY_SIZE(cf_keys); }
 
 void config_key_row(const struct pgt_config *cfg, int i, struct pgt_config_row *row)
 {
-	const struct cf_key *k = &cf_keys[i];
-	const void *field = (const char *)cfg + k->off;
+	/* i < 0 (key -1 - i) with cfg == NULL: name and default only */
+	const struct cf_key *k = &cf_keys[i < 0 ? -1 - i : i];
 	row->name = k->name;
 	row->def = k->def;
 	row->reloadable = k->reloadable;
+	row->value[0] = '\0';
+	if (!cfg)
+		return;
+	const void *field = (const char *)cfg + k->off;
 	switch (k->type) {
 	case CF_INT:
 		snprintf(row->value, sizeof(row->value), "%d", *(const int *)field);

@@ -19,7 +19,14 @@ import time
 import psycopg
 import pytest
 
-PG_BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
+def _pg_bin():
+    """The newest installed PostgreSQL server binaries (Debian layout), or PATH."""
+    import glob
+    dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
+    return os.path.dirname(dirs[-1]) if dirs else os.path.dirname(shutil.which("initdb") or "/usr/bin/initdb")
+
+
+PG_BIN = os.environ.get("PG_BIN") or _pg_bin()
 PGTENANT_BIN = os.environ.get("PGTENANT_BIN")
 
 APP_PASSWORD = "apppass"
