@@ -281,9 +281,13 @@ int main(int argc, char **argv)
 	log_info("shutting down");
 	listener_close_all();
 	janitor_stop();
-	if (cfg->pidfile[0])
+	/* pgt.cfg, not cfg: a reload may have replaced the startup config */
+	if (pgt.cfg->pidfile[0])
 		unlink(pgt.cfg->pidfile);
 	for (int i = 0; i < 3; i++)
 		event_free(sigs[i]);
+	dns_shutdown();
+	config_free(pgt.cfg);
+	pgt.cfg = NULL;
 	return 0;
 }
