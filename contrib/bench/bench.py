@@ -1,0 +1,234 @@
+#!/usr/bin/python3
+"""
+Side-by-side benchmark: pgbench against PostgreSQL directly, through
+PgBouncer (Debian's pgbouncer) and through pgtenant, with the same pool size
+and pool mode, in one run.  Prints TPS, the pooler's CPU time per
+transaction (utime+stime from /proc), optional syscalls per transaction
+(strace -c), and resident memory per idle client with N idle clients.
+
+  contrib/bench/bench.py                 full matrix (-S and TPC-B, simple and
+                                         extended, 8/64/256 clients)
+  contrib/bench/bench.py --quick         -S simple 64 clients only
+  contrib/bench/bench.py --syscalls      also count syscalls per transaction
+
+Everything listens on 127.0.0.1 and stops by itself.
+"""
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "test", "integration"))
+from conftest import Postgres, free_port, wait_port  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class Pooler:
+    def __init__(self, name, cmd, port, pid_fn=None):
+        self.name, self.port = name, port
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     preexec_fn=os.setsid)
+        wait_port(port, proc=self.proc)
+        self.pid = self.proc.pid
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def start_pgtenant(workdir, pg, pool_size, binary):
+    port = free_port()
+    d = os.path.join(workdir, "pgtenant")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "userlist.txt"), "w") as f:
+        f.write('"app" "apppass"\n')
+    ini = os.path.join(d, "pgtenant.ini")
+    with open(ini, "w") as f:
+        f.write("[databases]\nappdb = host=127.0.0.1 port=%d dbname=appdb user=app password=apppass\n"
+                "[pgtenant]\nlisten_addr = 127.0.0.1\nlisten_port = %d\nunix_socket_dir =\n"
+                "auth_type = trust\nauth_file = userlist.txt\npool_mode = transaction\n"
+                "default_pool_size = %d\nmax_client_conn = 20000\nmax_db_connections = 0\n"
+                "query_wait_timeout = 600\n" % (pg.port, port, pool_size))
+    return Pooler("pgtenant", [binary, "-q", ini], port)
+
+
+def start_pgbouncer(workdir, pg, pool_size):
+    exe = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+    port = free_port()
+    d = os.path.join(workdir, "pgbouncer")
+    os.makedirs(d, exist_ok=True)
+    if os.geteuid() == 0:
+        shutil.chown(d, "postgres")
+    with open(os.path.join(d, "userlist.txt"), "w") as f:
+        f.write('"app" "apppass"\n')
+    ini = os.path.join(d, "pgbouncer.ini")
+    with open(ini, "w") as f:
+        f.write("[databases]\nappdb = host=127.0.0.1 port=%d dbname=appdb user=app password=apppass\n"
+                "[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = %d\nunix_socket_dir =\n"
+                "auth_type = trust\nauth_file = %s/userlist.txt\npool_mode = transaction\n"
+                "default_pool_size = %d\nmax_client_conn = 20000\nquery_wait_timeout = 600\n"
+                "logfile = %s/pgbouncer.log\nlog_connections = 0\nlog_disconnections = 0\n" % (pg.port, port, d, pool_size, d))
+    for p in (ini, os.path.join(d, "userlist.txt")):
+        if os.geteuid() == 0:
+            shutil.chown(p, "postgres")
+    # PgBouncer refuses to run as root; runuser resets the fd limit, so raise it again
+    cmd = ([exe, "-q", ini] if os.geteuid() != 0 else
+           ["runuser", "-u", "postgres", "--", "sh", "-c", 'ulimit -n 20000; exec "$0" -q "$1"', exe, ini])
+    p = Pooler("pgbouncer", cmd, port)
+    if os.geteuid() == 0:  # the pid of pgbouncer itself, not of runuser
+        time.sleep(0.2)
+        out = subprocess.run(["pgrep", "-x", "pgbouncer"], capture_output=True, text=True).stdout.split()
+        p.pid = int(out[-1])
+    return p
+
+
+def pgbench(port, host, clients, duration, select_only, protocol, transactions=None):
+    args = ["pgbench", "-h", host, "-p", str(port), "-U", "app", "-M", protocol, "-c", str(clients),
+            "-j", "2", "-n"]
+    args += ["-t", str(transactions)] if transactions else ["-T", str(duration)]
+    if select_only:
+        args.append("-S")
+    args.append("appdb")
+    r = subprocess.run(args, capture_output=True, text=True, env=dict(os.environ, PGPASSWORD="apppass"))
+    tps = re.search(r"tps = ([\d.]+) \(without initial", r.stdout)
+    n = re.search(r"number of transactions actually processed: (\d+)", r.stdout)
+    failed = re.search(r"number of failed transactions: (\d+)", r.stdout)
+    if r.returncode != 0 or not tps:
+        raise RuntimeError("pgbench failed: %s %s" % (r.stdout[-500:], r.stderr[-1500:]))
+    return float(tps.group(1)), int(n.group(1)), int(failed.group(1)) if failed else 0
+
+
+def idle_clients_memory(port, n):
+    """Open n logged-in idle client connections (trust auth); return the sockets."""
+    socks = []
+    params = b"user\0app\0database\0appdb\0\0"
+    pkt = struct.pack("!II", 8 + len(params), 196608) + params
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(pkt)
+        socks.append(s)
+    for s in socks:  # read until ReadyForQuery
+        buf = b""
+        while not buf.endswith(b"Z\0\0\0\x05I"):
+            chunk = s.recv(4096)
+            if not chunk:
+                raise RuntimeError("idle client refused")
+            buf += chunk
+    return socks
+
+
+def syscalls_per_xact(pid, port, clients, protocol, transactions):
+    out = tempfile.mktemp(prefix="strace-")
+    st = subprocess.Popen(["strace", "-c", "-f", "-o", out, "-p", str(pid)], stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    _, n, _ = pgbench(port, "127.0.0.1", clients, None, True, protocol, transactions)
+    st.send_signal(signal.SIGINT)
+    st.wait()
+    total = 0
+    with open(out) as f:
+        for line in f:
+            m = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(\d+\s+)?(\w+)$", line)
+            if m and m.group(3) != "total":
+                total += int(m.group(1))
+    os.unlink(out)
+    return total / float(n)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--pool-size", type=int, default=20)
+    ap.add_argument("--idle-clients", type=int, default=5000)
+    ap.add_argument("--syscalls", action="store_true")
+    ap.add_argument("--binary", default=os.path.join(ROOT, "build", "pgtenant"))
+    args = ap.parse_args()
+
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+    pg = Postgres()
+    workdir = tempfile.mkdtemp(prefix="pgt-bench-")
+    os.chmod(workdir, 0o755)
+    poolers = []
+    try:
+        subprocess.run(["pgbench", "-i", "-q", "-s", "10", "-h", pg.sockdir, "-p", str(pg.port), "-U", "app",
+                        "appdb"], check=True, capture_output=True, env=dict(os.environ, PGPASSWORD="apppass"))
+        bouncer = start_pgbouncer(workdir, pg, args.pool_size)
+        tenant = start_pgtenant(workdir, pg, args.pool_size, args.binary)
+        poolers = [bouncer, tenant]
+        version = subprocess.run(["pgbouncer", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+        print("pool_mode=transaction pool_size=%d duration=%ds, %s, pgtenant %s" %
+              (args.pool_size, args.duration, version, subprocess.run([args.binary, "-V"], capture_output=True,
+                                                                       text=True).stdout.split()[-1]))
+        matrix = [(True, "simple", 64)] if args.quick else [
+            (sel, proto, c) for sel in (True, False) for proto in ("simple", "extended") for c in (8, 64, 256)]
+        hdr = "%-7s %-8s %4s | %9s | %9s %7s | %9s %7s | %6s %6s" % (
+            "load", "protocol", "cl", "direct", "pgbouncer", "us/tx", "pgtenant", "us/tx", "ratio", "cpu")
+        print(hdr)
+        print("-" * len(hdr))
+        for sel, proto, clients in matrix:
+            row = {}
+            row["direct"] = pgbench(pg.port, "127.0.0.1", clients, args.duration, sel, proto)[0]
+            for p in poolers:
+                c0 = cpu_seconds(p.pid)
+                tps, n, failed = pgbench(p.port, "127.0.0.1", clients, args.duration, sel, proto)
+                row[p.name] = (tps, (cpu_seconds(p.pid) - c0) / n * 1e6, failed)
+            b, t = row["pgbouncer"], row["pgtenant"]
+            print("%-7s %-8s %4d | %9.0f | %9.0f %7.1f | %9.0f %7.1f | %6.2f %6.2f%s" % (
+                "select" if sel else "tpcb", proto, clients, row["direct"], b[0], b[1], t[0], t[1],
+                t[0] / b[0], t[1] / b[1] if b[1] else 0, "  FAILED TX" if b[2] or t[2] else ""))
+            sys.stdout.flush()
+        print("ratio = pgtenant TPS / PgBouncer TPS; cpu = pgtenant CPU per transaction / PgBouncer's")
+        if args.syscalls:
+            for p in poolers:
+                print("%-9s syscalls per transaction (-S simple, 64 clients): %.2f" %
+                      (p.name, syscalls_per_xact(p.pid, p.port, 64, "simple", 2000)))
+        if args.idle_clients:
+            for p in poolers:
+                before = rss_kb(p.pid)
+                socks = idle_clients_memory(p.port, args.idle_clients)
+                time.sleep(0.5)
+                after = rss_kb(p.pid)
+                print("%-9s %d idle clients: RSS %d KiB -> %d KiB, %.0f bytes per idle client" %
+                      (p.name, args.idle_clients, before, after, (after - before) * 1024.0 / args.idle_clients))
+                for s in socks:
+                    s.close()
+                time.sleep(0.5)
+    finally:
+        for p in poolers:
+            p.stop()
+        pg.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
