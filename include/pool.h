@@ -74,6 +74,7 @@ void pool_maybe_launch(struct pgt_pool *pool);
 void pool_login_failed(struct pgt_pool *pool, const char *reason);
 /* Effective sizes under the config in force. */
 int pool_size_limit(const struct pgt_pool *pool);
+int pool_mode(const struct pgt_pool *pool);
 bool pool_in_backoff(const struct pgt_pool *pool);
 /* After a reload: re-resolve database entries. */
 void pool_config_changed(void);

@@ -36,6 +36,8 @@ struct pgt_server {
 	struct pgt_client *client;
 	struct server_login *login;
 	struct pgt_vars vars;   /* values the server has now */
+	uint64_t synced_hash;   /* vars.hash of the client set it matches ... */
+	bool synced;            /* ... if true (false: compare one by one) */
 	uint32_t be_pid, be_key;
 	uint32_t generation;    /* pool generation at connect time */
 	char txn;               /* last ReadyForQuery status: 'I', 'T', 'E' */

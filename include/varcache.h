@@ -22,6 +22,10 @@ struct pgt_var {
 struct pgt_vars {
 	struct pgt_var *v;
 	uint8_t n, cap;
+	/* Sum of a hash of every (lower-cased key, value) pair: equal sets have
+	 * equal sums whatever their order, so "is this server already set up for
+	 * this client" is one comparison on the per-transaction path. */
+	uint64_t hash;
 };
 
 const char *vars_get(const struct pgt_vars *vs, const char *key);

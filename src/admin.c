@@ -211,7 +211,7 @@ static bool show_pools(struct pgt_client *c, const char *arg)
 		struct list *f = list_first(&p->waiting_clients);
 		if (f)
 			maxwait = now - container_of(f, struct pgt_client, node)->wait_start;
-		int mode = p->db ? config_db_pool_mode(pgt.cfg, p->db) : pgt.cfg->pool_mode;
+		int mode = pool_mode(p);
 		const char *v[] = {p->dbname, p->user,
 				   NUM(a, list_count(&p->active_clients) + list_count(&p->welcome_clients)),
 				   NUM(w, list_count(&p->waiting_clients)), "0", "0",

@@ -76,6 +76,12 @@ struct pgt_pool *pool_get(const char *dbname, const struct pgt_database *db, con
 	return p;
 }
 
+int pool_mode(const struct pgt_pool *pool)
+{
+	/* a database removed by a reload keeps the global mode while it drains */
+	return pool->db ? config_db_pool_mode(pgt.cfg, pool->db) : pgt.cfg->pool_mode;
+}
+
 int pool_size_limit(const struct pgt_pool *pool)
 {
 	if (!pool->db)

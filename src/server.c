@@ -437,6 +437,9 @@ static void param_status(struct pgt_server *s, const uint8_t *body, uint32_t len
 		const char *dflt = vars_get(&s->pool->welcome, k);
 		if (vars_get(&c->vars, k) || !dflt || strcmp(dflt, v) != 0)
 			vars_set(&c->vars, k, v);
+		s->synced_hash = c->vars.hash;
+	} else if (!c) {
+		s->synced = false; /* changed on its own while idle */
 	}
 }
 
@@ -479,6 +482,8 @@ static enum sbuf_verdict login_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 		free(s->login);
 		s->login = NULL;
 		s->txn = 'I';
+		s->synced = true; /* at the pool's defaults: matches a client with no parameters */
+		s->synced_hash = 0;
 		server_log(s, PGT_LOG_DEBUG, "login ok, backend pid %u", s->be_pid);
 		pool->last_fail_time = 0;
 		if (!pool->welcome_ready) {
@@ -596,7 +601,7 @@ static enum sbuf_verdict server_on_packet(struct pgt_conn *conn, struct pgt_pkt 
 			c->xact_start = now;
 		}
 		if (s->txn == 'I' && s->expect_rfq == 0 && !s->sent_since_rfq &&
-		    c->conn.pkt_remain == 0 && config_db_pool_mode(pgt.cfg, pool->db ? pool->db : NULL) == PGT_POOL_TRANSACTION)
+		    c->conn.pkt_remain == 0 && pool_mode(pool) == PGT_POOL_TRANSACTION)
 			sbuf_set_barrier(conn);
 		pool->stats.bytes_out += pkt->total;
 		return SB_FORWARD;
@@ -647,17 +652,22 @@ bool server_link(struct pgt_server *s, struct pgt_client *c)
 	s->expect_rfq = 0;
 	s->sent_since_rfq = false;
 	s->query_start = 0;
-	struct pktbuf b;
-	pktbuf_init(&b);
-	bool ok = true;
-	if (vars_sync_query(&s->vars, &c->vars, &pool->welcome, &b)) {
-		ok = sbuf_send_raw(&s->conn, b.data, b.len);
-		s->own_rfq++;
-	}
-	pktbuf_free(&b);
-	if (!ok) {
-		server_fail(s, "send failed");
-		return false;
+	/* the common case: this server was last set up for an identical set */
+	if (!s->synced || s->synced_hash != c->vars.hash) {
+		struct pktbuf b;
+		pktbuf_init(&b);
+		bool ok = true;
+		if (vars_sync_query(&s->vars, &c->vars, &pool->welcome, &b)) {
+			ok = sbuf_send_raw(&s->conn, b.data, b.len);
+			s->own_rfq++;
+		}
+		pktbuf_free(&b);
+		if (!ok) {
+			server_fail(s, "send failed");
+			return false;
+		}
+		s->synced = true;
+		s->synced_hash = c->vars.hash;
 	}
 	/* the server may have been blocked on this client before: re-evaluate */
 	sbuf_update_events(&s->conn);
@@ -688,7 +698,7 @@ void server_release(struct pgt_server *s)
 		server_close(s, s->close_needed ? "close requested" : "server lifetime over or backend changed");
 		return;
 	}
-	if (!c && config_db_pool_mode(cfg, pool->db) == PGT_POOL_SESSION && cfg->server_reset_query[0]) {
+	if (!c && pool_mode(pool) == PGT_POOL_SESSION && cfg->server_reset_query[0]) {
 		/* session mode: the client is gone; reset the session before reuse */
 		struct pktbuf b;
 		pktbuf_init(&b);
@@ -707,6 +717,8 @@ void server_release(struct pgt_server *s)
 		vars_free(&s->vars);
 		for (int i = 0; i < pool->welcome.n; i++)
 			vars_set(&s->vars, pool->welcome.v[i].key, pool->welcome.v[i].value);
+		s->synced = true;
+		s->synced_hash = 0;
 		return;
 	}
 	pool_server_ready(pool, s);

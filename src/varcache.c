@@ -12,6 +12,22 @@
 #include "pktbuf.h"
 #include "util.h"
 
+static uint64_t pair_hash(const char *key, const char *value)
+{
+	uint64_t h = 1469598103934665603ull;
+	for (const char *p = key; *p; p++) {
+		h ^= (uint8_t)tolower((unsigned char)*p);
+		h *= 1099511628211ull;
+	}
+	h ^= 0xff;
+	h *= 1099511628211ull;
+	for (const char *p = value; *p; p++) {
+		h ^= (uint8_t)*p;
+		h *= 1099511628211ull;
+	}
+	return h;
+}
+
 static int vars_find(const struct pgt_vars *vs, const char *key)
 {
 	for (int i = 0; i < vs->n; i++)
@@ -31,8 +47,10 @@ void vars_set(struct pgt_vars *vs, const char *key, const char *value)
 	int i = vars_find(vs, key);
 	if (i >= 0) {
 		if (strcmp(vs->v[i].value, value) != 0) {
+			vs->hash -= pair_hash(vs->v[i].key, vs->v[i].value);
 			free(vs->v[i].value);
 			vs->v[i].value = xstrdup(value);
+			vs->hash += pair_hash(vs->v[i].key, vs->v[i].value);
 		}
 		return;
 	}
@@ -44,6 +62,7 @@ void vars_set(struct pgt_vars *vs, const char *key, const char *value)
 	}
 	vs->v[vs->n].key = xstrdup(key);
 	vs->v[vs->n].value = xstrdup(value);
+	vs->hash += pair_hash(key, value);
 	vs->n++;
 }
 
@@ -52,6 +71,7 @@ void vars_del(struct pgt_vars *vs, const char *key)
 	int i = vars_find(vs, key);
 	if (i < 0)
 		return;
+	vs->hash -= pair_hash(vs->v[i].key, vs->v[i].value);
 	free(vs->v[i].key);
 	free(vs->v[i].value);
 	vs->v[i] = vs->v[--vs->n];
@@ -66,6 +86,7 @@ void vars_free(struct pgt_vars *vs)
 	free(vs->v);
 	vs->v = NULL;
 	vs->n = vs->cap = 0;
+	vs->hash = 0;
 }
 
 bool vars_valid_name(const char *key)

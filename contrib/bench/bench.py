@@ -10,6 +10,8 @@ transaction (utime+stime from /proc), optional syscalls per transaction
                                          extended, 8/64/256 clients)
   contrib/bench/bench.py --quick         -S simple 64 clients only
   contrib/bench/bench.py --syscalls      also count syscalls per transaction
+  contrib/bench/bench.py --callgrind     also count user-space instructions per
+                                         transaction (valgrind --tool=callgrind)
 
 Everything listens on 127.0.0.1 and stops by itself.
 """
@@ -48,7 +50,7 @@ def rss_kb(pid):
 
 
 class Pooler:
-    def __init__(self, name, cmd, port, pid_fn=None):
+    def __init__(self, name, cmd, port):
         self.name, self.port = name, port
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      preexec_fn=os.setsid)
@@ -63,7 +65,7 @@ class Pooler:
             self.proc.kill()
 
 
-def start_pgtenant(workdir, pg, pool_size, binary):
+def start_pgtenant(workdir, pg, pool_size, binary, wrapper=()):
     port = free_port()
     d = os.path.join(workdir, "pgtenant")
     os.makedirs(d, exist_ok=True)
@@ -76,10 +78,10 @@ def start_pgtenant(workdir, pg, pool_size, binary):
                 "auth_type = trust\nauth_file = userlist.txt\npool_mode = transaction\n"
                 "default_pool_size = %d\nmax_client_conn = 20000\nmax_db_connections = 0\n"
                 "query_wait_timeout = 600\n" % (pg.port, port, pool_size))
-    return Pooler("pgtenant", [binary, "-q", ini], port)
+    return Pooler("pgtenant", list(wrapper) + [binary, "-q", ini], port)
 
 
-def start_pgbouncer(workdir, pg, pool_size):
+def start_pgbouncer(workdir, pg, pool_size, wrapper=()):
     exe = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
     port = free_port()
     d = os.path.join(workdir, "pgbouncer")
@@ -99,12 +101,13 @@ def start_pgbouncer(workdir, pg, pool_size):
         if os.geteuid() == 0:
             shutil.chown(p, "postgres")
     # PgBouncer refuses to run as root; runuser resets the fd limit, so raise it again
-    cmd = ([exe, "-q", ini] if os.geteuid() != 0 else
-           ["runuser", "-u", "postgres", "--", "sh", "-c", 'ulimit -n 20000; exec "$0" -q "$1"', exe, ini])
+    cmd = (list(wrapper) + [exe, "-q", ini] if os.geteuid() != 0 else
+           ["runuser", "-u", "postgres", "--", "sh", "-c", 'ulimit -n 20000; exec "$@"', "sh"] +
+           list(wrapper) + [exe, "-q", ini])
     p = Pooler("pgbouncer", cmd, port)
     if os.geteuid() == 0:  # the pid of pgbouncer itself, not of runuser
         time.sleep(0.2)
-        out = subprocess.run(["pgrep", "-x", "pgbouncer"], capture_output=True, text=True).stdout.split()
+        out = subprocess.run(["pgrep", "-f", "-n", "pgbouncer -q"], capture_output=True, text=True).stdout.split()
         p.pid = int(out[-1])
     return p
 
@@ -161,6 +164,35 @@ def syscalls_per_xact(pid, port, clients, protocol, transactions):
     return total / float(n)
 
 
+def callgrind_per_xact(workdir, pg, pool_size, binary, which):
+    """User-space instructions per transaction: two fresh processes under
+    callgrind, one serving a short pgbench run and one a long one; the
+    difference of their totals divided by the difference in transactions
+    cancels startup, logins and shutdown."""
+    totals = []
+    for n in (200, 1200):
+        d = os.path.join(workdir, "cg-%s-%d" % (which, n))
+        os.makedirs(d, exist_ok=True)
+        os.chmod(d, 0o777)
+        out = os.path.join(d, "callgrind.out")
+        wrapper = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out]
+        p = (start_pgtenant(workdir, pg, pool_size, binary, wrapper) if which == "pgtenant"
+             else start_pgbouncer(workdir, pg, pool_size, wrapper))
+        try:
+            pgbench(p.port, "127.0.0.1", 8, None, True, "simple", n)
+        finally:
+            p.stop()
+            for _ in range(200):
+                if os.path.exists(out) and os.path.getsize(out) > 0:
+                    break
+                time.sleep(0.05)
+        time.sleep(0.5)
+        with open(out) as f:
+            m = re.search(r"^(?:summary|totals): (\d+)", f.read(), re.M)
+        totals.append(int(m.group(1)))
+    return (totals[1] - totals[0]) / (8.0 * 1000)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
@@ -168,6 +200,7 @@ def main():
     ap.add_argument("--pool-size", type=int, default=20)
     ap.add_argument("--idle-clients", type=int, default=5000)
     ap.add_argument("--syscalls", action="store_true")
+    ap.add_argument("--callgrind", action="store_true")
     ap.add_argument("--binary", default=os.path.join(ROOT, "build", "pgtenant"))
     args = ap.parse_args()
 
@@ -212,6 +245,10 @@ def main():
             for p in poolers:
                 print("%-9s syscalls per transaction (-S simple, 64 clients): %.2f" %
                       (p.name, syscalls_per_xact(p.pid, p.port, 64, "simple", 2000)))
+        if args.callgrind:
+            for which in ("pgbouncer", "pgtenant"):
+                print("%-9s user-space instructions per transaction (callgrind, -S simple, 8 clients): %.0f" %
+                      (which, callgrind_per_xact(workdir, pg, args.pool_size, args.binary, which)))
         if args.idle_clients:
             for p in poolers:
                 before = rss_kb(p.pid)
