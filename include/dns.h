@@ -12,7 +12,16 @@
 
 struct evdns_getaddrinfo_request;
 
-typedef void (*dns_cb)(const struct sockaddr *sa, socklen_t len, const char *error, void *arg);
+#define DNS_MAX_ADDRS 4
+
+/* Resolved addresses in resolver order (IPv4 and IPv6), to be tried in turn. */
+struct dns_result {
+	int n;
+	struct sockaddr_storage addr[DNS_MAX_ADDRS];
+	socklen_t len[DNS_MAX_ADDRS];
+};
+
+typedef void (*dns_cb)(const struct dns_result *res, const char *error, void *arg);
 
 bool dns_init(void) _MUSTCHECK;
 void dns_shutdown(void);

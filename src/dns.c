@@ -45,10 +45,20 @@ static void gai_cb(int err, struct evutil_addrinfo *res, void *arg)
 		free(r);
 		return;
 	}
-	if (err || !res)
-		r->cb(NULL, 0, evutil_gai_strerror(err), r->arg);
-	else
-		r->cb(res->ai_addr, (socklen_t)res->ai_addrlen, NULL, r->arg);
+	if (err || !res) {
+		r->cb(NULL, evutil_gai_strerror(err), r->arg);
+	} else {
+		struct dns_result out;
+		out.n = 0;
+		for (struct evutil_addrinfo *ai = res; ai && out.n < DNS_MAX_ADDRS; ai = ai->ai_next) {
+			if (ai->ai_addrlen > sizeof(out.addr[0]))
+				continue;
+			memcpy(&out.addr[out.n], ai->ai_addr, ai->ai_addrlen);
+			out.len[out.n] = (socklen_t)ai->ai_addrlen;
+			out.n++;
+		}
+		r->cb(&out, out.n ? NULL : "no usable address", r->arg);
+	}
 	if (res)
 		evutil_freeaddrinfo(res);
 	r->done_sync = true;

@@ -38,6 +38,8 @@
 
 struct server_login {
 	struct evdns_getaddrinfo_request *dns;
+	struct dns_result addrs; /* tried in turn until one connects */
+	int next_addr;
 	struct scram_client scram;
 	bool scram_started;
 	char *password; /* plain or md5 hash; NULL = none known */
@@ -170,6 +172,27 @@ void server_free_dead(void)
 
 /* ---- connecting ---- */
 
+static void server_connect_addr(struct pgt_server *s, const struct sockaddr *sa, socklen_t len);
+
+/* Connecting to one resolved address failed: try the next, as libpq does. */
+static bool server_try_next_addr(struct pgt_server *s, const char *why)
+{
+	struct server_login *l = s->login;
+	if (!l || l->next_addr >= l->addrs.n)
+		return false;
+	server_log(s, PGT_LOG_DEBUG, "%s; trying the next address", why);
+	if (s->conn.ev_mask)
+		event_del(&s->conn.ev);
+	s->conn.ev_mask = 0;
+	if (s->conn.fd >= 0)
+		close(s->conn.fd);
+	s->conn.fd = -1;
+	s->conn.connecting = false;
+	int i = l->next_addr++;
+	server_connect_addr(s, (struct sockaddr *)&l->addrs.addr[i], l->addrs.len[i]);
+	return true;
+}
+
 static void server_connect_addr(struct pgt_server *s, const struct sockaddr *sa, socklen_t len)
 {
 	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -189,24 +212,28 @@ static void server_connect_addr(struct pgt_server *s, const struct sockaddr *sa,
 		return;
 	}
 	if (errno != EINPROGRESS) {
-		server_fail(s, "connect failed: %s", strerror(errno));
+		int err = errno;
+		if (!server_try_next_addr(s, strerror(err)))
+			server_fail(s, "connect failed: %s", strerror(err));
 		return;
 	}
 	s->conn.connecting = true;
 	sbuf_update_events(&s->conn);
 }
 
-static void server_dns_cb(const struct sockaddr *sa, socklen_t len, const char *error, void *arg)
+static void server_dns_cb(const struct dns_result *res, const char *error, void *arg)
 {
 	struct pgt_server *s = arg;
 	if (s->state == SV_DEAD)
 		return;
 	s->login->dns = NULL;
-	if (!sa) {
-		server_fail(s, "could not resolve host: %s", error);
+	if (!res || res->n == 0) {
+		server_fail(s, "could not resolve host: %s", error ? error : "no address");
 		return;
 	}
-	server_connect_addr(s, sa, len);
+	s->login->addrs = *res;
+	s->login->next_addr = 1;
+	server_connect_addr(s, (const struct sockaddr *)&res->addr[0], res->len[0]);
 }
 
 static char *server_password(const struct pgt_pool *pool)
@@ -265,7 +292,8 @@ static void server_on_connected(struct pgt_conn *conn)
 	if (getsockopt(conn->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
 		err = errno;
 	if (err) {
-		server_fail(s, "connect failed: %s", strerror(err));
+		if (!server_try_next_addr(s, strerror(err)))
+			server_fail(s, "connect failed: %s", strerror(err));
 		return;
 	}
 	if (conn->addr.sa.sa_family != AF_UNIX) {

@@ -79,6 +79,7 @@ class Postgres:
             f.write("local all all trust\n"
                     "host all app 127.0.0.1/32 scram-sha-256\n"
                     "host all md5user 127.0.0.1/32 md5\n"
+                    "host all pwuser 127.0.0.1/32 password\n"
                     "host all all 127.0.0.1/32 trust\n")
         subprocess.run(as_pg_user() + [os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, "-l",
                                        os.path.join(self.dir, "log"), "-w", "start"],
@@ -86,6 +87,7 @@ class Postgres:
         self.sql("CREATE USER app PASSWORD '%s' CREATEDB" % APP_PASSWORD)
         self.sql("SET password_encryption = 'md5'; CREATE USER md5user PASSWORD '%s'" % MD5_PASSWORD)
         self.sql("CREATE USER trustuser")
+        self.sql("CREATE USER pwuser PASSWORD 'pwpass'")
         self.sql("CREATE DATABASE appdb OWNER app")
         self.sql("GRANT ALL ON SCHEMA public TO PUBLIC", dbname="appdb")
 
@@ -144,10 +146,12 @@ class Bouncer:
             "md5db": "host=127.0.0.1 port=%d dbname=appdb user=md5user" % pg.port,
             "unixdb": "host=%s port=%d dbname=appdb user=trustuser" % (pg.sockdir, pg.port),
             "deaddb": "host=127.0.0.1 port=1 dbname=appdb user=trustuser",
+            "pwdb": "host=127.0.0.1 port=%d dbname=appdb user=pwuser" % pg.port,
+            "namedb": "host=localhost port=%d dbname=appdb user=trustuser" % pg.port,
         }
         self.databases.update(databases or {})
         self.users = {"app": APP_PASSWORD, "md5user": MD5_PASSWORD, "admin": ADMIN_PASSWORD,
-                      "monitor": "monitorpass", "trustuser": "trustpass"}
+                      "monitor": "monitorpass", "trustuser": "trustpass", "pwuser": "pwpass"}
         self.users.update(users or {})
         self.proc = None
         self.write_config()
