@@ -19,29 +19,29 @@ struct pgt_server;
 struct client_login;
 
 enum client_state {
-	CL_LOGIN,    /* startup and authentication */
-	CL_WELCOME,  /* authenticated, waiting for the pool's server parameters */
-	CL_ACTIVE,   /* logged in and not waiting (may or may not hold a server) */
-	CL_WAITING,  /* waiting for a server connection */
-	CL_ADMIN,    /* on the admin console */
+	CL_LOGIN,   /* startup and authentication */
+	CL_WELCOME, /* authenticated, waiting for the pool's server parameters */
+	CL_ACTIVE,  /* logged in and not waiting (may or may not hold a server) */
+	CL_WAITING, /* waiting for a server connection */
+	CL_ADMIN,   /* on the admin console */
 	CL_DEAD,
 };
 
 struct pgt_client {
-	struct pgt_conn conn;   /* first: a conn pointer is a client pointer */
-	struct list node;       /* on the list of its state */
-	struct list all_node;   /* on the global client list (cancel lookup, SHOW CLIENTS) */
+	struct pgt_conn conn; /* first: a conn pointer is a client pointer */
+	struct list node;     /* on the list of its state */
+	struct list all_node; /* on the global client list (cancel lookup, SHOW CLIENTS) */
 	enum client_state state;
 	struct pgt_pool *pool;
 	struct pgt_server *server;
 	struct client_login *login; /* only during login; freed after */
-	char *user;             /* login user name */
-	char *dbname;           /* requested database */
-	struct pgt_vars vars;   /* wanted session parameters */
+	char *user;                 /* login user name */
+	char *dbname;               /* requested database */
+	struct pgt_vars vars;       /* wanted session parameters */
 	uint32_t cancel_pid, cancel_key;
-	usec_t wait_start;      /* when it started waiting for a server */
-	usec_t xact_start;      /* when its current transaction/linking began */
-	bool is_admin_user;     /* admin_users member (control commands allowed) */
+	usec_t wait_start;  /* when it started waiting for a server */
+	usec_t xact_start;  /* when its current transaction/linking began */
+	bool is_admin_user; /* admin_users member (control commands allowed) */
 };
 
 extern struct list pgt_all_clients;

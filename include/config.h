@@ -14,23 +14,29 @@
 
 enum pgt_pool_mode { PGT_POOL_SESSION = 0, PGT_POOL_TRANSACTION = 1 };
 enum pgt_auth_type { PGT_AUTH_TRUST = 0, PGT_AUTH_MD5, PGT_AUTH_SCRAM, PGT_AUTH_JWT };
-enum pgt_sslmode { PGT_SSL_DISABLE = 0, PGT_SSL_ALLOW, PGT_SSL_PREFER, PGT_SSL_REQUIRE,
-		   PGT_SSL_VERIFY_CA, PGT_SSL_VERIFY_FULL };
+enum pgt_sslmode {
+	PGT_SSL_DISABLE = 0,
+	PGT_SSL_ALLOW,
+	PGT_SSL_PREFER,
+	PGT_SSL_REQUIRE,
+	PGT_SSL_VERIFY_CA,
+	PGT_SSL_VERIFY_FULL
+};
 enum pgt_unknown_tenant { PGT_UNKNOWN_REJECT = 0, PGT_UNKNOWN_ALLOW };
 
 /* One [databases] entry. */
 struct pgt_database {
 	char *name;
-	char *host;      /* NULL = default unix socket dir; leading '/' = unix socket dir */
+	char *host; /* NULL = default unix socket dir; leading '/' = unix socket dir */
 	int port;
-	char *dbname;    /* NULL = same as name */
-	char *user;      /* forced server user; NULL = the client's user */
-	char *password;  /* NULL = from auth_file */
-	int pool_size;   /* -1 = default_pool_size */
+	char *dbname;   /* NULL = same as name */
+	char *user;     /* forced server user; NULL = the client's user */
+	char *password; /* NULL = from auth_file */
+	int pool_size;  /* -1 = default_pool_size */
 	int min_pool_size;
 	int reserve_pool;
 	int max_db_connections; /* -1 = global */
-	int pool_mode;   /* -1 = global */
+	int pool_mode;          /* -1 = global */
 	int line;
 };
 
@@ -150,8 +156,7 @@ struct pgt_config_row {
 int config_key_count(void);
 void config_key_row(const struct pgt_config *cfg, int i, struct pgt_config_row *row);
 /* Set one [pgtenant] key at run time (admin SET); false with a message on error. */
-bool config_set_key(struct pgt_config *cfg, const char *name, const char *value,
-		    char *err, size_t errlen);
+bool config_set_key(struct pgt_config *cfg, const char *name, const char *value, char *err, size_t errlen);
 
 /* Parse a [databases] connection string into db (fields not given keep their
  * defaults).  Returns false and fills err on error. */

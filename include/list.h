@@ -13,11 +13,16 @@ struct list {
 	struct list *next, *prev;
 };
 
-#define container_of(ptr, type, member) \
-	((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
-static inline void list_init(struct list *l) { l->next = l->prev = l; }
-static inline bool list_empty(const struct list *l) { return l->next == l; }
+static inline void list_init(struct list *l)
+{
+	l->next = l->prev = l;
+}
+static inline bool list_empty(const struct list *l)
+{
+	return l->next == l;
+}
 
 /* Append at the tail, so that the head is the oldest item (FIFO). */
 static inline void list_append(struct list *head, struct list *item)
@@ -61,10 +66,9 @@ static inline int list_count(const struct list *head)
 	return n;
 }
 
-#define list_for_each(item, head) \
-	for ((item) = (head)->next; (item) != (head); (item) = (item)->next)
-#define list_for_each_safe(item, tmp, head) \
-	for ((item) = (head)->next, (tmp) = (item)->next; (item) != (head); \
+#define list_for_each(item, head) for ((item) = (head)->next; (item) != (head); (item) = (item)->next)
+#define list_for_each_safe(item, tmp, head)                                                                  \
+	for ((item) = (head)->next, (tmp) = (item)->next; (item) != (head);                                  \
 	     (item) = (tmp), (tmp) = (item)->next)
 
 #endif

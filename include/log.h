@@ -34,7 +34,15 @@ void log_vmsg(int level, const char *prefix, const char *fmt, va_list ap) PGT_PR
 #define log_error(...) log_msg(PGT_LOG_ERROR, __VA_ARGS__)
 #define log_warning(...) log_msg(PGT_LOG_WARNING, __VA_ARGS__)
 #define log_info(...) log_msg(PGT_LOG_INFO, __VA_ARGS__)
-#define log_debug(...) do { if (log_enabled(PGT_LOG_DEBUG)) log_msg(PGT_LOG_DEBUG, __VA_ARGS__); } while (0)
-#define log_noise(...) do { if (log_enabled(PGT_LOG_NOISE)) log_msg(PGT_LOG_NOISE, __VA_ARGS__); } while (0)
+#define log_debug(...)                                                                                       \
+	do {                                                                                                 \
+		if (log_enabled(PGT_LOG_DEBUG))                                                              \
+			log_msg(PGT_LOG_DEBUG, __VA_ARGS__);                                                 \
+	} while (0)
+#define log_noise(...)                                                                                       \
+	do {                                                                                                 \
+		if (log_enabled(PGT_LOG_NOISE))                                                              \
+			log_msg(PGT_LOG_NOISE, __VA_ARGS__);                                                 \
+	} while (0)
 
 #endif

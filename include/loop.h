@@ -18,11 +18,11 @@ struct pgt_loop {
 	struct event_base *base;
 	struct evdns_base *dns;
 	struct pgt_config *cfg;
-	uint32_t bufsize;        /* pkt_buf at startup (not reloadable) */
-	bool shutting_down;      /* SIGINT: no new clients, exit when no server is in use */
+	uint32_t bufsize;   /* pkt_buf at startup (not reloadable) */
+	bool shutting_down; /* SIGINT: no new clients, exit when no server is in use */
 	bool exit_now;
 	uint64_t next_conn_id;
-	int nclients;            /* all client connections, admin included */
+	int nclients; /* all client connections, admin included */
 };
 
 extern struct pgt_loop pgt;

@@ -15,7 +15,7 @@
 struct pktbuf {
 	uint8_t *data;
 	size_t len, cap;
-	size_t msg_start; /* offset of the message being built */
+	size_t msg_start;   /* offset of the message being built */
 	uint8_t fixed[512]; /* most messages fit here without malloc */
 };
 

@@ -27,31 +27,31 @@ struct pgt_dbstate {
 
 struct pgt_pool_stats {
 	uint64_t xact_count, query_count;
-	uint64_t bytes_in, bytes_out;      /* client->server, server->client */
+	uint64_t bytes_in, bytes_out;              /* client->server, server->client */
 	uint64_t xact_time, query_time, wait_time; /* usec */
 };
 
 struct pgt_pool {
-	struct list node;                 /* on the global pool list */
-	char *dbname;                     /* [databases] entry name */
-	char *user;                       /* server user */
-	char *tenant;                     /* "" until tenancy */
-	const struct pgt_database *db;    /* refreshed on reload; NULL = removed */
-	char *db_host, *db_dbname;        /* the backend this pool's servers were opened to */
+	struct list node;              /* on the global pool list */
+	char *dbname;                  /* [databases] entry name */
+	char *user;                    /* server user */
+	char *tenant;                  /* "" until tenancy */
+	const struct pgt_database *db; /* refreshed on reload; NULL = removed */
+	char *db_host, *db_dbname;     /* the backend this pool's servers were opened to */
 	int db_port;
 	struct pgt_dbstate *dbstate;
 
-	struct list welcome_clients;      /* authenticated, waiting for server parameters */
-	struct list active_clients;       /* logged in, not waiting (linked or idle) */
-	struct list waiting_clients;      /* waiting for a server, FIFO */
+	struct list welcome_clients; /* authenticated, waiting for server parameters */
+	struct list active_clients;  /* logged in, not waiting (linked or idle) */
+	struct list waiting_clients; /* waiting for a server, FIFO */
 	struct list login_servers, idle_servers, active_servers, used_servers;
-	int nservers;                     /* all server connections of this pool */
+	int nservers; /* all server connections of this pool */
 
-	struct pgt_vars welcome;          /* ParameterStatus values from the first login */
+	struct pgt_vars welcome; /* ParameterStatus values from the first login */
 	bool welcome_ready;
-	uint32_t generation;              /* bumped by RECONNECT/changed backend */
+	uint32_t generation; /* bumped by RECONNECT/changed backend */
 
-	usec_t last_fail_time;            /* last server login failure (for back-off) */
+	usec_t last_fail_time; /* last server login failure (for back-off) */
 	char last_error[256];
 	struct pgt_pool_stats stats;
 };
@@ -60,7 +60,7 @@ extern struct list pgt_pools;
 
 /* The pool for a client that asked for database `dbname` (resolved to entry db). */
 struct pgt_pool *pool_get(const char *dbname, const struct pgt_database *db, const char *user,
-			  const char *tenant);
+                          const char *tenant);
 /* Database name sent to the server. */
 const char *pool_backend_dbname(const struct pgt_pool *pool);
 void pool_remember_backend(struct pgt_pool *p);

@@ -12,11 +12,11 @@
 
 #include "util.h"
 
-#define PROTO_VERSION_3_0 196608u       /* 3 << 16 */
+#define PROTO_VERSION_3_0 196608u /* 3 << 16 */
 #define PROTO_CANCEL_CODE 80877102u
 #define PROTO_SSL_CODE 80877103u
 #define PROTO_GSSENC_CODE 80877104u
-#define PROTO_MAX_STARTUP 10000u        /* PostgreSQL's MAX_STARTUP_PACKET_LENGTH */
+#define PROTO_MAX_STARTUP 10000u /* PostgreSQL's MAX_STARTUP_PACKET_LENGTH */
 #define PROTO_MAX_STARTUP_PARAMS 64
 
 enum proto_result { PROTO_NEED_MORE = 0, PROTO_OK = 1, PROTO_BAD = -1 };
@@ -31,7 +31,7 @@ struct proto_hdr {
 /* Parse a regular message header (type + int32 length) from avail bytes.
  * The length must be >= 4 and total <= max_total. */
 enum proto_result proto_parse_header(const uint8_t *p, size_t avail, uint32_t max_total,
-				     struct proto_hdr *hdr);
+                                     struct proto_hdr *hdr);
 /* Parse a startup-style header (int32 length, no type byte). */
 enum proto_result proto_parse_startup_header(const uint8_t *p, size_t avail, struct proto_hdr *hdr);
 
@@ -42,7 +42,7 @@ struct proto_param {
 
 /* A parsed StartupMessage; the strings point into the packet. */
 struct proto_startup {
-	uint32_t code;      /* protocol version or special request code */
+	uint32_t code; /* protocol version or special request code */
 	int nparams;
 	struct proto_param params[PROTO_MAX_STARTUP_PARAMS];
 	uint32_t cancel_pid, cancel_key; /* for CancelRequest */
@@ -51,7 +51,7 @@ struct proto_startup {
 /* Parse a whole startup-style packet (including its length word).  Returns
  * false with a reason for malformed input. */
 bool proto_parse_startup(const uint8_t *pkt, size_t len, struct proto_startup *out,
-			 const char **reason) _MUSTCHECK;
+                         const char **reason) _MUSTCHECK;
 const char *proto_startup_get(const struct proto_startup *s, const char *name);
 
 /* Bounds-checked reader over one message body. */

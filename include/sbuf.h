@@ -40,10 +40,10 @@ enum sbuf_verdict {
 enum conn_kind { CONN_CLIENT = 1, CONN_SERVER = 2, CONN_CANCEL = 3 };
 
 struct pgt_pkt {
-	uint8_t type;       /* 0 for startup-style packets */
-	uint32_t total;     /* bytes on the wire, type byte included */
+	uint8_t type;        /* 0 for startup-style packets */
+	uint32_t total;      /* bytes on the wire, type byte included */
 	const uint8_t *data; /* start of the message in the buffer */
-	bool full;          /* the whole message is in the buffer */
+	bool full;           /* the whole message is in the buffer */
 };
 
 struct pgt_conn;
@@ -96,9 +96,9 @@ struct pgt_conn {
 	struct event ev;
 	uint64_t id;
 	usec_t connect_time;
-	usec_t request_time;   /* last time this side sent us data */
-	uint64_t bytes_in;     /* bytes received from this socket */
-	union pgt_addr addr;   /* peer address; sa_family AF_UNIX = unix socket */
+	usec_t request_time; /* last time this side sent us data */
+	uint64_t bytes_in;   /* bytes received from this socket */
+	union pgt_addr addr; /* peer address; sa_family AF_UNIX = unix socket */
 };
 
 void sbuf_global_init(uint32_t bufsize);

@@ -28,8 +28,8 @@ struct scram_secret {
 /* Parse "SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>". */
 bool scram_parse_secret(const char *s, struct scram_secret *out) _MUSTCHECK;
 /* Derive a secret from a plain password with the given salt. */
-bool scram_secret_from_password(const char *password, const uint8_t *salt, size_t salt_len,
-				int iterations, struct scram_secret *out) _MUSTCHECK;
+bool scram_secret_from_password(const char *password, const uint8_t *salt, size_t salt_len, int iterations,
+                                struct scram_secret *out) _MUSTCHECK;
 
 /* Server role: one exchange per client login. */
 struct scram_server {
@@ -41,12 +41,12 @@ struct scram_server {
 };
 /* Parse the client-first-message and produce server-first-message (malloc'd). */
 char *scram_server_first(struct scram_server *st, const char *client_first, size_t len,
-			 const struct scram_secret *secret, const char *server_nonce /* NULL = random */,
-			 const char **reason);
+                         const struct scram_secret *secret, const char *server_nonce /* NULL = random */,
+                         const char **reason);
 /* Verify the client-final-message; on success return server-final (malloc'd) and
  * put the client's ClientKey in client_key (for a later passthrough login). */
 char *scram_server_final(struct scram_server *st, const char *client_final, size_t len,
-			 uint8_t client_key[SCRAM_KEY_LEN], const char **reason);
+                         uint8_t client_key[SCRAM_KEY_LEN], const char **reason);
 void scram_server_clear(struct scram_server *st);
 
 /* Client role: logging in to PostgreSQL. */
@@ -60,14 +60,14 @@ struct scram_client {
  * ignores the SCRAM user name (it has the startup packet's), so pass "". */
 char *scram_client_first(struct scram_client *st, const char *user, const char *nonce);
 /* Parse server-first and build client-final (malloc'd) from the password. */
-char *scram_client_final(struct scram_client *st, const char *password, const char *server_first,
-			 size_t len, const char **reason);
+char *scram_client_final(struct scram_client *st, const char *password, const char *server_first, size_t len,
+                         const char **reason);
 /* Check the server's signature in server-final. */
 bool scram_client_verify(struct scram_client *st, const char *server_final, size_t len);
 void scram_client_clear(struct scram_client *st);
 
 /* Helpers (exposed for tests). */
-size_t scram_b64_encode(const uint8_t *in, size_t n, char *out); /* out: 4*ceil(n/3)+1 */
+size_t scram_b64_encode(const uint8_t *in, size_t n, char *out);             /* out: 4*ceil(n/3)+1 */
 int scram_b64_decode(const char *in, size_t n, uint8_t *out, size_t outcap); /* -1 on error */
 
 /* md5 password helpers (PostgreSQL's md5 auth). out: 36 bytes ("md5" + 32 hex + NUL). */

@@ -20,32 +20,32 @@ struct pgt_client;
 struct server_login;
 
 enum server_state {
-	SV_LOGIN,   /* connecting / authenticating */
-	SV_IDLE,    /* ready, in the pool */
-	SV_ACTIVE,  /* linked to a client */
-	SV_USED,    /* running server_reset_query before going idle */
+	SV_LOGIN,  /* connecting / authenticating */
+	SV_IDLE,   /* ready, in the pool */
+	SV_ACTIVE, /* linked to a client */
+	SV_USED,   /* running server_reset_query before going idle */
 	SV_DEAD,
 };
 
 struct pgt_server {
-	struct pgt_conn conn;   /* first */
-	struct list node;       /* on the list of its state */
+	struct pgt_conn conn;      /* first */
+	struct list node;          /* on the list of its state */
 	struct list conn_all_node; /* on the global server list (SHOW SERVERS) */
 	enum server_state state;
 	struct pgt_pool *pool;
 	struct pgt_client *client;
 	struct server_login *login;
-	struct pgt_vars vars;   /* values the server has now */
-	uint64_t synced_hash;   /* vars.hash of the client set it matches ... */
-	bool synced;            /* ... if true (false: compare one by one) */
+	struct pgt_vars vars; /* values the server has now */
+	uint64_t synced_hash; /* vars.hash of the client set it matches ... */
+	bool synced;          /* ... if true (false: compare one by one) */
 	uint32_t be_pid, be_key;
-	uint32_t generation;    /* pool generation at connect time */
-	char txn;               /* last ReadyForQuery status: 'I', 'T', 'E' */
-	uint16_t expect_rfq;    /* client Query/Sync/FunctionCall not yet answered */
-	uint8_t own_rfq;        /* ReadyForQuery of pgtenant's own queries still to swallow */
-	bool sent_since_rfq;    /* client bytes went in since the last ReadyForQuery */
+	uint32_t generation; /* pool generation at connect time */
+	char txn;            /* last ReadyForQuery status: 'I', 'T', 'E' */
+	uint16_t expect_rfq; /* client Query/Sync/FunctionCall not yet answered */
+	uint8_t own_rfq;     /* ReadyForQuery of pgtenant's own queries still to swallow */
+	bool sent_since_rfq; /* client bytes went in since the last ReadyForQuery */
 	bool close_needed;
-	char *setup_error;      /* error from pgtenant's own SET, reported to the client */
+	char *setup_error; /* error from pgtenant's own SET, reported to the client */
 	char setup_sqlstate[6];
 	usec_t idle_since;
 	usec_t query_start;

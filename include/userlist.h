@@ -23,11 +23,11 @@ struct pgt_userlist {
 };
 
 /* Parse text; on error returns false and sets *errline and err. */
-bool userlist_parse(const char *text, struct pgt_userlist *out, int *errline,
-		    char *err, size_t errlen) _MUSTCHECK;
+bool userlist_parse(const char *text, struct pgt_userlist *out, int *errline, char *err,
+                    size_t errlen) _MUSTCHECK;
 /* Read a file; on error returns false and sets *errline (0 = file error). */
-bool userlist_load(const char *path, struct pgt_userlist *out, int *errline,
-		   char *err, size_t errlen) _MUSTCHECK;
+bool userlist_load(const char *path, struct pgt_userlist *out, int *errline, char *err,
+                   size_t errlen) _MUSTCHECK;
 void userlist_free(struct pgt_userlist *ul);
 const struct pgt_user *userlist_find(const struct pgt_userlist *ul, const char *name);
 

@@ -38,8 +38,8 @@ bool vars_valid_name(const char *key);
 /* Build a Query message that makes the server's values match the client's
  * (server values not wanted by the client go back to `defaults`).  Updates
  * server to what it will be.  Returns false if nothing needs to be sent. */
-bool vars_sync_query(struct pgt_vars *server, const struct pgt_vars *client,
-		     const struct pgt_vars *defaults, struct pktbuf *out);
+bool vars_sync_query(struct pgt_vars *server, const struct pgt_vars *client, const struct pgt_vars *defaults,
+                     struct pktbuf *out);
 
 /* Parse the `options` startup parameter ("-c a=b --c=d", backslash escapes)
  * into key/value pairs; returns false with a reason on malformed input. */

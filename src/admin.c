@@ -123,9 +123,9 @@ static bool show_help(struct pgt_client *c, const char *arg)
 	struct pktbuf b;
 	pktbuf_init(&b);
 	static const char *lines[] = {
-		"SHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|LISTS|VERSION",
-		"RELOAD",
-		"SHUTDOWN",
+	    "SHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|LISTS|VERSION",
+	    "RELOAD",
+	    "SHUTDOWN",
 	};
 	for (size_t i = 0; i < PGT_ARRAY_SIZE(lines); i++)
 		pktbuf_notice(&b, "00000", lines[i]);
@@ -161,11 +161,21 @@ static bool show_config(struct pgt_client *c, const char *arg)
 static bool show_databases(struct pgt_client *c, const char *arg)
 {
 	(void)arg;
-	static const char *names[] = {"name", "host", "port", "database", "force_user", "pool_size",
-				      "min_pool_size", "reserve_pool", "pool_mode", "max_connections",
-				      "current_connections", "paused", "disabled"};
+	static const char *names[] = {"name",
+	                              "host",
+	                              "port",
+	                              "database",
+	                              "force_user",
+	                              "pool_size",
+	                              "min_pool_size",
+	                              "reserve_pool",
+	                              "pool_mode",
+	                              "max_connections",
+	                              "current_connections",
+	                              "paused",
+	                              "disabled"};
 	static const uint32_t oids[] = {OID_TEXT, OID_TEXT, OID_INT4, OID_TEXT, OID_TEXT, OID_INT4, OID_INT4,
-					OID_INT4, OID_TEXT, OID_INT4, OID_INT4, OID_INT4, OID_INT4};
+	                                OID_INT4, OID_TEXT, OID_INT4, OID_INT4, OID_INT4, OID_INT4};
 	struct admin_out o;
 	const struct pgt_config *cfg = pgt.cfg;
 	cols(&o, 13, names, oids);
@@ -174,17 +184,25 @@ static bool show_databases(struct pgt_client *c, const char *arg)
 		char port[16], ps[16], mps[16], rp[16], mc[16], cc[16];
 		int cur = 0;
 		struct list *it;
-		list_for_each(it, &pgt_pools) {
+		list_for_each(it, &pgt_pools)
+		{
 			struct pgt_pool *p = container_of(it, struct pgt_pool, node);
 			if (p->db == db)
 				cur += p->nservers;
 		}
-		const char *v[] = {db->name, db->host, NUM(port, db->port), db->dbname ? db->dbname : db->name,
-				   db->user, NUM(ps, config_db_pool_size(cfg, db)),
-				   NUM(mps, db->min_pool_size >= 0 ? db->min_pool_size : cfg->min_pool_size),
-				   NUM(rp, db->reserve_pool >= 0 ? db->reserve_pool : cfg->reserve_pool_size),
-				   db->pool_mode >= 0 ? (db->pool_mode ? "transaction" : "session") : NULL,
-				   NUM(mc, config_db_max_connections(cfg, db)), NUM(cc, cur), "0", "0"};
+		const char *v[] = {db->name,
+		                   db->host,
+		                   NUM(port, db->port),
+		                   db->dbname ? db->dbname : db->name,
+		                   db->user,
+		                   NUM(ps, config_db_pool_size(cfg, db)),
+		                   NUM(mps, db->min_pool_size >= 0 ? db->min_pool_size : cfg->min_pool_size),
+		                   NUM(rp, db->reserve_pool >= 0 ? db->reserve_pool : cfg->reserve_pool_size),
+		                   db->pool_mode >= 0 ? (db->pool_mode ? "transaction" : "session") : NULL,
+		                   NUM(mc, config_db_max_connections(cfg, db)),
+		                   NUM(cc, cur),
+		                   "0",
+		                   "0"};
 		row(&o, v);
 	}
 	return admin_done(c, &o.b, "SHOW");
@@ -193,18 +211,32 @@ static bool show_databases(struct pgt_client *c, const char *arg)
 static bool show_pools(struct pgt_client *c, const char *arg)
 {
 	(void)arg;
-	static const char *names[] = {"database", "user", "cl_active", "cl_waiting", "cl_active_cancel_req",
-				      "cl_waiting_cancel_req", "sv_active", "sv_active_cancel",
-				      "sv_being_canceled", "sv_idle", "sv_used", "sv_tested", "sv_login",
-				      "maxwait", "maxwait_us", "pool_mode", "tenant"};
+	static const char *names[] = {"database",
+	                              "user",
+	                              "cl_active",
+	                              "cl_waiting",
+	                              "cl_active_cancel_req",
+	                              "cl_waiting_cancel_req",
+	                              "sv_active",
+	                              "sv_active_cancel",
+	                              "sv_being_canceled",
+	                              "sv_idle",
+	                              "sv_used",
+	                              "sv_tested",
+	                              "sv_login",
+	                              "maxwait",
+	                              "maxwait_us",
+	                              "pool_mode",
+	                              "tenant"};
 	static const uint32_t oids[] = {OID_TEXT, OID_TEXT, OID_INT4, OID_INT4, OID_INT4, OID_INT4,
-					OID_INT4, OID_INT4, OID_INT4, OID_INT4, OID_INT4, OID_INT4,
-					OID_INT4, OID_INT4, OID_INT4, OID_TEXT, OID_TEXT};
+	                                OID_INT4, OID_INT4, OID_INT4, OID_INT4, OID_INT4, OID_INT4,
+	                                OID_INT4, OID_INT4, OID_INT4, OID_TEXT, OID_TEXT};
 	struct admin_out o;
 	cols(&o, 17, names, oids);
 	usec_t now = loop_now();
 	struct list *it;
-	list_for_each(it, &pgt_pools) {
+	list_for_each(it, &pgt_pools)
+	{
 		struct pgt_pool *p = container_of(it, struct pgt_pool, node);
 		char a[16], w[16], sa[16], si[16], su[16], sl[16], mw[16], mwu[16];
 		usec_t maxwait = 0;
@@ -212,33 +244,43 @@ static bool show_pools(struct pgt_client *c, const char *arg)
 		if (f)
 			maxwait = now - container_of(f, struct pgt_client, node)->wait_start;
 		int mode = pool_mode(p);
-		const char *v[] = {p->dbname, p->user,
-				   NUM(a, list_count(&p->active_clients) + list_count(&p->welcome_clients)),
-				   NUM(w, list_count(&p->waiting_clients)), "0", "0",
-				   NUM(sa, list_count(&p->active_servers)), "0", "0",
-				   NUM(si, list_count(&p->idle_servers)), NUM(su, list_count(&p->used_servers)),
-				   "0", NUM(sl, list_count(&p->login_servers)),
-				   NUM(mw, maxwait / USEC_PER_SEC), NUM(mwu, maxwait % USEC_PER_SEC),
-				   mode == PGT_POOL_SESSION ? "session" : "transaction", p->tenant};
+		const char *v[] = {p->dbname,
+		                   p->user,
+		                   NUM(a, list_count(&p->active_clients) + list_count(&p->welcome_clients)),
+		                   NUM(w, list_count(&p->waiting_clients)),
+		                   "0",
+		                   "0",
+		                   NUM(sa, list_count(&p->active_servers)),
+		                   "0",
+		                   "0",
+		                   NUM(si, list_count(&p->idle_servers)),
+		                   NUM(su, list_count(&p->used_servers)),
+		                   "0",
+		                   NUM(sl, list_count(&p->login_servers)),
+		                   NUM(mw, maxwait / USEC_PER_SEC),
+		                   NUM(mwu, maxwait % USEC_PER_SEC),
+		                   mode == PGT_POOL_SESSION ? "session" : "transaction",
+		                   p->tenant};
 		row(&o, v);
 	}
 	return admin_done(c, &o.b, "SHOW");
 }
 
-static const char *const conn_cols[] = {"type", "user", "database", "state", "addr", "port",
-					 "local_addr", "local_port", "connect_time", "request_time",
-					 "wait", "wait_us", "close_needed", "ptr", "link", "remote_pid",
-					 "tls", "application_name", "tenant"};
+static const char *const conn_cols[] = {
+    "type",       "user",       "database",         "state",        "addr",
+    "port",       "local_addr", "local_port",       "connect_time", "request_time",
+    "wait",       "wait_us",    "close_needed",     "ptr",          "link",
+    "remote_pid", "tls",        "application_name", "tenant"};
 static const uint32_t conn_oids[] = {OID_TEXT, OID_TEXT, OID_TEXT, OID_TEXT, OID_TEXT, OID_INT4, OID_TEXT,
-				     OID_INT4, OID_TEXT, OID_TEXT, OID_INT4, OID_INT4, OID_INT4, OID_TEXT,
-				     OID_TEXT, OID_INT4, OID_TEXT, OID_TEXT, OID_TEXT};
+                                     OID_INT4, OID_TEXT, OID_TEXT, OID_INT4, OID_INT4, OID_INT4, OID_TEXT,
+                                     OID_TEXT, OID_INT4, OID_TEXT, OID_TEXT, OID_TEXT};
 
 static void conn_row(struct admin_out *o, const struct pgt_conn *conn, const char *type, const char *user,
-		     const char *db, const char *state, usec_t wait, bool close_needed, const void *ptr,
-		     const void *link, uint32_t remote_pid, const char *app, const char *tenant)
+                     const char *db, const char *state, usec_t wait, bool close_needed, const void *ptr,
+                     const void *link, uint32_t remote_pid, const char *app, const char *tenant)
 {
 	char addr[64], port[16], laddr[64] = "", lport[16] = "", ct[40], rt[40], w[16], wu[16], ptrs[32],
-		links[32] = "", pid[16];
+	                         links[32] = "", pid[16];
 	int p = 0;
 	sbuf_addr_str(&conn->addr, addr, sizeof(addr), &p);
 	NUM(port, p);
@@ -254,9 +296,25 @@ static void conn_row(struct admin_out *o, const struct pgt_conn *conn, const cha
 	snprintf(ptrs, sizeof(ptrs), "%p", ptr);
 	if (link)
 		snprintf(links, sizeof(links), "%p", link);
-	const char *v[] = {type, user, db, state, addr, port, laddr, lport, ct, rt,
-			   NUM(w, wait / USEC_PER_SEC), NUM(wu, wait % USEC_PER_SEC), close_needed ? "1" : "0",
-			   ptrs, links, NUM(pid, remote_pid), NULL, app ? app : "", tenant};
+	const char *v[] = {type,
+	                   user,
+	                   db,
+	                   state,
+	                   addr,
+	                   port,
+	                   laddr,
+	                   lport,
+	                   ct,
+	                   rt,
+	                   NUM(w, wait / USEC_PER_SEC),
+	                   NUM(wu, wait % USEC_PER_SEC),
+	                   close_needed ? "1" : "0",
+	                   ptrs,
+	                   links,
+	                   NUM(pid, remote_pid),
+	                   NULL,
+	                   app ? app : "",
+	                   tenant};
 	row(o, v);
 }
 
@@ -267,13 +325,13 @@ static bool show_clients(struct pgt_client *c, const char *arg)
 	cols(&o, 19, conn_cols, conn_oids);
 	usec_t now = loop_now();
 	struct list *it;
-	list_for_each(it, &pgt_all_clients) {
+	list_for_each(it, &pgt_all_clients)
+	{
 		struct pgt_client *k = container_of(it, struct pgt_client, all_node);
 		usec_t wait = k->state == CL_WAITING ? now - k->wait_start : 0;
 		conn_row(&o, &k->conn, "C", k->user ? k->user : "", k->dbname ? k->dbname : "",
-			 client_state_name(k), wait, false, k, k->server,
-			 k->server ? k->server->be_pid : 0, vars_get(&k->vars, "application_name"),
-			 k->pool ? k->pool->tenant : "");
+		         client_state_name(k), wait, false, k, k->server, k->server ? k->server->be_pid : 0,
+		         vars_get(&k->vars, "application_name"), k->pool ? k->pool->tenant : "");
 	}
 	return admin_done(c, &o.b, "SHOW");
 }
@@ -284,11 +342,12 @@ static bool show_servers(struct pgt_client *c, const char *arg)
 	struct admin_out o;
 	cols(&o, 19, conn_cols, conn_oids);
 	struct list *it;
-	list_for_each(it, &pgt_all_servers) {
+	list_for_each(it, &pgt_all_servers)
+	{
 		struct pgt_server *s = container_of(it, struct pgt_server, conn_all_node);
 		conn_row(&o, &s->conn, "S", s->pool->user, s->pool->dbname, server_state_name(s), 0,
-			 s->close_needed, s, s->client, s->be_pid, vars_get(&s->vars, "application_name"),
-			 s->pool->tenant);
+		         s->close_needed, s, s->client, s->be_pid, vars_get(&s->vars, "application_name"),
+		         s->pool->tenant);
 	}
 	return admin_done(c, &o.b, "SHOW");
 }
@@ -304,10 +363,18 @@ static bool show_lists(struct pgt_client *c, const char *arg)
 	    nservers = list_count(&pgt_all_servers), nlogin = list_count(client_login_list());
 	char b1[16], b2[16], b3[16], b4[16], b5[16];
 	const char *rows[][2] = {
-		{"databases", NUM(b1, pgt.cfg->ndbs)}, {"users", NUM(b2, pgt.cfg->users ? pgt.cfg->users->n : 0)},
-		{"pools", NUM(b3, npools)}, {"free_clients", "0"}, {"used_clients", NUM(b4, nclients)},
-		{"login_clients", NUM(b5, nlogin)}, {"free_servers", "0"}, {"used_servers", NULL},
-		{"dns_names", "0"}, {"dns_zones", "0"}, {"dns_queries", "0"}, {"dns_pending", "0"},
+	    {"databases", NUM(b1, pgt.cfg->ndbs)},
+	    {"users", NUM(b2, pgt.cfg->users ? pgt.cfg->users->n : 0)},
+	    {"pools", NUM(b3, npools)},
+	    {"free_clients", "0"},
+	    {"used_clients", NUM(b4, nclients)},
+	    {"login_clients", NUM(b5, nlogin)},
+	    {"free_servers", "0"},
+	    {"used_servers", NULL},
+	    {"dns_names", "0"},
+	    {"dns_zones", "0"},
+	    {"dns_queries", "0"},
+	    {"dns_pending", "0"},
 	};
 	char b6[16];
 	rows[7][1] = NUM(b6, nservers);
@@ -323,10 +390,9 @@ struct admin_cmd {
 };
 
 static const struct admin_cmd show_cmds[] = {
-	{"help", show_help, false},       {"version", show_version, false},
-	{"config", show_config, false},   {"databases", show_databases, false},
-	{"pools", show_pools, false},     {"clients", show_clients, false},
-	{"servers", show_servers, false}, {"lists", show_lists, false},
+    {"help", show_help, false},           {"version", show_version, false}, {"config", show_config, false},
+    {"databases", show_databases, false}, {"pools", show_pools, false},     {"clients", show_clients, false},
+    {"servers", show_servers, false},     {"lists", show_lists, false},
 };
 
 static bool cmd_show(struct pgt_client *c, const char *arg)
@@ -353,7 +419,9 @@ static bool cmd_reload(struct pgt_client *c, const char *arg)
 {
 	(void)arg;
 	if (!loop_reload())
-		return admin_error(c, "F0000", "reload failed: the config has errors (see the log); the old config stays in force");
+		return admin_error(
+		    c, "F0000",
+		    "reload failed: the config has errors (see the log); the old config stays in force");
 	struct pktbuf b;
 	pktbuf_init(&b);
 	return admin_done(c, &b, "RELOAD");
@@ -370,9 +438,9 @@ static bool cmd_shutdown(struct pgt_client *c, const char *arg)
 }
 
 static const struct admin_cmd cmds[] = {
-	{"show", cmd_show, false},
-	{"reload", cmd_reload, true},
-	{"shutdown", cmd_shutdown, true},
+    {"show", cmd_show, false},
+    {"reload", cmd_reload, true},
+    {"shutdown", cmd_shutdown, true},
 };
 
 bool admin_query(struct pgt_client *c, const char *sql)
@@ -402,7 +470,8 @@ bool admin_query(struct pgt_client *c, const char *sql)
 		if (strcasecmp(word, cmds[i].name) != 0)
 			continue;
 		if (cmds[i].control && !c->is_admin_user)
-			return admin_error(c, "42501", "admin access needed (this user is in stats_users only)");
+			return admin_error(c, "42501",
+			                   "admin access needed (this user is in stats_users only)");
 		client_log(c, PGT_LOG_DEBUG, "admin command: %s %s", word, q);
 		return cmds[i].fn(c, q);
 	}

@@ -48,11 +48,11 @@ static void client_on_close(struct pgt_conn *conn, const char *reason, bool prot
 static struct pgt_conn *client_peer(struct pgt_conn *conn);
 
 static const struct conn_ops client_ops = {
-	.on_packet = client_on_packet,
-	.on_barrier = client_on_barrier,
-	.on_close = client_on_close,
-	.peer = client_peer,
-	.on_connected = NULL,
+    .on_packet = client_on_packet,
+    .on_barrier = client_on_barrier,
+    .on_close = client_on_close,
+    .peer = client_peer,
+    .on_connected = NULL,
 };
 
 const char *client_state_name(const struct pgt_client *c)
@@ -79,8 +79,8 @@ void client_log(const struct pgt_client *c, int level, const char *fmt, ...)
 	int port;
 	sbuf_addr_str(&c->conn.addr, addr, sizeof(addr), &port);
 	snprintf(prefix, sizeof(prefix), "C-%llu %s/%s@%s:%d%s%s: ", (unsigned long long)c->conn.id,
-		 c->dbname ? c->dbname : "(nodb)", c->user ? c->user : "(nouser)", addr, port,
-		 c->pool && c->pool->tenant[0] ? " tenant=" : "", c->pool ? c->pool->tenant : "");
+	         c->dbname ? c->dbname : "(nodb)", c->user ? c->user : "(nouser)", addr, port,
+	         c->pool && c->pool->tenant[0] ? " tenant=" : "", c->pool ? c->pool->tenant : "");
 	va_list ap;
 	va_start(ap, fmt);
 	log_vmsg(level, prefix, fmt, ap);
@@ -188,7 +188,8 @@ void client_server_lost(struct pgt_client *c, const char *reason)
 void client_free_dead(void)
 {
 	struct list *i, *tmp;
-	list_for_each_safe(i, tmp, &dead_clients) {
+	list_for_each_safe(i, tmp, &dead_clients)
+	{
 		struct pgt_client *c = container_of(i, struct pgt_client, node);
 		list_del(&c->node);
 		if (c->login) {
@@ -227,13 +228,14 @@ static bool send_negotiate(struct pgt_client *c, const struct proto_startup *st)
 static void handle_cancel(struct pgt_client *self, uint32_t pid, uint32_t key)
 {
 	struct list *i;
-	list_for_each(i, &pgt_all_clients) {
+	list_for_each(i, &pgt_all_clients)
+	{
 		struct pgt_client *c = container_of(i, struct pgt_client, all_node);
 		if (c == self || c->cancel_pid != pid || !util_secure_eq(&c->cancel_key, &key, 4))
 			continue;
 		if (c->server) {
 			client_log(c, PGT_LOG_INFO, "cancel request forwarded to S-%llu",
-				   (unsigned long long)c->server->conn.id);
+			           (unsigned long long)c->server->conn.id);
 			server_cancel(c->server);
 		} else {
 			client_log(c, PGT_LOG_DEBUG, "cancel request, but no server is linked");
@@ -293,7 +295,8 @@ static bool handle_startup(struct pgt_client *c, const struct proto_startup *st)
 			continue;
 		if (strcmp(k, "options") == 0) {
 			if (!vars_parse_options(v, &c->vars, &reason)) {
-				client_fail(c, "08P01", "unsupported startup parameter in options: %s", reason);
+				client_fail(c, "08P01", "unsupported startup parameter in options: %s",
+				            reason);
 				return false;
 			}
 			continue;
@@ -413,7 +416,7 @@ static enum sbuf_verdict login_packet(struct pgt_client *c, struct pgt_pkt *pkt)
 		}
 		if (st.code >> 16 != 3) {
 			client_fail(c, "08P01", "protocol violation: unsupported protocol version %u.%u",
-				    st.code >> 16, st.code & 0xffff);
+			            st.code >> 16, st.code & 0xffff);
 			return SB_GONE;
 		}
 		if (!handle_startup(c, &st))
@@ -429,7 +432,7 @@ static enum sbuf_verdict login_packet(struct pgt_client *c, struct pgt_pkt *pkt)
 	}
 	if (pkt->type != 'p' || !c->login || c->login->auth.step == AUTH_NONE) {
 		client_fail(c, "08P01", "protocol violation: unexpected message type '%c' during login",
-			    pkt->type >= 32 && pkt->type < 127 ? pkt->type : '?');
+		            pkt->type >= 32 && pkt->type < 127 ? pkt->type : '?');
 		return SB_GONE;
 	}
 	if (!auth_message(c, &c->login->auth, pkt->data + 5, pkt->total - 5))
@@ -492,7 +495,9 @@ static enum sbuf_verdict client_on_packet(struct pgt_conn *conn, struct pgt_pkt 
 			return SB_GONE;
 		}
 		if (pkt->type != 'Q') {
-			client_fail(c, "08P01", "protocol violation: the admin console supports only the simple query protocol");
+			client_fail(
+			    c, "08P01",
+			    "protocol violation: the admin console supports only the simple query protocol");
 			return SB_GONE;
 		}
 		if (!pkt->full)
@@ -531,7 +536,8 @@ static void client_on_close(struct pgt_conn *conn, const char *reason, bool prot
 	if (protocol_error)
 		client_fail(c, "08P01", "protocol violation: %s", reason);
 	else
-		client_close(c, reason ? reason : (c->state == CL_LOGIN ? "client disconnected during login" : NULL));
+		client_close(c, reason ? reason
+		                       : (c->state == CL_LOGIN ? "client disconnected during login" : NULL));
 }
 
 static struct pgt_conn *client_peer(struct pgt_conn *conn)
@@ -540,5 +546,11 @@ static struct pgt_conn *client_peer(struct pgt_conn *conn)
 	return c->server ? &c->server->conn : NULL;
 }
 
-struct list *client_login_list(void) { return &login_clients; }
-struct list *client_admin_list(void) { return &admin_clients; }
+struct list *client_login_list(void)
+{
+	return &login_clients;
+}
+struct list *client_admin_list(void)
+{
+	return &admin_clients;
+}

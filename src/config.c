@@ -33,105 +33,121 @@ struct cf_key {
 	size_t off;
 	bool reloadable;
 	const char *def;
-	long min, max;                /* CF_INT */
-	const char *const *choices;   /* CF_ENUM, NULL-terminated */
+	long min, max;              /* CF_INT */
+	const char *const *choices; /* CF_ENUM, NULL-terminated */
 };
 
 static const char *const pool_modes[] = {"session", "transaction", NULL};
 static const char *const auth_types[] = {"trust", "md5", "scram-sha-256", "jwt", NULL};
-static const char *const sslmodes[] = {"disable", "allow", "prefer", "require", "verify-ca",
-				       "verify-full", NULL};
+static const char *const sslmodes[] = {"disable",   "allow",       "prefer", "require",
+                                       "verify-ca", "verify-full", NULL};
 static const char *const unknown_tenant_modes[] = {"reject", "allow", NULL};
 
 #define OFF(f) offsetof(struct pgt_config, f)
-#define INT(n, r, d, lo, hi) {#n, CF_INT, OFF(n), r, d, lo, hi, NULL}
-#define BOOL(n, r, d) {#n, CF_BOOL, OFF(n), r, d, 0, 0, NULL}
-#define STR(n, r, d) {#n, CF_STR, OFF(n), r, d, 0, 0, NULL}
-#define TIME(n, r, d) {#n, CF_TIME, OFF(n), r, d, 0, 0, NULL}
-#define ENUM(n, r, d, c) {#n, CF_ENUM, OFF(n), r, d, 0, 0, c}
+#define INT(n, r, d, lo, hi)                                                                                 \
+	{                                                                                                    \
+#n, CF_INT, OFF(n), r, d, lo, hi, NULL                                                       \
+	}
+#define BOOL(n, r, d)                                                                                        \
+	{                                                                                                    \
+#n, CF_BOOL, OFF(n), r, d, 0, 0, NULL                                                        \
+	}
+#define STR(n, r, d)                                                                                         \
+	{                                                                                                    \
+#n, CF_STR, OFF(n), r, d, 0, 0, NULL                                                         \
+	}
+#define TIME(n, r, d)                                                                                        \
+	{                                                                                                    \
+#n, CF_TIME, OFF(n), r, d, 0, 0, NULL                                                        \
+	}
+#define ENUM(n, r, d, c)                                                                                     \
+	{                                                                                                    \
+#n, CF_ENUM, OFF(n), r, d, 0, 0, c                                                           \
+	}
 
 static const struct cf_key cf_keys[] = {
-	STR(listen_addr, false, "127.0.0.1"),
-	INT(listen_port, false, "6432", 1, 65535),
-	STR(unix_socket_dir, false, "/tmp"),
-	INT(unix_socket_mode, false, "511", 0, 511),
-	STR(pidfile, false, ""),
-	STR(logfile, true, ""),
-	STR(admin_users, true, ""),
-	STR(stats_users, true, ""),
-	ENUM(auth_type, true, "scram-sha-256", auth_types),
-	STR(auth_file, true, ""),
-	ENUM(pool_mode, true, "transaction", pool_modes),
-	INT(max_client_conn, true, "10000", 1, 1000000),
-	INT(default_pool_size, true, "20", 1, 100000),
-	INT(min_pool_size, true, "0", 0, 100000),
-	INT(reserve_pool_size, true, "0", 0, 100000),
-	TIME(reserve_pool_timeout, true, "5"),
-	INT(max_db_connections, true, "100", 0, 1000000),
-	STR(server_reset_query, true, "DISCARD ALL"),
-	TIME(server_lifetime, true, "3600"),
-	TIME(server_idle_timeout, true, "600"),
-	TIME(server_connect_timeout, true, "15"),
-	TIME(server_login_retry, true, "15"),
-	TIME(query_timeout, true, "0"),
-	TIME(query_wait_timeout, true, "120"),
-	TIME(client_idle_timeout, true, "0"),
-	TIME(client_login_timeout, true, "60"),
-	TIME(idle_transaction_timeout, true, "0"),
-	INT(max_prepared_statements, true, "200", 0, 100000),
-	INT(pkt_buf, false, "8192", 4096, 1048576),
-	STR(ignore_startup_parameters, true, "extra_float_digits"),
-	BOOL(tcp_keepalive, true, "yes"),
+    STR(listen_addr, false, "127.0.0.1"),
+    INT(listen_port, false, "6432", 1, 65535),
+    STR(unix_socket_dir, false, "/tmp"),
+    INT(unix_socket_mode, false, "511", 0, 511),
+    STR(pidfile, false, ""),
+    STR(logfile, true, ""),
+    STR(admin_users, true, ""),
+    STR(stats_users, true, ""),
+    ENUM(auth_type, true, "scram-sha-256", auth_types),
+    STR(auth_file, true, ""),
+    ENUM(pool_mode, true, "transaction", pool_modes),
+    INT(max_client_conn, true, "10000", 1, 1000000),
+    INT(default_pool_size, true, "20", 1, 100000),
+    INT(min_pool_size, true, "0", 0, 100000),
+    INT(reserve_pool_size, true, "0", 0, 100000),
+    TIME(reserve_pool_timeout, true, "5"),
+    INT(max_db_connections, true, "100", 0, 1000000),
+    STR(server_reset_query, true, "DISCARD ALL"),
+    TIME(server_lifetime, true, "3600"),
+    TIME(server_idle_timeout, true, "600"),
+    TIME(server_connect_timeout, true, "15"),
+    TIME(server_login_retry, true, "15"),
+    TIME(query_timeout, true, "0"),
+    TIME(query_wait_timeout, true, "120"),
+    TIME(client_idle_timeout, true, "0"),
+    TIME(client_login_timeout, true, "60"),
+    TIME(idle_transaction_timeout, true, "0"),
+    INT(max_prepared_statements, true, "200", 0, 100000),
+    INT(pkt_buf, false, "8192", 4096, 1048576),
+    STR(ignore_startup_parameters, true, "extra_float_digits"),
+    BOOL(tcp_keepalive, true, "yes"),
 
-	BOOL(tenant_required, true, "yes"),
-	STR(tenant_sources, true, "parameter, options, user, sni, jwt"),
-	STR(tenant_parameter, true, "tenant"),
-	STR(tenant_user_separator, true, "."),
-	STR(tenant_sni_suffix, true, ""),
-	STR(tenant_id_pattern, true, "[a-z0-9_]{1,48}"),
-	STR(tenant_schema, true, "tenant_%s"),
-	STR(tenant_search_path, true, "\"$tenant\", public"),
-	STR(tenant_setting, true, ""),
-	INT(tenant_pool_size, true, "5", 1, 100000),
-	INT(tenant_max_client_conn, true, "500", 1, 1000000),
-	STR(tenant_query, true, ""),
-	TIME(tenant_query_cache_ttl, true, "60"),
-	ENUM(unknown_tenant, true, "reject", unknown_tenant_modes),
+    BOOL(tenant_required, true, "yes"),
+    STR(tenant_sources, true, "parameter, options, user, sni, jwt"),
+    STR(tenant_parameter, true, "tenant"),
+    STR(tenant_user_separator, true, "."),
+    STR(tenant_sni_suffix, true, ""),
+    STR(tenant_id_pattern, true, "[a-z0-9_]{1,48}"),
+    STR(tenant_schema, true, "tenant_%s"),
+    STR(tenant_search_path, true, "\"$tenant\", public"),
+    STR(tenant_setting, true, ""),
+    INT(tenant_pool_size, true, "5", 1, 100000),
+    INT(tenant_max_client_conn, true, "500", 1, 1000000),
+    STR(tenant_query, true, ""),
+    TIME(tenant_query_cache_ttl, true, "60"),
+    ENUM(unknown_tenant, true, "reject", unknown_tenant_modes),
 
-	STR(jwt_key_file, true, ""),
-	STR(jwt_secret_file, true, ""),
-	STR(jwt_algorithms, true, "RS256, ES256"),
-	STR(jwt_tenant_claim, true, "custom:tenant_id"),
-	STR(jwt_user_claim, true, "sub"),
-	STR(jwt_issuer, true, ""),
-	STR(jwt_audience, true, ""),
-	TIME(jwt_leeway, true, "30"),
+    STR(jwt_key_file, true, ""),
+    STR(jwt_secret_file, true, ""),
+    STR(jwt_algorithms, true, "RS256, ES256"),
+    STR(jwt_tenant_claim, true, "custom:tenant_id"),
+    STR(jwt_user_claim, true, "sub"),
+    STR(jwt_issuer, true, ""),
+    STR(jwt_audience, true, ""),
+    TIME(jwt_leeway, true, "30"),
 
-	ENUM(client_tls_sslmode, false, "disable", sslmodes),
-	STR(client_tls_cert_file, false, ""),
-	STR(client_tls_key_file, false, ""),
-	STR(client_tls_ca_file, false, ""),
-	ENUM(server_tls_sslmode, true, "prefer", sslmodes),
-	STR(server_tls_ca_file, true, ""),
+    ENUM(client_tls_sslmode, false, "disable", sslmodes),
+    STR(client_tls_cert_file, false, ""),
+    STR(client_tls_key_file, false, ""),
+    STR(client_tls_ca_file, false, ""),
+    ENUM(server_tls_sslmode, true, "prefer", sslmodes),
+    STR(server_tls_ca_file, true, ""),
 
-	STR(metrics_listen, false, ""),
-	STR(audit_log, true, ""),
-	INT(tenant_xact_rate, true, "0", 0, 100000000),
-	STR(server_password_file, true, ""),
-	INT(workers, false, "1", 1, 64),
+    STR(metrics_listen, false, ""),
+    STR(audit_log, true, ""),
+    INT(tenant_xact_rate, true, "0", 0, 100000000),
+    STR(server_password_file, true, ""),
+    INT(workers, false, "1", 1, 64),
 };
 
 /* Parse value into the field described by k; false with a message. */
 static bool cf_set(struct pgt_config *cfg, const struct cf_key *k, const char *value, char *err,
-		   size_t errlen)
+                   size_t errlen)
 {
 	void *field = (char *)cfg + k->off;
 	switch (k->type) {
 	case CF_INT: {
 		long v;
 		if (!util_parse_int(value, k->min, k->max, &v)) {
-			snprintf(err, errlen, "invalid value \"%s\" for %s: expected an integer from %ld to %ld",
-				 value, k->name, k->min, k->max);
+			snprintf(err, errlen,
+			         "invalid value \"%s\" for %s: expected an integer from %ld to %ld", value,
+			         k->name, k->min, k->max);
 			return false;
 		}
 		*(int *)field = (int)v;
@@ -139,14 +155,17 @@ static bool cf_set(struct pgt_config *cfg, const struct cf_key *k, const char *v
 	}
 	case CF_BOOL:
 		if (!util_parse_bool(value, (bool *)field)) {
-			snprintf(err, errlen, "invalid value \"%s\" for %s: expected yes or no", value, k->name);
+			snprintf(err, errlen, "invalid value \"%s\" for %s: expected yes or no", value,
+			         k->name);
 			return false;
 		}
 		return true;
 	case CF_TIME:
 		if (!util_parse_duration(value, (usec_t *)field)) {
-			snprintf(err, errlen, "invalid value \"%s\" for %s: expected seconds, or a number with unit ms, s, min, h",
-				 value, k->name);
+			snprintf(err, errlen,
+			         "invalid value \"%s\" for %s: expected seconds, or a number with unit ms, "
+			         "s, min, h",
+			         value, k->name);
 			return false;
 		}
 		return true;
@@ -169,7 +188,8 @@ static bool cf_set(struct pgt_config *cfg, const struct cf_key *k, const char *v
 				strncat(opts, i ? ", " : "", sizeof(opts) - strlen(opts) - 1);
 				strncat(opts, k->choices[i], sizeof(opts) - strlen(opts) - 1);
 			}
-			snprintf(err, errlen, "invalid value \"%s\" for %s: expected one of %s", value, k->name, opts);
+			snprintf(err, errlen, "invalid value \"%s\" for %s: expected one of %s", value,
+			         k->name, opts);
 		}
 		return false;
 	}
@@ -184,7 +204,10 @@ static const struct cf_key *cf_find(const char *name)
 	return NULL;
 }
 
-int config_key_count(void) { return (int)PGT_ARRAY_SIZE(cf_keys); }
+int config_key_count(void)
+{
+	return (int)PGT_ARRAY_SIZE(cf_keys);
+}
 
 void config_key_row(const struct pgt_config *cfg, int i, struct pgt_config_row *row)
 {
@@ -223,8 +246,7 @@ void config_key_row(const struct pgt_config *cfg, int i, struct pgt_config_row *
 	}
 }
 
-bool config_set_key(struct pgt_config *cfg, const char *name, const char *value, char *err,
-		    size_t errlen)
+bool config_set_key(struct pgt_config *cfg, const char *name, const char *value, char *err, size_t errlen)
 {
 	const struct cf_key *k = cf_find(name);
 	if (!k) {
@@ -357,8 +379,8 @@ bool connstr_parse(const char *s, struct pgt_database *db, char *err, size_t err
 			free(db->password);
 			db->password = xstrdup(val);
 		} else if (strcmp(key, "pool_size") == 0 || strcmp(key, "min_pool_size") == 0 ||
-			   strcmp(key, "reserve_pool") == 0 || strcmp(key, "reserve_pool_size") == 0 ||
-			   strcmp(key, "max_db_connections") == 0) {
+		           strcmp(key, "reserve_pool") == 0 || strcmp(key, "reserve_pool_size") == 0 ||
+		           strcmp(key, "max_db_connections") == 0) {
 			if (!util_parse_int(val, 0, 1000000, &n)) {
 				snprintf(err, errlen, "invalid %s \"%s\"", key, val);
 				return false;
@@ -470,7 +492,7 @@ static int cf_handler(void *user, const char *section, const char *name, const c
 		for (int i = 0; i < cfg->ndbs; i++) {
 			if (strcmp(cfg->dbs[i].name, name) == 0) {
 				cf_error(cfg, line, "database \"%s\" defined twice (first at line %d)", name,
-					 cfg->dbs[i].line);
+				         cfg->dbs[i].line);
 				db_free(&db);
 				return 1;
 			}
@@ -497,7 +519,7 @@ static void cf_validate(struct pgt_config *cfg)
 	char *anchored = xasprintf("^(%s)$", cfg->tenant_id_pattern);
 	if (regcomp(&re, anchored, REG_EXTENDED | REG_NOSUB) != 0)
 		cf_error(cfg, 0, "tenant_id_pattern \"%s\" is not a valid regular expression",
-			 cfg->tenant_id_pattern);
+		         cfg->tenant_id_pattern);
 	else
 		regfree(&re);
 	free(anchored);
@@ -513,7 +535,8 @@ static void cf_validate(struct pgt_config *cfg)
 		if (path[0] != '/') {
 			const char *slash = strrchr(cfg->path, '/');
 			if (slash)
-				path = resolved = xasprintf("%.*s/%s", (int)(slash - cfg->path), cfg->path, path);
+				path = resolved =
+				    xasprintf("%.*s/%s", (int)(slash - cfg->path), cfg->path, path);
 		}
 		if (!userlist_load(path, ul, &errline, err, sizeof(err))) {
 			cfg->nerrors++;

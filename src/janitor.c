@@ -22,26 +22,33 @@ static void check_clients(usec_t now)
 	const struct pgt_config *cfg = pgt.cfg;
 	struct list *i, *tmp;
 	if (cfg->client_login_timeout > 0) {
-		list_for_each_safe(i, tmp, client_login_list()) {
+		list_for_each_safe(i, tmp, client_login_list())
+		{
 			struct pgt_client *c = container_of(i, struct pgt_client, node);
 			if (now - c->conn.connect_time > cfg->client_login_timeout)
 				client_fail(c, "08P01", "client_login_timeout (login took too long)");
 		}
 	}
-	list_for_each(i, &pgt_pools) {
+	list_for_each(i, &pgt_pools)
+	{
 		struct pgt_pool *p = container_of(i, struct pgt_pool, node);
 		struct list *j, *jt;
-		list_for_each_safe(j, jt, &p->welcome_clients) {
+		list_for_each_safe(j, jt, &p->welcome_clients)
+		{
 			struct pgt_client *c = container_of(j, struct pgt_client, node);
 			if (cfg->query_wait_timeout > 0 && now - c->wait_start > cfg->query_wait_timeout)
-				client_fail(c, "08P01", "query_wait_timeout (no server connection available)");
+				client_fail(c, "08P01",
+				            "query_wait_timeout (no server connection available)");
 		}
-		list_for_each_safe(j, jt, &p->waiting_clients) {
+		list_for_each_safe(j, jt, &p->waiting_clients)
+		{
 			struct pgt_client *c = container_of(j, struct pgt_client, node);
 			if (cfg->query_wait_timeout > 0 && now - c->wait_start > cfg->query_wait_timeout)
-				client_fail(c, "08P01", "query_wait_timeout (no server connection available)");
+				client_fail(c, "08P01",
+				            "query_wait_timeout (no server connection available)");
 		}
-		list_for_each_safe(j, jt, &p->active_clients) {
+		list_for_each_safe(j, jt, &p->active_clients)
+		{
 			struct pgt_client *c = container_of(j, struct pgt_client, node);
 			struct pgt_server *s = c->server;
 			if (!s) {
@@ -50,7 +57,8 @@ static void check_clients(usec_t now)
 					client_fail(c, "08P01", "client_idle_timeout (client idle too long)");
 				continue;
 			}
-			if (cfg->query_timeout > 0 && s->query_start && now - s->query_start > cfg->query_timeout) {
+			if (cfg->query_timeout > 0 && s->query_start &&
+			    now - s->query_start > cfg->query_timeout) {
 				server_cancel(s);
 				client_fail(c, "57014", "query_timeout (query ran too long)");
 				continue;
@@ -58,7 +66,8 @@ static void check_clients(usec_t now)
 			if (cfg->idle_transaction_timeout > 0 && s->txn != 'I' && s->expect_rfq == 0 &&
 			    now - c->conn.request_time > cfg->idle_transaction_timeout &&
 			    now - s->conn.request_time > cfg->idle_transaction_timeout) {
-				client_fail(c, "25P03", "idle_transaction_timeout (transaction idle too long)");
+				client_fail(c, "25P03",
+				            "idle_transaction_timeout (transaction idle too long)");
 				continue;
 			}
 			if (cfg->client_idle_timeout > 0 && s->txn == 'I' && s->expect_rfq == 0 &&
@@ -72,14 +81,17 @@ static void check_servers(usec_t now)
 {
 	const struct pgt_config *cfg = pgt.cfg;
 	struct list *i, *tmp;
-	list_for_each(i, &pgt_pools) {
+	list_for_each(i, &pgt_pools)
+	{
 		struct pgt_pool *p = container_of(i, struct pgt_pool, node);
 		struct list *j, *jt;
-		list_for_each_safe(j, jt, &p->login_servers) {
+		list_for_each_safe(j, jt, &p->login_servers)
+		{
 			struct pgt_server *s = container_of(j, struct pgt_server, node);
 			if (cfg->server_connect_timeout > 0 &&
 			    now - s->conn.connect_time > cfg->server_connect_timeout)
-				server_fail(s, "server_connect_timeout (could not log in to the server in time)");
+				server_fail(
+				    s, "server_connect_timeout (could not log in to the server in time)");
 		}
 		pool_maintain(p, now);
 	}

@@ -46,7 +46,8 @@ static void accept_cb(evutil_socket_t fd, short what, void *arg)
 		int cfd = accept4(fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (cfd < 0) {
 			if (errno == EMFILE || errno == ENFILE)
-				log_error("accept: %s: raise the open file limit (ulimit -n)", strerror(errno));
+				log_error("accept: %s: raise the open file limit (ulimit -n)",
+				          strerror(errno));
 			return;
 		}
 		memset(&addr, 0, sizeof(addr));
@@ -94,7 +95,8 @@ static bool listen_tcp(const char *host, int port)
 	}
 	int n = 0;
 	for (ai = res; ai; ai = ai->ai_next) {
-		int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+		int fd =
+		    socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
 		if (fd < 0)
 			continue;
 		int one = 1;

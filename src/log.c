@@ -52,9 +52,18 @@ void log_reopen(void)
 	}
 }
 
-void log_set_verbosity(int level) { verbosity = level; }
-int log_get_verbosity(void) { return verbosity; }
-bool log_enabled(int level) { return level <= verbosity; }
+void log_set_verbosity(int level)
+{
+	verbosity = level;
+}
+int log_get_verbosity(void)
+{
+	return verbosity;
+}
+bool log_enabled(int level)
+{
+	return level <= verbosity;
+}
 
 void log_vmsg(int level, const char *prefix, const char *fmt, va_list ap)
 {
@@ -66,8 +75,8 @@ void log_vmsg(int level, const char *prefix, const char *fmt, va_list ap)
 	gettimeofday(&tv, NULL);
 	gmtime_r(&tv.tv_sec, &tm);
 	int n = snprintf(line, sizeof(line), "%04d-%02d-%02d %02d:%02d:%02d.%03d UTC [%d] %s %s",
-			 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-			 (int)(tv.tv_usec / 1000), (int)getpid(), level_names[level], prefix ? prefix : "");
+	                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+	                 (int)(tv.tv_usec / 1000), (int)getpid(), level_names[level], prefix ? prefix : "");
 	if (n < 0)
 		return;
 	if ((size_t)n < sizeof(line)) {

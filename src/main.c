@@ -101,15 +101,15 @@ static void sig_cb(evutil_socket_t sig, short what, void *arg)
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"usage: pgtenant [-d] [-v] [-q] [-u USER] [-R] [-V] [-h] [--check] CONFIG.ini\n"
-		"  -d, --daemon    run in the background (needs pidfile and logfile)\n"
-		"  -v, --verbose   more log output (repeat for more)\n"
-		"  -q, --quiet     log only errors\n"
-		"  -u, --user=USER switch to USER after opening the listening sockets\n"
-		"  -R, --reboot    online restart (not supported: use so_reuseport and a rolling restart)\n"
-		"  -V, --version   print the version and exit\n"
-		"  -h, --help      this help\n"
-		"      --check     validate CONFIG.ini, print every error with file:line, exit 1 on error\n");
+	        "usage: pgtenant [-d] [-v] [-q] [-u USER] [-R] [-V] [-h] [--check] CONFIG.ini\n"
+	        "  -d, --daemon    run in the background (needs pidfile and logfile)\n"
+	        "  -v, --verbose   more log output (repeat for more)\n"
+	        "  -q, --quiet     log only errors\n"
+	        "  -u, --user=USER switch to USER after opening the listening sockets\n"
+	        "  -R, --reboot    online restart (not supported: use so_reuseport and a rolling restart)\n"
+	        "  -V, --version   print the version and exit\n"
+	        "  -h, --help      this help\n"
+	        "      --check     validate CONFIG.ini, print every error with file:line, exit 1 on error\n");
 }
 
 static bool write_pidfile(const char *path)
@@ -168,11 +168,15 @@ static bool switch_user(const char *user)
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"daemon", no_argument, NULL, 'd'}, {"verbose", no_argument, NULL, 'v'},
-		{"quiet", no_argument, NULL, 'q'},  {"user", required_argument, NULL, 'u'},
-		{"reboot", no_argument, NULL, 'R'}, {"version", no_argument, NULL, 'V'},
-		{"help", no_argument, NULL, 'h'},   {"check", no_argument, NULL, 'C'},
-		{NULL, 0, NULL, 0},
+	    {"daemon", no_argument, NULL, 'd'},
+	    {"verbose", no_argument, NULL, 'v'},
+	    {"quiet", no_argument, NULL, 'q'},
+	    {"user", required_argument, NULL, 'u'},
+	    {"reboot", no_argument, NULL, 'R'},
+	    {"version", no_argument, NULL, 'V'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"check", no_argument, NULL, 'C'},
+	    {NULL, 0, NULL, 0},
 	};
 	bool daemon = false, check = false;
 	int verbose = 0;
@@ -194,7 +198,8 @@ int main(int argc, char **argv)
 			user = optarg;
 			break;
 		case 'R':
-			fprintf(stderr, "pgtenant: -R (online restart) is not supported; run instances with so_reuseport and restart them one at a time\n");
+			fprintf(stderr, "pgtenant: -R (online restart) is not supported; run instances with "
+			                "so_reuseport and restart them one at a time\n");
 			return 1;
 		case 'V':
 			printf("pgtenant %s\n", PGT_VERSION);

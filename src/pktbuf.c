@@ -158,12 +158,12 @@ void pktbuf_row_desc(struct pktbuf *b, int ncols, const char *const *names, cons
 		else if (oid == 23)
 			typlen = 4;
 		pktbuf_put_str(b, names[i]);
-		pktbuf_put_u32(b, 0);  /* table oid */
-		pktbuf_put_u16(b, 0);  /* column number */
+		pktbuf_put_u32(b, 0); /* table oid */
+		pktbuf_put_u16(b, 0); /* column number */
 		pktbuf_put_u32(b, oid);
 		pktbuf_put_u16(b, (uint16_t)typlen);
 		pktbuf_put_u32(b, 0xffffffffu); /* typmod -1 */
-		pktbuf_put_u16(b, 0);  /* text format */
+		pktbuf_put_u16(b, 0);           /* text format */
 	}
 	pktbuf_finish(b);
 }

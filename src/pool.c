@@ -25,7 +25,8 @@ static struct list dbstates = {&dbstates, &dbstates};
 static struct pgt_dbstate *dbstate_get(const char *name)
 {
 	struct list *i;
-	list_for_each(i, &dbstates) {
+	list_for_each(i, &dbstates)
+	{
 		struct pgt_dbstate *d = container_of(i, struct pgt_dbstate, node);
 		if (strcmp(d->name, name) == 0)
 			return d;
@@ -42,10 +43,11 @@ const char *pool_backend_dbname(const struct pgt_pool *pool)
 }
 
 struct pgt_pool *pool_get(const char *dbname, const struct pgt_database *db, const char *user,
-			  const char *tenant)
+                          const char *tenant)
 {
 	struct list *i;
-	list_for_each(i, &pgt_pools) {
+	list_for_each(i, &pgt_pools)
+	{
 		struct pgt_pool *p = container_of(i, struct pgt_pool, node);
 		if (strcmp(p->dbname, dbname) == 0 && strcmp(p->user, user) == 0 &&
 		    strcmp(p->tenant, tenant) == 0) {
@@ -91,8 +93,7 @@ int pool_size_limit(const struct pgt_pool *pool)
 
 bool pool_in_backoff(const struct pgt_pool *pool)
 {
-	return pool->last_fail_time != 0 &&
-	       loop_now() - pool->last_fail_time < pgt.cfg->server_login_retry;
+	return pool->last_fail_time != 0 && loop_now() - pool->last_fail_time < pgt.cfg->server_login_retry;
 }
 
 static bool db_has_room(const struct pgt_pool *pool)
@@ -113,7 +114,8 @@ void pool_maybe_launch(struct pgt_pool *pool)
 	struct list *first = list_first(&pool->waiting_clients);
 	if (first) {
 		struct pgt_client *c = container_of(first, struct pgt_client, node);
-		int reserve = pool->db->reserve_pool >= 0 ? pool->db->reserve_pool : pgt.cfg->reserve_pool_size;
+		int reserve =
+		    pool->db->reserve_pool >= 0 ? pool->db->reserve_pool : pgt.cfg->reserve_pool_size;
 		if (reserve > 0 && loop_now() - c->wait_start >= pgt.cfg->reserve_pool_timeout)
 			limit += reserve;
 	}
@@ -169,12 +171,14 @@ void pool_login_failed(struct pgt_pool *pool, const char *reason)
 	pool->last_fail_time = loop_now();
 	snprintf(pool->last_error, sizeof(pool->last_error), "%s", reason);
 	struct list *i, *tmp;
-	list_for_each_safe(i, tmp, &pool->welcome_clients) {
+	list_for_each_safe(i, tmp, &pool->welcome_clients)
+	{
 		struct pgt_client *c = container_of(i, struct pgt_client, node);
 		client_fail(c, "08006", "server connection failed: %s", reason);
 	}
 	if (pool->nservers == 0) {
-		list_for_each_safe(i, tmp, &pool->waiting_clients) {
+		list_for_each_safe(i, tmp, &pool->waiting_clients)
+		{
 			struct pgt_client *c = container_of(i, struct pgt_client, node);
 			client_fail(c, "08006", "server connection failed: %s", reason);
 		}
@@ -184,7 +188,8 @@ void pool_login_failed(struct pgt_pool *pool, const char *reason)
 void pool_config_changed(void)
 {
 	struct list *i;
-	list_for_each(i, &pgt_pools) {
+	list_for_each(i, &pgt_pools)
+	{
 		struct pgt_pool *p = container_of(i, struct pgt_pool, node);
 		const struct pgt_database *db = config_find_db(pgt.cfg, p->dbname);
 		/* entries are re-created by every load: compare what reaches the server */
@@ -212,8 +217,10 @@ void pool_maintain(struct pgt_pool *pool, usec_t now)
 {
 	const struct pgt_config *cfg = pgt.cfg;
 	struct list *i, *tmp;
-	int min = pool->db ? (pool->db->min_pool_size >= 0 ? pool->db->min_pool_size : cfg->min_pool_size) : 0;
-	list_for_each_safe(i, tmp, &pool->idle_servers) {
+	int min =
+	    pool->db ? (pool->db->min_pool_size >= 0 ? pool->db->min_pool_size : cfg->min_pool_size) : 0;
+	list_for_each_safe(i, tmp, &pool->idle_servers)
+	{
 		struct pgt_server *s = container_of(i, struct pgt_server, node);
 		const char *why = NULL;
 		if (s->generation != pool->generation || !pool->db)
@@ -223,7 +230,7 @@ void pool_maintain(struct pgt_pool *pool, usec_t now)
 		else if (cfg->server_lifetime > 0 && now - s->conn.connect_time > cfg->server_lifetime)
 			why = "server_lifetime";
 		else if (cfg->server_idle_timeout > 0 && now - s->idle_since > cfg->server_idle_timeout &&
-			 pool->nservers > min)
+		         pool->nservers > min)
 			why = "server_idle_timeout";
 		else if (pool->nservers > pool_size_limit(pool) && list_empty(&pool->waiting_clients))
 			why = "pool_size reduced";
@@ -241,7 +248,8 @@ int pool_total_busy(void)
 {
 	int n = 0;
 	struct list *i;
-	list_for_each(i, &pgt_pools) {
+	list_for_each(i, &pgt_pools)
+	{
 		struct pgt_pool *p = container_of(i, struct pgt_pool, node);
 		n += list_count(&p->active_servers) + list_count(&p->used_servers);
 	}

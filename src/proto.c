@@ -8,7 +8,7 @@
 #include <string.h>
 
 enum proto_result proto_parse_header(const uint8_t *p, size_t avail, uint32_t max_total,
-				     struct proto_hdr *hdr)
+                                     struct proto_hdr *hdr)
 {
 	if (avail < 5)
 		return PROTO_NEED_MORE;
@@ -32,8 +32,7 @@ enum proto_result proto_parse_startup_header(const uint8_t *p, size_t avail, str
 	return PROTO_OK;
 }
 
-bool proto_parse_startup(const uint8_t *pkt, size_t len, struct proto_startup *out,
-			 const char **reason)
+bool proto_parse_startup(const uint8_t *pkt, size_t len, struct proto_startup *out, const char **reason)
 {
 	memset(out, 0, sizeof(*out));
 	if (len < 8 || proto_be32(pkt) != len) {

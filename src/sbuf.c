@@ -214,8 +214,8 @@ static bool flush(struct pgt_conn *c)
 		}
 	}
 	for (;;) {
-		ssize_t n = send(dst->fd, c->buf->data + c->send_pos, c->parse_pos - c->send_pos,
-				 MSG_NOSIGNAL);
+		ssize_t n =
+		    send(dst->fd, c->buf->data + c->send_pos, c->parse_pos - c->send_pos, MSG_NOSIGNAL);
 		if (n > 0) {
 			c->send_pos += (uint32_t)n;
 			if (c->send_pos == c->parse_pos) {
@@ -266,8 +266,9 @@ static bool pump(struct pgt_conn *c)
 				break;
 			struct proto_hdr hdr;
 			const uint8_t *p = c->buf->data + c->parse_pos;
-			enum proto_result r = c->startup_mode ? proto_parse_startup_header(p, avail, &hdr)
-							      : proto_parse_header(p, avail, 0x7fffffffu, &hdr);
+			enum proto_result r = c->startup_mode
+			                          ? proto_parse_startup_header(p, avail, &hdr)
+			                          : proto_parse_header(p, avail, 0x7fffffffu, &hdr);
 			if (r == PROTO_NEED_MORE) {
 				if (c->parse_pos + 5 > bufsize && c->send_pos == c->parse_pos) {
 					memmove(c->buf->data, p, avail);

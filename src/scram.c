@@ -39,8 +39,7 @@ int scram_b64_decode(const char *in, size_t n, uint8_t *out, size_t outcap)
 	return r;
 }
 
-static void hmac256(const uint8_t *key, size_t klen, const void *msg, size_t mlen,
-		    uint8_t out[SCRAM_KEY_LEN])
+static void hmac256(const uint8_t *key, size_t klen, const void *msg, size_t mlen, uint8_t out[SCRAM_KEY_LEN])
 {
 	unsigned int olen = SCRAM_KEY_LEN;
 	HMAC(EVP_sha256(), key, (int)klen, msg, mlen, out, &olen);
@@ -52,14 +51,14 @@ static void sha256(const uint8_t *in, size_t n, uint8_t out[SCRAM_KEY_LEN])
 	EVP_Digest(in, n, out, &olen, EVP_sha256(), NULL);
 }
 
-bool scram_secret_from_password(const char *password, const uint8_t *salt, size_t salt_len,
-				int iterations, struct scram_secret *out)
+bool scram_secret_from_password(const char *password, const uint8_t *salt, size_t salt_len, int iterations,
+                                struct scram_secret *out)
 {
 	uint8_t salted[SCRAM_KEY_LEN], client_key[SCRAM_KEY_LEN];
 	if (salt_len > sizeof(out->salt) || iterations < 1)
 		return false;
-	if (PKCS5_PBKDF2_HMAC(password, (int)strlen(password), salt, (int)salt_len, iterations,
-			      EVP_sha256(), SCRAM_KEY_LEN, salted) != 1)
+	if (PKCS5_PBKDF2_HMAC(password, (int)strlen(password), salt, (int)salt_len, iterations, EVP_sha256(),
+	                      SCRAM_KEY_LEN, salted) != 1)
 		return false;
 	out->iterations = iterations;
 	memcpy(out->salt, salt, salt_len);
@@ -123,14 +122,14 @@ static bool random_nonce(char *out, size_t outcap)
 }
 
 char *scram_server_first(struct scram_server *st, const char *client_first, size_t len,
-			 const struct scram_secret *secret, const char *server_nonce, const char **reason)
+                         const struct scram_secret *secret, const char *server_nonce, const char **reason)
 {
 	memset(st, 0, sizeof(*st));
 	st->secret = *secret;
 	/* gs2-header: ("n" | "y") "," [authzid] "," */
 	if (len < 3 || (client_first[0] != 'n' && client_first[0] != 'y') || client_first[1] != ',') {
 		*reason = client_first[0] == 'p' ? "channel binding is not supported"
-						 : "malformed SCRAM client-first-message";
+		                                 : "malformed SCRAM client-first-message";
 		return NULL;
 	}
 	const char *p = client_first + 2;
@@ -181,7 +180,7 @@ char *scram_server_first(struct scram_server *st, const char *client_first, size
 }
 
 char *scram_server_final(struct scram_server *st, const char *client_final, size_t len,
-			 uint8_t client_key[SCRAM_KEY_LEN], const char **reason)
+                         uint8_t client_key[SCRAM_KEY_LEN], const char **reason)
 {
 	/* c=<b64 gs2>,r=<nonce>,p=<proof> */
 	const char *end = client_final + len;
@@ -201,8 +200,8 @@ char *scram_server_final(struct scram_server *st, const char *client_final, size
 	}
 	size_t without_proof = (size_t)(proof_attr - client_final);
 	char *expect_prefix = xasprintf("c=%s,r=%s", expect_c, st->nonce);
-	bool prefix_ok = without_proof == strlen(expect_prefix) &&
-			 memcmp(client_final, expect_prefix, without_proof) == 0;
+	bool prefix_ok =
+	    without_proof == strlen(expect_prefix) && memcmp(client_final, expect_prefix, without_proof) == 0;
 	free(expect_prefix);
 	(void)nlen;
 	if (!prefix_ok) {
@@ -215,8 +214,8 @@ char *scram_server_final(struct scram_server *st, const char *client_final, size
 		*reason = "malformed SCRAM proof";
 		return NULL;
 	}
-	char *auth_msg = xasprintf("%s,%s,%.*s", st->client_first_bare, st->server_first,
-				   (int)without_proof, client_final);
+	char *auth_msg = xasprintf("%s,%s,%.*s", st->client_first_bare, st->server_first, (int)without_proof,
+	                           client_final);
 	uint8_t sig[SCRAM_KEY_LEN], ck[SCRAM_KEY_LEN], stored[SCRAM_KEY_LEN];
 	hmac256(st->secret.stored_key, SCRAM_KEY_LEN, auth_msg, strlen(auth_msg), sig);
 	for (int i = 0; i < SCRAM_KEY_LEN; i++)
@@ -256,8 +255,8 @@ char *scram_client_first(struct scram_client *st, const char *user, const char *
 	return xasprintf("n,,%s", st->client_first_bare);
 }
 
-char *scram_client_final(struct scram_client *st, const char *password, const char *server_first,
-			 size_t len, const char **reason)
+char *scram_client_final(struct scram_client *st, const char *password, const char *server_first, size_t len,
+                         const char **reason)
 {
 	char *sf = xstrndup(server_first, len);
 	char *r = NULL, *s = NULL, *i = NULL;
@@ -283,10 +282,10 @@ char *scram_client_final(struct scram_client *st, const char *password, const ch
 		*reason = "invalid SCRAM salt or iteration count";
 		goto done;
 	}
-	uint8_t salted[SCRAM_KEY_LEN], client_key[SCRAM_KEY_LEN], stored[SCRAM_KEY_LEN],
-		sig[SCRAM_KEY_LEN], proof[SCRAM_KEY_LEN];
+	uint8_t salted[SCRAM_KEY_LEN], client_key[SCRAM_KEY_LEN], stored[SCRAM_KEY_LEN], sig[SCRAM_KEY_LEN],
+	    proof[SCRAM_KEY_LEN];
 	if (PKCS5_PBKDF2_HMAC(password, (int)strlen(password), salt, salt_len, (int)iter, EVP_sha256(),
-			      SCRAM_KEY_LEN, salted) != 1) {
+	                      SCRAM_KEY_LEN, salted) != 1) {
 		*reason = "PBKDF2 failed";
 		goto done;
 	}
@@ -294,8 +293,8 @@ char *scram_client_final(struct scram_client *st, const char *password, const ch
 	sha256(client_key, SCRAM_KEY_LEN, stored);
 	hmac256(salted, SCRAM_KEY_LEN, "Server Key", 10, st->server_key);
 	char *without_proof = xasprintf("c=biws,r=%s", r);
-	st->auth_message = xasprintf("%s,%.*s,%s", st->client_first_bare, (int)len, server_first,
-				     without_proof);
+	st->auth_message =
+	    xasprintf("%s,%.*s,%s", st->client_first_bare, (int)len, server_first, without_proof);
 	hmac256(stored, SCRAM_KEY_LEN, st->auth_message, strlen(st->auth_message), sig);
 	for (int k = 0; k < SCRAM_KEY_LEN; k++)
 		proof[k] = client_key[k] ^ sig[k];

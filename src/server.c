@@ -55,11 +55,11 @@ static struct pgt_conn *server_peer(struct pgt_conn *conn);
 static void server_on_connected(struct pgt_conn *conn);
 
 static const struct conn_ops server_ops = {
-	.on_packet = server_on_packet,
-	.on_barrier = server_on_barrier,
-	.on_close = server_on_close,
-	.peer = server_peer,
-	.on_connected = server_on_connected,
+    .on_packet = server_on_packet,
+    .on_barrier = server_on_barrier,
+    .on_close = server_on_close,
+    .peer = server_peer,
+    .on_connected = server_on_connected,
 };
 
 const char *server_state_name(const struct pgt_server *s)
@@ -85,7 +85,7 @@ void server_log(const struct pgt_server *s, int level, const char *fmt, ...)
 	char prefix[512];
 	const struct pgt_pool *p = s->pool;
 	snprintf(prefix, sizeof(prefix), "S-%llu %s/%s%s%s: ", (unsigned long long)s->conn.id, p->dbname,
-		 p->user, p->tenant[0] ? " tenant=" : "", p->tenant);
+	         p->user, p->tenant[0] ? " tenant=" : "", p->tenant);
 	va_list ap;
 	va_start(ap, fmt);
 	log_vmsg(level, prefix, fmt, ap);
@@ -153,7 +153,8 @@ void server_close_idle(struct pgt_server *s, const char *reason)
 void server_free_dead(void)
 {
 	struct list *i, *tmp;
-	list_for_each_safe(i, tmp, &dead_servers) {
+	list_for_each_safe(i, tmp, &dead_servers)
+	{
 		struct pgt_server *s = container_of(i, struct pgt_server, node);
 		list_del(&s->node);
 		if (s->login) {
@@ -343,8 +344,10 @@ static bool plain_password(struct pgt_server *s, const char *method)
 	const char *pw = s->login->password;
 	if (!pw || strncmp(pw, "SCRAM-SHA-256$", 14) == 0 ||
 	    (strncmp(pw, "md5", 3) == 0 && strlen(pw) == 35)) {
-		server_fail(s, "the server asks for %s authentication, but no plain password for user \"%s\" is configured",
-			    method, s->pool->user);
+		server_fail(s,
+		            "the server asks for %s authentication, but no plain password for user \"%s\" is "
+		            "configured",
+		            method, s->pool->user);
 		return false;
 	}
 	return true;
@@ -375,8 +378,10 @@ static bool login_auth(struct pgt_server *s, const uint8_t *body, uint32_t len)
 			return false;
 		}
 		if (!pw || strncmp(pw, "SCRAM-SHA-256$", 14) == 0) {
-			server_fail(s, "the server asks for md5 authentication, but no password for user \"%s\" is configured",
-				    s->pool->user);
+			server_fail(s,
+			            "the server asks for md5 authentication, but no password for user \"%s\" "
+			            "is configured",
+			            s->pool->user);
 			return false;
 		}
 		char hash[36], out[36];
@@ -427,8 +432,8 @@ static bool login_auth(struct pgt_server *s, const uint8_t *body, uint32_t len)
 			server_fail(s, "unexpected SASL continue");
 			return false;
 		}
-		char *fin = scram_client_final(&s->login->scram, s->login->password,
-					       (const char *)body + 4, len - 4, &reason);
+		char *fin = scram_client_final(&s->login->scram, s->login->password, (const char *)body + 4,
+		                               len - 4, &reason);
 		if (!fin) {
 			server_fail(s, "SCRAM: %s", reason);
 			return false;
@@ -497,7 +502,7 @@ static enum sbuf_verdict login_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 		const char *m = proto_error_field(body, len, 'M');
 		const char *code = proto_error_field(body, len, 'C');
 		server_fail(s, "login failed: %s%s%s%s", m ? m : "unknown error", code ? " (" : "",
-			    code ? code : "", code ? ")" : "");
+		            code ? code : "", code ? ")" : "");
 		return SB_GONE;
 	}
 	case 'Z': {
@@ -519,7 +524,8 @@ static enum sbuf_verdict login_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 				vars_set(&pool->welcome, s->vars.v[i].key, s->vars.v[i].value);
 			pool->welcome_ready = true;
 			struct list *i, *tmp;
-			list_for_each_safe(i, tmp, &pool->welcome_clients) {
+			list_for_each_safe(i, tmp, &pool->welcome_clients)
+			{
 				struct pgt_client *c = container_of(i, struct pgt_client, node);
 				client_welcome(c);
 			}
@@ -553,7 +559,7 @@ static enum sbuf_verdict own_query_packet(struct pgt_server *s, struct pgt_pkt *
 		if (!s->setup_error) {
 			s->setup_error = xstrdup(m ? m : "error in pgtenant's own query");
 			snprintf(s->setup_sqlstate, sizeof(s->setup_sqlstate), "%s",
-				 code && strlen(code) == 5 ? code : "22023");
+			         code && strlen(code) == 5 ? code : "22023");
 		}
 		return SB_SKIP;
 	}
@@ -628,8 +634,8 @@ static enum sbuf_verdict server_on_packet(struct pgt_conn *conn, struct pgt_pkt 
 			pool->stats.xact_time += (uint64_t)(now - c->xact_start);
 			c->xact_start = now;
 		}
-		if (s->txn == 'I' && s->expect_rfq == 0 && !s->sent_since_rfq &&
-		    c->conn.pkt_remain == 0 && pool_mode(pool) == PGT_POOL_TRANSACTION)
+		if (s->txn == 'I' && s->expect_rfq == 0 && !s->sent_since_rfq && c->conn.pkt_remain == 0 &&
+		    pool_mode(pool) == PGT_POOL_TRANSACTION)
 			sbuf_set_barrier(conn);
 		pool->stats.bytes_out += pkt->total;
 		return SB_FORWARD;
@@ -714,7 +720,7 @@ void server_release(struct pgt_server *s)
 	if (s->state == SV_DEAD)
 		return;
 	bool clean = s->txn == 'I' && s->expect_rfq == 0 && !s->sent_since_rfq && s->own_rfq == 0 &&
-		     sbuf_is_empty(&s->conn);
+	             sbuf_is_empty(&s->conn);
 	if (!clean) {
 		server_close(s, "client went away in the middle of a transaction or query");
 		return;
@@ -723,7 +729,8 @@ void server_release(struct pgt_server *s)
 	const struct pgt_config *cfg = pgt.cfg;
 	if (s->close_needed || s->generation != pool->generation || !pool->db ||
 	    (cfg->server_lifetime > 0 && now - s->conn.connect_time > cfg->server_lifetime)) {
-		server_close(s, s->close_needed ? "close requested" : "server lifetime over or backend changed");
+		server_close(s,
+		             s->close_needed ? "close requested" : "server lifetime over or backend changed");
 		return;
 	}
 	if (!c && pool_mode(pool) == PGT_POOL_SESSION && cfg->server_reset_query[0]) {
@@ -815,11 +822,11 @@ static void cancel_on_connected(struct pgt_conn *conn)
 }
 
 static const struct conn_ops cancel_ops = {
-	.on_packet = cancel_on_packet,
-	.on_barrier = NULL,
-	.on_close = cancel_on_close,
-	.peer = cancel_peer,
-	.on_connected = cancel_on_connected,
+    .on_packet = cancel_on_packet,
+    .on_barrier = NULL,
+    .on_close = cancel_on_close,
+    .peer = cancel_peer,
+    .on_connected = cancel_on_connected,
 };
 
 void server_cancel(struct pgt_server *s)
@@ -832,7 +839,8 @@ void server_cancel(struct pgt_server *s)
 		if (getpeername(s->conn.fd, (struct sockaddr *)&ss, &len) < 0)
 			return;
 	} else {
-		len = s->conn.addr.sa.sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+		len = s->conn.addr.sa.sa_family == AF_INET ? sizeof(struct sockaddr_in)
+		                                           : sizeof(struct sockaddr_in6);
 		memcpy(&ss, &s->conn.addr, len);
 	}
 	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

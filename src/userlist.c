@@ -44,8 +44,7 @@ static char *read_field(const char **pp, char *err, size_t errlen)
 	return out;
 }
 
-bool userlist_parse(const char *text, struct pgt_userlist *out, int *errline, char *err,
-		    size_t errlen)
+bool userlist_parse(const char *text, struct pgt_userlist *out, int *errline, char *err, size_t errlen)
 {
 	out->users = NULL;
 	out->n = 0;
@@ -85,7 +84,8 @@ bool userlist_parse(const char *text, struct pgt_userlist *out, int *errline, ch
 			goto fail;
 		}
 		if (out->n == cap)
-			out->users = xrealloc(out->users, sizeof(*out->users) * (size_t)(cap = cap ? cap * 2 : 8));
+			out->users =
+			    xrealloc(out->users, sizeof(*out->users) * (size_t)(cap = cap ? cap * 2 : 8));
 		out->users[out->n].name = user;
 		out->users[out->n].password = pass;
 		out->n++;
@@ -98,8 +98,7 @@ fail:
 	return false;
 }
 
-bool userlist_load(const char *path, struct pgt_userlist *out, int *errline, char *err,
-		   size_t errlen)
+bool userlist_load(const char *path, struct pgt_userlist *out, int *errline, char *err, size_t errlen)
 {
 	FILE *f = fopen(path, "r");
 	if (!f) {

@@ -110,8 +110,8 @@ static void put_literal(struct pktbuf *b, const char *v)
 	pktbuf_put_u8(b, '\'');
 }
 
-bool vars_sync_query(struct pgt_vars *server, const struct pgt_vars *client,
-		     const struct pgt_vars *defaults, struct pktbuf *out)
+bool vars_sync_query(struct pgt_vars *server, const struct pgt_vars *client, const struct pgt_vars *defaults,
+                     struct pktbuf *out)
 {
 	bool any = false;
 	size_t start = out->len;

@@ -42,13 +42,14 @@ static void good(void)
 	memset(longhost, 'h', 250);
 	longhost[250] = '\0';
 	char text[2048];
-	snprintf(text, sizeof(text),
-		 "; comment\n[databases]\nappdb = host=127.0.0.1 port=5433 dbname=real user=app password='p w'\n"
-		 "long = host=%s.example.com dbname=x   ; trailing comment\n* = host=10.0.0.1\n"
-		 "[pgtenant]\nlisten_port = 7432\npool_mode = session\nquery_wait_timeout = 500ms\n"
-		 "auth_type = trust\ntenant_search_path = \"$tenant\", public\n"
-		 "[tenants]\nacme = pool_size=10\n",
-		 longhost);
+	snprintf(
+	    text, sizeof(text),
+	    "; comment\n[databases]\nappdb = host=127.0.0.1 port=5433 dbname=real user=app password='p w'\n"
+	    "long = host=%s.example.com dbname=x   ; trailing comment\n* = host=10.0.0.1\n"
+	    "[pgtenant]\nlisten_port = 7432\npool_mode = session\nquery_wait_timeout = 500ms\n"
+	    "auth_type = trust\ntenant_search_path = \"$tenant\", public\n"
+	    "[tenants]\nacme = pool_size=10\n",
+	    longhost);
 	struct pgt_config *cfg = load(text, errs, sizeof(errs), &n);
 	tap_ok(cfg != NULL && n == 0, "valid config loads (errors: %s)", errs);
 	if (!cfg)
@@ -74,33 +75,34 @@ static void bad(void)
 {
 	char errs[4096] = "";
 	int n = 0;
-	const char *text = "[pgtenant]\n"                     /* 1 */
-			   "listen_port = 99999\n"            /* 2 */
-			   "pool_mode = statement\n"          /* 3 */
-			   "no_such_key = 1\n"                /* 4 */
-			   "query_timeout = soon\n"           /* 5 */
-			   "auth_type = trust\n"              /* 6 */
-			   "[databases]\n"                    /* 7 */
-			   "x = host=a bogus=1\n"             /* 8 */
-			   "y = port=abc\n"                   /* 9 */
-			   "[wat]\n"                          /* 10 */
-			   "a = b\n";                         /* 11 */
+	const char *text = "[pgtenant]\n"            /* 1 */
+	                   "listen_port = 99999\n"   /* 2 */
+	                   "pool_mode = statement\n" /* 3 */
+	                   "no_such_key = 1\n"       /* 4 */
+	                   "query_timeout = soon\n"  /* 5 */
+	                   "auth_type = trust\n"     /* 6 */
+	                   "[databases]\n"           /* 7 */
+	                   "x = host=a bogus=1\n"    /* 8 */
+	                   "y = port=abc\n"          /* 9 */
+	                   "[wat]\n"                 /* 10 */
+	                   "a = b\n";                /* 11 */
 	struct pgt_config *cfg = load(text, errs, sizeof(errs), &n);
 	tap_ok(cfg == NULL, "config with errors is refused");
 	tap_ok(n == 7, "all seven errors are counted (got %d)", n);
 	const char *want[] = {"pgtenant.ini:2: invalid value \"99999\" for listen_port",
-			      "pgtenant.ini:3: invalid value \"statement\" for pool_mode",
-			      "pgtenant.ini:4: unknown key \"no_such_key\"",
-			      "pgtenant.ini:5: invalid value \"soon\" for query_timeout",
-			      "pgtenant.ini:8: database \"x\": unknown connection string key \"bogus\"",
-			      "pgtenant.ini:9: database \"y\": invalid port",
-			      "pgtenant.ini:11: unknown section [wat]"};
+	                      "pgtenant.ini:3: invalid value \"statement\" for pool_mode",
+	                      "pgtenant.ini:4: unknown key \"no_such_key\"",
+	                      "pgtenant.ini:5: invalid value \"soon\" for query_timeout",
+	                      "pgtenant.ini:8: database \"x\": unknown connection string key \"bogus\"",
+	                      "pgtenant.ini:9: database \"y\": invalid port",
+	                      "pgtenant.ini:11: unknown section [wat]"};
 	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
 		tap_ok(strstr(errs, want[i]) != NULL, "error reported: %s", want[i]);
 	(void)n;
 
 	cfg = load("[pgtenant]\nauth_type = trust\nthis is not ini\n", errs, sizeof(errs), &n);
-	tap_ok(cfg == NULL && strstr(errs, "pgtenant.ini:3: syntax error"), "syntax error with its line: %s", errs);
+	tap_ok(cfg == NULL && strstr(errs, "pgtenant.ini:3: syntax error"), "syntax error with its line: %s",
+	       errs);
 
 	cfg = load("[pgtenant]\nauth_type = md5\n", errs, sizeof(errs), &n);
 	tap_ok(cfg == NULL && strstr(errs, "needs auth_file"), "md5 without auth_file is an error");
@@ -109,7 +111,8 @@ static void bad(void)
 	char *ul = write_file("users.txt", "\"ok\" \"pw\"\n\"broken \"pw\"\n");
 	(void)ul;
 	cfg = load("[pgtenant]\nauth_type = md5\nauth_file = users.txt\n", errs, sizeof(errs), &n);
-	tap_ok(cfg == NULL && strstr(errs, "users.txt:2:"), "userlist error names the userlist and its line: %s", errs);
+	tap_ok(cfg == NULL && strstr(errs, "users.txt:2:"),
+	       "userlist error names the userlist and its line: %s", errs);
 	free(ul);
 }
 
@@ -119,7 +122,7 @@ static void userlist(void)
 	int line = 0;
 	char err[256];
 	const char *text = "; comment\n\"app\" \"secret\"\n\n\"we\"\"ird\" \"md5abcdef\"\n# another\n"
-			   "\"s\" \"SCRAM-SHA-256$4096:c2FsdA==$a:b\"\n";
+	                   "\"s\" \"SCRAM-SHA-256$4096:c2FsdA==$a:b\"\n";
 	tap_ok(userlist_parse(text, &ul, &line, err, sizeof(err)), "userlist parses");
 	tap_ok(ul.n == 3, "three users");
 	const struct pgt_user *u = userlist_find(&ul, "we\"ird");

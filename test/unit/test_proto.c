@@ -31,17 +31,19 @@ static void headers(void)
 	uint8_t q[] = {'Q', 0, 0, 0, 9, 's', 'e', 'l', '\0'};
 	struct proto_hdr h;
 	for (size_t n = 0; n < 5; n++)
-		tap_ok(proto_parse_header(q, n, 1u << 30, &h) == PROTO_NEED_MORE, "header with %zu bytes needs more", n);
+		tap_ok(proto_parse_header(q, n, 1u << 30, &h) == PROTO_NEED_MORE,
+		       "header with %zu bytes needs more", n);
 	tap_ok(proto_parse_header(q, 5, 1u << 30, &h) == PROTO_OK && h.type == 'Q' && h.total == 10,
 	       "header parsed from exactly 5 bytes");
 	uint8_t lies[][5] = {
-		{'Q', 0, 0, 0, 3},             /* shorter than the length word itself */
-		{'Q', 0, 0, 0, 0},
-		{'Q', 0xff, 0xff, 0xff, 0xff}, /* negative as int32 */
-		{'Q', 0x80, 0, 0, 0},
+	    {'Q', 0, 0, 0, 3}, /* shorter than the length word itself */
+	    {'Q', 0, 0, 0, 0},
+	    {'Q', 0xff, 0xff, 0xff, 0xff}, /* negative as int32 */
+	    {'Q', 0x80, 0, 0, 0},
 	};
 	for (size_t i = 0; i < sizeof(lies) / sizeof(lies[0]); i++)
-		tap_ok(proto_parse_header(lies[i], 5, 0x7fffffffu, &h) == PROTO_BAD, "lying length %zu is refused", i);
+		tap_ok(proto_parse_header(lies[i], 5, 0x7fffffffu, &h) == PROTO_BAD,
+		       "lying length %zu is refused", i);
 	uint8_t big[] = {'D', 0, 0x10, 0, 0};
 	tap_ok(proto_parse_header(big, 5, 4096, &h) == PROTO_BAD, "length above the limit is refused");
 	tap_ok(proto_parse_header(big, 5, 0x7fffffffu, &h) == PROTO_OK && h.total == 0x100001,
@@ -55,7 +57,8 @@ static void startup(void)
 	size_t n = build_startup(pkt, sizeof(pkt), PROTO_VERSION_3_0, kv);
 	struct proto_hdr h;
 	for (size_t i = 0; i < 4; i++)
-		tap_ok(proto_parse_startup_header(pkt, i, &h) == PROTO_NEED_MORE, "startup header with %zu bytes needs more", i);
+		tap_ok(proto_parse_startup_header(pkt, i, &h) == PROTO_NEED_MORE,
+		       "startup header with %zu bytes needs more", i);
 	tap_ok(proto_parse_startup_header(pkt, 4, &h) == PROTO_OK && h.total == n, "startup length read");
 	struct proto_startup st;
 	const char *reason = NULL;
@@ -103,14 +106,16 @@ static void startup(void)
 	proto_put_be32(cancel + 4, PROTO_CANCEL_CODE);
 	proto_put_be32(cancel + 8, 1234);
 	proto_put_be32(cancel + 12, 5678);
-	tap_ok(proto_parse_startup(cancel, 16, &st, &reason) && st.cancel_pid == 1234 && st.cancel_key == 5678,
+	tap_ok(proto_parse_startup(cancel, 16, &st, &reason) && st.cancel_pid == 1234 &&
+	           st.cancel_key == 5678,
 	       "CancelRequest");
 	proto_put_be32(cancel, 12);
 	tap_ok(!proto_parse_startup(cancel, 12, &st, &reason), "short CancelRequest is refused");
 
 	/* value without terminator */
 	uint8_t unterminated[] = {0, 0, 0, 14, 0, 3, 0, 0, 'u', 's', 'e', 'r', 0, 'x'};
-	tap_ok(!proto_parse_startup(unterminated, sizeof(unterminated), &st, &reason), "unterminated value is refused");
+	tap_ok(!proto_parse_startup(unterminated, sizeof(unterminated), &st, &reason),
+	       "unterminated value is refused");
 }
 
 static void reader(void)
@@ -124,7 +129,8 @@ static void reader(void)
 	proto_reader_init(&r, body, 2);
 	tap_ok(proto_get_u32(&r) == 0 && r.bad, "u32 past the end is bad");
 
-	uint8_t err[] = {'S', 'E', 'R', 'R', 'O', 'R', 0, 'C', '4', '2', 'P', '0', '1', 0, 'M', 'h', 'i', 0, 0};
+	uint8_t err[] = {'S', 'E', 'R', 'R', 'O', 'R', 0,   'C', '4', '2',
+	                 'P', '0', '1', 0,   'M', 'h', 'i', 0,   0};
 	TAP_IS_STR(proto_error_field(err, sizeof(err), 'C'), "42P01", "error field C");
 	TAP_IS_STR(proto_error_field(err, sizeof(err), 'M'), "hi", "error field M");
 	tap_ok(proto_error_field(err, 5, 'M') == NULL, "truncated error body");
@@ -156,7 +162,7 @@ static void options(void)
 	tap_ok(vars_sync_query(&server, &client, &dflt, &b), "sync needed");
 	const char *sql = (const char *)b.data + 5;
 	tap_ok(strstr(sql, "SET application_name = 'it''s';") && strstr(sql, "RESET TimeZone;") &&
-		       strstr(sql, "RESET work_mem;"),
+	           strstr(sql, "RESET work_mem;"),
 	       "sync query quotes values and resets what the client did not ask for: %s", sql);
 	pktbuf_reset(&b);
 	tap_ok(!vars_sync_query(&server, &client, &dflt, &b), "second sync is a no-op");

@@ -110,7 +110,7 @@ static void secrets(void)
 	snprintf(text, sizeof(text), "SCRAM-SHA-256$4096:%s$%s:%s", SALT64, sk, svk);
 	tap_ok(scram_parse_secret(text, &b), "parse stored secret");
 	tap_ok(b.iterations == 4096 && b.salt_len == 16 && memcmp(a.stored_key, b.stored_key, 32) == 0 &&
-		       memcmp(a.server_key, b.server_key, 32) == 0,
+	           memcmp(a.server_key, b.server_key, 32) == 0,
 	       "parsed secret equals the derived one");
 	tap_ok(!scram_parse_secret("SCRAM-SHA-256$4096:abc", &b), "truncated secret is rejected");
 	tap_ok(!scram_parse_secret("SCRAM-SHA-256$x:" SALT64 "$a:b", &b), "bad iteration count is rejected");
