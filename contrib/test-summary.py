@@ -18,7 +18,7 @@ if not os.path.exists(log):
 with open(log) as f:
     for line in f:
         t = json.loads(line)
-        name, result = t["name"], t["result"]
+        name, result = t["name"].split(" / ")[-1], t["result"]
         if name in reports:
             root = ET.parse(reports[name]).getroot()
             this_failed = 0
