@@ -92,9 +92,11 @@ void pktbuf_finish(struct pktbuf *b)
 	proto_put_be32(b->data + b->msg_start, (uint32_t)(b->len - b->msg_start));
 }
 
-void pktbuf_error(struct pktbuf *b, const char *severity, const char *sqlstate, const char *msg)
+/* ErrorResponse and NoticeResponse share their body: S, V, C, M fields. */
+static void error_like(struct pktbuf *b, uint8_t type, const char *severity, const char *sqlstate,
+                       const char *msg)
 {
-	pktbuf_start(b, 'E');
+	pktbuf_start(b, type);
 	pktbuf_put_u8(b, 'S');
 	pktbuf_put_str(b, severity);
 	pktbuf_put_u8(b, 'V');
@@ -107,19 +109,14 @@ void pktbuf_error(struct pktbuf *b, const char *severity, const char *sqlstate, 
 	pktbuf_finish(b);
 }
 
+void pktbuf_error(struct pktbuf *b, const char *severity, const char *sqlstate, const char *msg)
+{
+	error_like(b, 'E', severity, sqlstate, msg);
+}
+
 void pktbuf_notice(struct pktbuf *b, const char *sqlstate, const char *msg)
 {
-	pktbuf_start(b, 'N');
-	pktbuf_put_u8(b, 'S');
-	pktbuf_put_str(b, "NOTICE");
-	pktbuf_put_u8(b, 'V');
-	pktbuf_put_str(b, "NOTICE");
-	pktbuf_put_u8(b, 'C');
-	pktbuf_put_str(b, sqlstate);
-	pktbuf_put_u8(b, 'M');
-	pktbuf_put_str(b, msg);
-	pktbuf_put_u8(b, 0);
-	pktbuf_finish(b);
+	error_like(b, 'N', "NOTICE", sqlstate, msg);
 }
 
 void pktbuf_auth(struct pktbuf *b, uint32_t code, const void *data, size_t n)

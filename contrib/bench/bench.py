@@ -65,19 +65,25 @@ class Pooler:
             self.proc.kill()
 
 
-def start_pgtenant(workdir, pg, pool_size, binary, wrapper=()):
-    port = free_port()
-    d = os.path.join(workdir, "pgtenant")
+def write_config(d, section, pg, port, pool_size, extra=""):
+    """The same settings for both poolers; returns the ini path."""
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, "userlist.txt"), "w") as f:
         f.write('"app" "apppass"\n')
-    ini = os.path.join(d, "pgtenant.ini")
+    ini = os.path.join(d, section + ".ini")
     with open(ini, "w") as f:
         f.write("[databases]\nappdb = host=127.0.0.1 port=%d dbname=appdb user=app password=apppass\n"
-                "[pgtenant]\nlisten_addr = 127.0.0.1\nlisten_port = %d\nunix_socket_dir =\n"
-                "auth_type = trust\nauth_file = userlist.txt\npool_mode = transaction\n"
-                "default_pool_size = %d\nmax_client_conn = 20000\nmax_db_connections = 0\n"
-                "query_wait_timeout = 600\n" % (pg.port, port, pool_size))
+                "[%s]\nlisten_addr = 127.0.0.1\nlisten_port = %d\nunix_socket_dir =\n"
+                "auth_type = trust\nauth_file = %s/userlist.txt\npool_mode = transaction\n"
+                "default_pool_size = %d\nmax_client_conn = 20000\nquery_wait_timeout = 600\n%s"
+                % (pg.port, section, port, d, pool_size, extra))
+    return ini
+
+
+def start_pgtenant(workdir, pg, pool_size, binary, wrapper=()):
+    port = free_port()
+    ini = write_config(os.path.join(workdir, "pgtenant"), "pgtenant", pg, port, pool_size,
+                       "max_db_connections = 0\n")
     return Pooler("pgtenant", list(wrapper) + [binary, "-q", ini], port)
 
 
@@ -85,18 +91,10 @@ def start_pgbouncer(workdir, pg, pool_size, wrapper=()):
     exe = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
     port = free_port()
     d = os.path.join(workdir, "pgbouncer")
-    os.makedirs(d, exist_ok=True)
+    ini = write_config(d, "pgbouncer", pg, port, pool_size,
+                       "logfile = %s/pgbouncer.log\nlog_connections = 0\nlog_disconnections = 0\n" % d)
     if os.geteuid() == 0:
         shutil.chown(d, "postgres")
-    with open(os.path.join(d, "userlist.txt"), "w") as f:
-        f.write('"app" "apppass"\n')
-    ini = os.path.join(d, "pgbouncer.ini")
-    with open(ini, "w") as f:
-        f.write("[databases]\nappdb = host=127.0.0.1 port=%d dbname=appdb user=app password=apppass\n"
-                "[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = %d\nunix_socket_dir =\n"
-                "auth_type = trust\nauth_file = %s/userlist.txt\npool_mode = transaction\n"
-                "default_pool_size = %d\nmax_client_conn = 20000\nquery_wait_timeout = 600\n"
-                "logfile = %s/pgbouncer.log\nlog_connections = 0\nlog_disconnections = 0\n" % (pg.port, port, d, pool_size, d))
     for p in (ini, os.path.join(d, "userlist.txt")):
         if os.geteuid() == 0:
             shutil.chown(p, "postgres")
