@@ -12,8 +12,7 @@
 struct pgt_config;
 
 bool listener_open(const struct pgt_config *cfg) _MUSTCHECK;
+/* Close (and unlink the unix socket): SIGINT and exit. */
 void listener_close_all(void);
-/* Stop/start accepting (max_client_conn reached, shutdown). */
-void listener_pause(bool paused);
 
 #endif

@@ -184,8 +184,7 @@ static bool show_databases(struct pgt_client *c, const char *arg)
 		char port[16], ps[16], mps[16], rp[16], mc[16], cc[16];
 		int cur = 0;
 		struct list *it;
-		list_for_each(it, &pgt_pools)
-		{
+		list_for_each (it, &pgt_pools) {
 			struct pgt_pool *p = container_of(it, struct pgt_pool, node);
 			if (p->db == db)
 				cur += p->nservers;
@@ -235,8 +234,7 @@ static bool show_pools(struct pgt_client *c, const char *arg)
 	cols(&o, 17, names, oids);
 	usec_t now = loop_now();
 	struct list *it;
-	list_for_each(it, &pgt_pools)
-	{
+	list_for_each (it, &pgt_pools) {
 		struct pgt_pool *p = container_of(it, struct pgt_pool, node);
 		char a[16], w[16], sa[16], si[16], su[16], sl[16], mw[16], mwu[16];
 		usec_t maxwait = 0;
@@ -325,8 +323,7 @@ static bool show_clients(struct pgt_client *c, const char *arg)
 	cols(&o, 19, conn_cols, conn_oids);
 	usec_t now = loop_now();
 	struct list *it;
-	list_for_each(it, &pgt_all_clients)
-	{
+	list_for_each (it, &pgt_all_clients) {
 		struct pgt_client *k = container_of(it, struct pgt_client, all_node);
 		usec_t wait = k->state == CL_WAITING ? now - k->wait_start : 0;
 		conn_row(&o, &k->conn, "C", k->user ? k->user : "", k->dbname ? k->dbname : "",
@@ -342,8 +339,7 @@ static bool show_servers(struct pgt_client *c, const char *arg)
 	struct admin_out o;
 	cols(&o, 19, conn_cols, conn_oids);
 	struct list *it;
-	list_for_each(it, &pgt_all_servers)
-	{
+	list_for_each (it, &pgt_all_servers) {
 		struct pgt_server *s = container_of(it, struct pgt_server, conn_all_node);
 		conn_row(&o, &s->conn, "S", s->pool->user, s->pool->dbname, server_state_name(s), 0,
 		         s->close_needed, s, s->client, s->be_pid, vars_get(&s->vars, "application_name"),
@@ -361,7 +357,7 @@ static bool show_lists(struct pgt_client *c, const char *arg)
 	cols(&o, 2, names, oids);
 	int npools = list_count(&pgt_pools), nclients = list_count(&pgt_all_clients),
 	    nservers = list_count(&pgt_all_servers), nlogin = list_count(client_login_list());
-	char b1[16], b2[16], b3[16], b4[16], b5[16];
+	char b1[16], b2[16], b3[16], b4[16], b5[16], b6[16];
 	const char *rows[][2] = {
 	    {"databases", NUM(b1, pgt.cfg->ndbs)},
 	    {"users", NUM(b2, pgt.cfg->users ? pgt.cfg->users->n : 0)},
@@ -370,14 +366,12 @@ static bool show_lists(struct pgt_client *c, const char *arg)
 	    {"used_clients", NUM(b4, nclients)},
 	    {"login_clients", NUM(b5, nlogin)},
 	    {"free_servers", "0"},
-	    {"used_servers", NULL},
+	    {"used_servers", NUM(b6, nservers)},
 	    {"dns_names", "0"},
 	    {"dns_zones", "0"},
 	    {"dns_queries", "0"},
 	    {"dns_pending", "0"},
 	};
-	char b6[16];
-	rows[7][1] = NUM(b6, nservers);
 	for (size_t i = 0; i < PGT_ARRAY_SIZE(rows); i++)
 		row(&o, rows[i]);
 	return admin_done(c, &o.b, "SHOW");

@@ -121,7 +121,6 @@ void client_close(struct pgt_client *c, const char *reason)
 	else
 		client_log(c, PGT_LOG_DEBUG, "closing");
 	struct pgt_server *s = c->server;
-	enum client_state old = c->state;
 	c->state = CL_DEAD;
 	list_del(&c->node);
 	list_del(&c->all_node);
@@ -138,7 +137,6 @@ void client_close(struct pgt_client *c, const char *reason)
 	}
 	if (c->login)
 		auth_clear(&c->login->auth);
-	(void)old;
 }
 
 void client_fail(struct pgt_client *c, const char *sqlstate, const char *fmt, ...)
@@ -188,8 +186,7 @@ void client_server_lost(struct pgt_client *c, const char *reason)
 void client_free_dead(void)
 {
 	struct list *i, *tmp;
-	list_for_each_safe(i, tmp, &dead_clients)
-	{
+	list_for_each_safe (i, tmp, &dead_clients) {
 		struct pgt_client *c = container_of(i, struct pgt_client, node);
 		list_del(&c->node);
 		if (c->login) {
@@ -228,8 +225,7 @@ static bool send_negotiate(struct pgt_client *c, const struct proto_startup *st)
 static void handle_cancel(struct pgt_client *self, uint32_t pid, uint32_t key)
 {
 	struct list *i;
-	list_for_each(i, &pgt_all_clients)
-	{
+	list_for_each (i, &pgt_all_clients) {
 		struct pgt_client *c = container_of(i, struct pgt_client, all_node);
 		if (c == self || c->cancel_pid != pid || !util_secure_eq(&c->cancel_key, &key, 4))
 			continue;

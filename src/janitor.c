@@ -22,33 +22,28 @@ static void check_clients(usec_t now)
 	const struct pgt_config *cfg = pgt.cfg;
 	struct list *i, *tmp;
 	if (cfg->client_login_timeout > 0) {
-		list_for_each_safe(i, tmp, client_login_list())
-		{
+		list_for_each_safe (i, tmp, client_login_list()) {
 			struct pgt_client *c = container_of(i, struct pgt_client, node);
 			if (now - c->conn.connect_time > cfg->client_login_timeout)
 				client_fail(c, "08P01", "client_login_timeout (login took too long)");
 		}
 	}
-	list_for_each(i, &pgt_pools)
-	{
+	list_for_each (i, &pgt_pools) {
 		struct pgt_pool *p = container_of(i, struct pgt_pool, node);
 		struct list *j, *jt;
-		list_for_each_safe(j, jt, &p->welcome_clients)
-		{
+		list_for_each_safe (j, jt, &p->welcome_clients) {
 			struct pgt_client *c = container_of(j, struct pgt_client, node);
 			if (cfg->query_wait_timeout > 0 && now - c->wait_start > cfg->query_wait_timeout)
 				client_fail(c, "08P01",
 				            "query_wait_timeout (no server connection available)");
 		}
-		list_for_each_safe(j, jt, &p->waiting_clients)
-		{
+		list_for_each_safe (j, jt, &p->waiting_clients) {
 			struct pgt_client *c = container_of(j, struct pgt_client, node);
 			if (cfg->query_wait_timeout > 0 && now - c->wait_start > cfg->query_wait_timeout)
 				client_fail(c, "08P01",
 				            "query_wait_timeout (no server connection available)");
 		}
-		list_for_each_safe(j, jt, &p->active_clients)
-		{
+		list_for_each_safe (j, jt, &p->active_clients) {
 			struct pgt_client *c = container_of(j, struct pgt_client, node);
 			struct pgt_server *s = c->server;
 			if (!s) {
@@ -80,13 +75,11 @@ static void check_clients(usec_t now)
 static void check_servers(usec_t now)
 {
 	const struct pgt_config *cfg = pgt.cfg;
-	struct list *i, *tmp;
-	list_for_each(i, &pgt_pools)
-	{
+	struct list *i;
+	list_for_each (i, &pgt_pools) {
 		struct pgt_pool *p = container_of(i, struct pgt_pool, node);
 		struct list *j, *jt;
-		list_for_each_safe(j, jt, &p->login_servers)
-		{
+		list_for_each_safe (j, jt, &p->login_servers) {
 			struct pgt_server *s = container_of(j, struct pgt_server, node);
 			if (cfg->server_connect_timeout > 0 &&
 			    now - s->conn.connect_time > cfg->server_connect_timeout)
@@ -95,7 +88,6 @@ static void check_servers(usec_t now)
 		}
 		pool_maintain(p, now);
 	}
-	(void)tmp;
 }
 
 void janitor_run(void)

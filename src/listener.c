@@ -33,7 +33,6 @@ struct listener {
 };
 
 static struct listener *listeners;
-static bool paused;
 
 static void accept_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -164,19 +163,6 @@ bool listener_open(const struct pgt_config *cfg)
 	if (ok && cfg->unix_socket_dir[0])
 		ok = listen_unix(cfg->unix_socket_dir, cfg->listen_port, cfg->unix_socket_mode);
 	return ok;
-}
-
-void listener_pause(bool p)
-{
-	if (p == paused)
-		return;
-	paused = p;
-	for (struct listener *l = listeners; l; l = l->next) {
-		if (p)
-			event_del(&l->ev);
-		else
-			event_add(&l->ev, NULL);
-	}
 }
 
 void listener_close_all(void)

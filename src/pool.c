@@ -25,8 +25,7 @@ static struct list dbstates = {&dbstates, &dbstates};
 static struct pgt_dbstate *dbstate_get(const char *name)
 {
 	struct list *i;
-	list_for_each(i, &dbstates)
-	{
+	list_for_each (i, &dbstates) {
 		struct pgt_dbstate *d = container_of(i, struct pgt_dbstate, node);
 		if (strcmp(d->name, name) == 0)
 			return d;
@@ -46,8 +45,7 @@ struct pgt_pool *pool_get(const char *dbname, const struct pgt_database *db, con
                           const char *tenant)
 {
 	struct list *i;
-	list_for_each(i, &pgt_pools)
-	{
+	list_for_each (i, &pgt_pools) {
 		struct pgt_pool *p = container_of(i, struct pgt_pool, node);
 		if (strcmp(p->dbname, dbname) == 0 && strcmp(p->user, user) == 0 &&
 		    strcmp(p->tenant, tenant) == 0) {
@@ -171,14 +169,12 @@ void pool_login_failed(struct pgt_pool *pool, const char *reason)
 	pool->last_fail_time = loop_now();
 	snprintf(pool->last_error, sizeof(pool->last_error), "%s", reason);
 	struct list *i, *tmp;
-	list_for_each_safe(i, tmp, &pool->welcome_clients)
-	{
+	list_for_each_safe (i, tmp, &pool->welcome_clients) {
 		struct pgt_client *c = container_of(i, struct pgt_client, node);
 		client_fail(c, "08006", "server connection failed: %s", reason);
 	}
 	if (pool->nservers == 0) {
-		list_for_each_safe(i, tmp, &pool->waiting_clients)
-		{
+		list_for_each_safe (i, tmp, &pool->waiting_clients) {
 			struct pgt_client *c = container_of(i, struct pgt_client, node);
 			client_fail(c, "08006", "server connection failed: %s", reason);
 		}
@@ -188,8 +184,7 @@ void pool_login_failed(struct pgt_pool *pool, const char *reason)
 void pool_config_changed(void)
 {
 	struct list *i;
-	list_for_each(i, &pgt_pools)
-	{
+	list_for_each (i, &pgt_pools) {
 		struct pgt_pool *p = container_of(i, struct pgt_pool, node);
 		const struct pgt_database *db = config_find_db(pgt.cfg, p->dbname);
 		/* entries are re-created by every load: compare what reaches the server */
@@ -219,8 +214,7 @@ void pool_maintain(struct pgt_pool *pool, usec_t now)
 	struct list *i, *tmp;
 	int min =
 	    pool->db ? (pool->db->min_pool_size >= 0 ? pool->db->min_pool_size : cfg->min_pool_size) : 0;
-	list_for_each_safe(i, tmp, &pool->idle_servers)
-	{
+	list_for_each_safe (i, tmp, &pool->idle_servers) {
 		struct pgt_server *s = container_of(i, struct pgt_server, node);
 		const char *why = NULL;
 		if (s->generation != pool->generation || !pool->db)
@@ -248,8 +242,7 @@ int pool_total_busy(void)
 {
 	int n = 0;
 	struct list *i;
-	list_for_each(i, &pgt_pools)
-	{
+	list_for_each (i, &pgt_pools) {
 		struct pgt_pool *p = container_of(i, struct pgt_pool, node);
 		n += list_count(&p->active_servers) + list_count(&p->used_servers);
 	}

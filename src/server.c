@@ -153,8 +153,7 @@ void server_close_idle(struct pgt_server *s, const char *reason)
 void server_free_dead(void)
 {
 	struct list *i, *tmp;
-	list_for_each_safe(i, tmp, &dead_servers)
-	{
+	list_for_each_safe (i, tmp, &dead_servers) {
 		struct pgt_server *s = container_of(i, struct pgt_server, node);
 		list_del(&s->node);
 		if (s->login) {
@@ -524,8 +523,7 @@ static enum sbuf_verdict login_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 				vars_set(&pool->welcome, s->vars.v[i].key, s->vars.v[i].value);
 			pool->welcome_ready = true;
 			struct list *i, *tmp;
-			list_for_each_safe(i, tmp, &pool->welcome_clients)
-			{
+			list_for_each_safe (i, tmp, &pool->welcome_clients) {
 				struct pgt_client *c = container_of(i, struct pgt_client, node);
 				client_welcome(c);
 			}
