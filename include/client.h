@@ -17,6 +17,7 @@
 struct pgt_pool;
 struct pgt_server;
 struct client_login;
+struct pgt_tenant_state;
 
 enum client_state {
 	CL_LOGIN,   /* startup and authentication */
@@ -34,10 +35,12 @@ struct pgt_client {
 	enum client_state state;
 	struct pgt_pool *pool;
 	struct pgt_server *server;
-	struct client_login *login; /* only during login; freed after */
-	char *user;                 /* login user name */
-	char *dbname;               /* requested database */
-	struct pgt_vars vars;       /* wanted session parameters */
+	struct client_login *login;      /* only during login; freed after */
+	char *user;                      /* login user name (tenant suffix removed) */
+	char *tenant;                    /* NULL = no tenant */
+	struct pgt_tenant_state *tstate; /* counted against its tenant's max_client_conn */
+	char *dbname;                    /* requested database */
+	struct pgt_vars vars;            /* wanted session parameters */
 	uint32_t cancel_pid, cancel_key;
 	usec_t wait_start;  /* when it started waiting for a server */
 	usec_t xact_start;  /* when its current transaction/linking began */

@@ -7,6 +7,7 @@
 #ifndef PGT_CONFIG_H
 #define PGT_CONFIG_H
 
+#include <regex.h>
 #include <stdbool.h>
 #include <stdio.h>
 
@@ -40,10 +41,18 @@ struct pgt_database {
 	int line;
 };
 
-/* One [tenants] entry, kept as written until the tenancy issue parses it. */
+/* One [tenants] entry: per-tenant overrides (-1 / NULL = the default). */
 struct pgt_tenant_conf {
 	char *id;
-	char *spec;
+	int pool_size;       /* server connections of the tenant's pool; -1 = tenant_pool_size */
+	int min_pool_size;   /* -1 = min_pool_size */
+	int reserve_pool;    /* -1 = reserve_pool_size */
+	int max_client_conn; /* -1 = tenant_max_client_conn */
+	int pool_mode;       /* -1 = the database's */
+	int xact_rate;       /* -1 = tenant_xact_rate (not enforced yet) */
+	bool disabled;
+	char *database;          /* [databases] entry to route to; NULL = the one asked for */
+	char *statement_timeout; /* pinned on the tenant's server connections; NULL = none */
 	int line;
 };
 
@@ -126,6 +135,9 @@ struct pgt_config {
 	/* [tenants] */
 	struct pgt_tenant_conf *tenants;
 	int ntenants;
+	/* tenant_id_pattern, anchored and compiled */
+	regex_t tenant_re;
+	bool tenant_re_ok;
 	/* auth_file contents */
 	struct pgt_userlist *users;
 
@@ -137,6 +149,11 @@ struct pgt_config {
  * Returns NULL if there was any error; *nerrors receives the count. */
 struct pgt_config *config_load(const char *path, FILE *errout, int *nerrors);
 void config_free(struct pgt_config *cfg);
+
+/* [tenants] entry by id, or NULL. */
+const struct pgt_tenant_conf *config_find_tenant(const struct pgt_config *cfg, const char *id);
+/* Whole-string match of tenant_id_pattern (and a length that fits a schema name). */
+bool config_tenant_id_valid(const struct pgt_config *cfg, const char *id);
 
 /* Database entry by name, else the `*` fallback, else NULL. */
 const struct pgt_database *config_find_db(const struct pgt_config *cfg, const char *name);

@@ -17,12 +17,16 @@
 struct pgt_client;
 struct pgt_server;
 struct pgt_database;
+struct pgt_tenant_conf;
 
-/* Per database entry: server connections across all its pools. */
+/* Per database entry: server connections across all its pools, and the
+ * pools waiting for a connection slot when max_db_connections is reached
+ * (served round-robin, so that each tenant gets its turn). */
 struct pgt_dbstate {
 	struct list node;
 	char *name;
 	int nservers;
+	struct list slot_waiters;
 };
 
 struct pgt_pool_stats {
@@ -32,12 +36,14 @@ struct pgt_pool_stats {
 };
 
 struct pgt_pool {
-	struct list node;              /* on the global pool list */
-	char *dbname;                  /* [databases] entry name */
-	char *user;                    /* server user */
-	char *tenant;                  /* "" until tenancy */
-	const struct pgt_database *db; /* refreshed on reload; NULL = removed */
-	char *db_host, *db_dbname;     /* the backend this pool's servers were opened to */
+	struct list node;                    /* on the global pool list */
+	struct list slot_node;               /* on dbstate->slot_waiters when waiting for a slot */
+	char *dbname;                        /* [databases] entry name */
+	char *user;                          /* server user */
+	char *tenant;                        /* "" until tenancy */
+	const struct pgt_database *db;       /* refreshed on reload; NULL = removed */
+	const struct pgt_tenant_conf *tconf; /* the tenant's [tenants] entry, refreshed on reload */
+	char *db_host, *db_dbname;           /* the backend this pool's servers were opened to */
 	int db_port;
 	struct pgt_dbstate *dbstate;
 
@@ -70,6 +76,12 @@ struct pgt_server *pool_assign(struct pgt_pool *pool, struct pgt_client *c);
 void pool_server_ready(struct pgt_pool *pool, struct pgt_server *s);
 /* Open new server connections if clients wait and quotas allow. */
 void pool_maybe_launch(struct pgt_pool *pool);
+/* A server connection of the database entry closed: give the slot to the
+ * next pool in line. */
+void pool_slot_freed(struct pgt_dbstate *d);
+/* A clean server is about to go back to its pool: should it close instead,
+ * so that another tenant waiting for a slot gets one? */
+bool pool_should_yield(const struct pgt_pool *pool);
 /* A server login failed: fail clients that cannot be served otherwise. */
 void pool_login_failed(struct pgt_pool *pool, const char *reason);
 /* Effective sizes under the config in force. */

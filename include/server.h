@@ -8,6 +8,7 @@
 #define PGT_SERVER_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "list.h"
@@ -45,6 +46,7 @@ struct pgt_server {
 	uint8_t own_rfq;     /* ReadyForQuery of pgtenant's own queries still to swallow */
 	bool sent_since_rfq; /* client bytes went in since the last ReadyForQuery */
 	bool close_needed;
+	bool pin_dirty;    /* the client may have changed a pinned setting: RESET before reuse */
 	char *setup_error; /* error from pgtenant's own SET, reported to the client */
 	char setup_sqlstate[6];
 	usec_t idle_since;
@@ -63,6 +65,9 @@ void server_fail(struct pgt_server *s, const char *fmt, ...) PGT_PRINTF(2, 3);
 /* Close without blaming anyone (timeouts, lifetime, admin). */
 void server_close_idle(struct pgt_server *s, const char *reason);
 void server_log(const struct pgt_server *s, int level, const char *fmt, ...) PGT_PRINTF(3, 4);
+/* The startup `options` that pin a tenant pool's server connections:
+ * -c search_path=... [-c <tenant_setting>=<id>] [-c statement_timeout=...] */
+bool server_pin_options(const struct pgt_pool *pool, char *out, size_t outlen);
 /* Send a CancelRequest for s's backend on a new connection. */
 void server_cancel(struct pgt_server *s);
 void server_free_dead(void);

@@ -16,10 +16,12 @@
  */
 #include "client.h"
 
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "admin.h"
@@ -31,7 +33,8 @@
 #include "pool.h"
 #include "proto.h"
 #include "server.h"
-
+#include "tenant.h"
+#include "tenant_registry.h"
 struct client_login {
 	struct auth_state auth;
 	const struct pgt_database *db; /* resolved at startup; re-resolved after auth */
@@ -126,6 +129,10 @@ void client_close(struct pgt_client *c, const char *reason)
 	list_del(&c->all_node);
 	list_append(&dead_clients, &c->node);
 	pgt.nclients--;
+	if (c->tstate) {
+		c->tstate->nclients--;
+		c->tstate = NULL;
+	}
 	bool client_clean = c->conn.pkt_remain == 0 && !c->conn.blocked;
 	sbuf_close(&c->conn);
 	if (s) {
@@ -196,6 +203,7 @@ void client_free_dead(void)
 		vars_free(&c->vars);
 		free(c->user);
 		free(c->dbname);
+		free(c->tenant);
 		free(c);
 	}
 }
@@ -241,6 +249,54 @@ static void handle_cancel(struct pgt_client *self, uint32_t pid, uint32_t key)
 	log_debug("cancel request for unknown key");
 }
 
+/* Find the tenant before authentication: only the format is checked here,
+ * so that an unauthenticated client cannot probe which tenants exist. */
+static bool identify_tenant(struct pgt_client *c, const struct proto_startup *st)
+{
+	const struct pgt_config *cfg = pgt.cfg;
+	char option[TENANT_ID_MAX + 1] = "";
+	const char *opt = vars_get(&c->vars, cfg->tenant_parameter);
+	bool have_option = opt != NULL;
+	if (opt) {
+		/* -c tenant=X is for pgtenant, not for the server */
+		snprintf(option, sizeof(option), "%s", strlen(opt) < sizeof(option) ? opt : "\x01too long");
+		vars_del(&c->vars, cfg->tenant_parameter);
+	}
+	struct tenant_request req = {proto_startup_get(st, cfg->tenant_parameter),
+	                             have_option ? option : NULL, c->user, NULL, NULL};
+	struct tenant_result res;
+	tenant_identify(cfg, &req, &res);
+	switch (res.status) {
+	case TENANT_INVALID:
+		client_fail(c, "08004", "invalid tenant id (from %s): it must match tenant_id_pattern %s",
+		            res.bad_source, cfg->tenant_id_pattern);
+		return false;
+	case TENANT_CONFLICT:
+		client_fail(c, "08004", "conflicting tenant: %s names \"%s\" but %s names \"%s\"", res.source,
+		            res.id, res.other_source, res.other);
+		return false;
+	case TENANT_NONE:
+		if (cfg->tenant_required) {
+			client_fail(
+			    c, "08004",
+			    "no tenant given: connect as user%stenant, or pass -c %s=<tenant> in options",
+			    cfg->tenant_user_separator, cfg->tenant_parameter);
+			return false;
+		}
+		return true;
+	case TENANT_FOUND:
+		c->tenant = xstrdup(res.id);
+		c->user[res.user_len] = '\0';
+		if (!c->user[0]) {
+			client_fail(c, "08P01",
+			            "protocol violation: empty user name before the tenant suffix");
+			return false;
+		}
+		return true;
+	}
+	return true;
+}
+
 static bool handle_startup(struct pgt_client *c, const struct proto_startup *st)
 {
 	const struct pgt_config *cfg = pgt.cfg;
@@ -253,7 +309,6 @@ static bool handle_startup(struct pgt_client *c, const struct proto_startup *st)
 		return false;
 	}
 	c->user = xstrdup(user);
-	c->dbname = xstrdup(db && *db ? db : user);
 	if ((st->code & 0xffff) != 0 || proto_startup_get(st, "_pq_.") != NULL) {
 		if (!send_negotiate(c, st)) {
 			client_close(c, "send failed");
@@ -278,7 +333,7 @@ static bool handle_startup(struct pgt_client *c, const struct proto_startup *st)
 		client_fail(c, "53300", "no more connections allowed (max_client_conn)");
 		return false;
 	}
-	bool admin = admin_is_admin_db(c->dbname);
+	bool admin = admin_is_admin_db(db && *db ? db : user);
 	for (int i = 0; i < st->nparams; i++) {
 		const char *k = st->params[i].name, *v = st->params[i].value;
 		if (strcmp(k, "user") == 0 || strcmp(k, "database") == 0 || strncmp(k, "_pq_.", 5) == 0)
@@ -287,7 +342,8 @@ static bool handle_startup(struct pgt_client *c, const struct proto_startup *st)
 			client_fail(c, "08P01", "replication connections are not supported");
 			return false;
 		}
-		if (admin || util_list_contains(cfg->ignore_startup_parameters, k))
+		if (admin || util_list_contains(cfg->ignore_startup_parameters, k) ||
+		    strcmp(k, cfg->tenant_parameter) == 0)
 			continue;
 		if (strcmp(k, "options") == 0) {
 			if (!vars_parse_options(v, &c->vars, &reason)) {
@@ -303,6 +359,10 @@ static bool handle_startup(struct pgt_client *c, const struct proto_startup *st)
 		}
 		vars_set(&c->vars, k, v);
 	}
+	if (!admin && !identify_tenant(c, st))
+		return false;
+	/* PostgreSQL's default database is the user name (without the tenant suffix) */
+	c->dbname = xstrdup(db && *db ? db : c->user);
 	c->login = xcalloc(1, sizeof(*c->login));
 	if (admin) {
 		bool is_admin = util_list_contains(cfg->admin_users, c->user);
@@ -364,13 +424,40 @@ static bool login_done(struct pgt_client *c)
 		set_state(c, CL_ADMIN, &admin_clients);
 		return admin_welcome(c);
 	}
+	/* tenant checks come after authentication, so that they reveal nothing
+	 * to a client that does not know a password */
+	const struct pgt_tenant_conf *tc = NULL;
+	const char *dbname = c->dbname;
+	if (c->tenant) {
+		tc = config_find_tenant(cfg, c->tenant);
+		if (!tc && cfg->unknown_tenant == PGT_UNKNOWN_REJECT) {
+			client_fail(c, "08004", "unknown tenant \"%s\"", c->tenant);
+			return false;
+		}
+		if (tc && tc->disabled) {
+			client_fail(c, "08004", "tenant disabled: \"%s\"", c->tenant);
+			return false;
+		}
+		struct pgt_tenant_state *ts = tenant_state_get(c->tenant);
+		int max = tc && tc->max_client_conn >= 0 ? tc->max_client_conn : cfg->tenant_max_client_conn;
+		if (ts->nclients >= max) {
+			client_fail(c, "53300", "too many connections for tenant \"%s\" (max_client_conn %d)",
+			            c->tenant, max);
+			return false;
+		}
+		ts->nclients++;
+		c->tstate = ts;
+		if (tc && tc->database)
+			dbname = tc->database; /* the tenant's dedicated backend */
+	}
 	/* the config may have been reloaded during authentication */
-	db = config_find_db(cfg, c->dbname);
+	db = config_find_db(cfg, dbname);
 	if (!db) {
-		client_fail(c, "3D000", "no such database: %s", c->dbname);
+		client_fail(c, "3D000", "no such database: %s", dbname);
 		return false;
 	}
-	struct pgt_pool *pool = pool_get(c->dbname, db, db->user ? db->user : c->user, "");
+	struct pgt_pool *pool =
+	    pool_get(dbname, db, db->user ? db->user : c->user, c->tenant ? c->tenant : "");
 	c->pool = pool;
 	if (pool->welcome_ready) {
 		client_welcome(c);
@@ -440,6 +527,30 @@ static enum sbuf_verdict login_packet(struct pgt_client *c, struct pgt_pkt *pkt)
 
 /* ---- logged in ---- */
 
+/* Case-insensitive search of needle in a message body (which may hold NULs). */
+static bool body_mentions(const uint8_t *p, size_t n, const char *needle)
+{
+	size_t m = strlen(needle);
+	if (m == 0 || m > n)
+		return false;
+	uint8_t lo = (uint8_t)tolower((unsigned char)needle[0]),
+	        up = (uint8_t)toupper((unsigned char)needle[0]);
+	for (size_t i = 0; i + m <= n; i++)
+		if ((p[i] == lo || p[i] == up) && strncasecmp((const char *)p + i, needle, m) == 0)
+			return true;
+	return false;
+}
+
+/* Could this message change a pinned setting (SET search_path, SET SCHEMA,
+ * set_config('search_path', ...), SET <tenant_setting>)?  False positives
+ * only cost a RESET when the server is released. */
+static bool touches_pin(const uint8_t *body, size_t n)
+{
+	const char *setting = pgt.cfg->tenant_setting;
+	return body_mentions(body, n, "search_path") || body_mentions(body, n, "schema") ||
+	       (setting[0] && body_mentions(body, n, setting));
+}
+
 static enum sbuf_verdict active_packet(struct pgt_client *c, struct pgt_pkt *pkt)
 {
 	if (pkt->type == 'X') {
@@ -453,6 +564,14 @@ static enum sbuf_verdict active_packet(struct pgt_client *c, struct pgt_pkt *pkt
 			return SB_GONE;
 		if (!s)
 			return SB_HOLD;
+	}
+	if (c->pool->tenant[0] && (pkt->type == 'Q' || pkt->type == 'P' || pkt->type == 'F')) {
+		if (pkt->type == 'F' || pkt->total > pgt.bufsize)
+			s->pin_dirty = true; /* cannot look inside: assume the worst */
+		else if (!pkt->full)
+			return SB_NEED_FULL;
+		else if (!s->pin_dirty && touches_pin(pkt->data + 5, pkt->total - 5))
+			s->pin_dirty = true;
 	}
 	struct pgt_pool_stats *st = &c->pool->stats;
 	switch (pkt->type) {

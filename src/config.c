@@ -24,7 +24,7 @@
 
 #include "log.h"
 #include "userlist.h"
-
+#include "varcache.h"
 enum cf_type { CF_INT, CF_BOOL, CF_STR, CF_TIME, CF_ENUM };
 
 struct cf_key {
@@ -410,6 +410,115 @@ bool connstr_parse(const char *s, struct pgt_database *db, char *err, size_t err
 	return true;
 }
 
+/* ---- [tenants] ---- */
+
+static void tenant_conf_free(struct pgt_tenant_conf *t)
+{
+	free(t->id);
+	free(t->database);
+	free(t->statement_timeout);
+	memset(t, 0, sizeof(*t));
+}
+
+/* "pool_size=10 max_client_conn=1000 database=bigcorp_db statement_timeout=30s disabled=yes" */
+static bool tenant_conf_parse(const char *id, const char *spec, struct pgt_tenant_conf *t, char *err,
+                              size_t errlen)
+{
+	memset(t, 0, sizeof(*t));
+	t->id = xstrdup(id);
+	t->pool_size = t->min_pool_size = t->reserve_pool = t->max_client_conn = -1;
+	t->pool_mode = t->xact_rate = -1;
+	char *copy = xstrdup(spec);
+	bool ok = true;
+	for (char *save = NULL, *tok = strtok_r(copy, " \t", &save); tok && ok;
+	     tok = strtok_r(NULL, " \t", &save)) {
+		char *eq = strchr(tok, '=');
+		if (!eq || eq == tok || !eq[1]) {
+			snprintf(err, errlen, "expected key=value, got \"%s\"", tok);
+			ok = false;
+			break;
+		}
+		*eq = '\0';
+		const char *k = tok, *v = eq + 1;
+		long n;
+		int *intfield = NULL;
+		if (strcmp(k, "pool_size") == 0)
+			intfield = &t->pool_size;
+		else if (strcmp(k, "min_pool_size") == 0)
+			intfield = &t->min_pool_size;
+		else if (strcmp(k, "reserve_pool") == 0 || strcmp(k, "reserve_pool_size") == 0)
+			intfield = &t->reserve_pool;
+		else if (strcmp(k, "max_client_conn") == 0)
+			intfield = &t->max_client_conn;
+		else if (strcmp(k, "xact_rate") == 0)
+			intfield = &t->xact_rate;
+		if (intfield) {
+			if (!util_parse_int(v, 0, 1000000, &n)) {
+				snprintf(err, errlen, "invalid %s \"%s\"", k, v);
+				ok = false;
+			} else {
+				*intfield = (int)n;
+			}
+		} else if (strcmp(k, "disabled") == 0) {
+			if (!util_parse_bool(v, &t->disabled)) {
+				snprintf(err, errlen, "invalid disabled \"%s\": expected yes or no", v);
+				ok = false;
+			}
+		} else if (strcmp(k, "pool_mode") == 0) {
+			if (strcasecmp(v, "session") == 0)
+				t->pool_mode = PGT_POOL_SESSION;
+			else if (strcasecmp(v, "transaction") == 0)
+				t->pool_mode = PGT_POOL_TRANSACTION;
+			else {
+				snprintf(err, errlen, "invalid pool_mode \"%s\"", v);
+				ok = false;
+			}
+		} else if (strcmp(k, "database") == 0) {
+			free(t->database);
+			t->database = xstrdup(v);
+		} else if (strcmp(k, "statement_timeout") == 0) {
+			/* goes into the server's startup options: digits and a unit only */
+			bool plain = strlen(v) < 32;
+			for (const char *c = v; *c; c++)
+				if (!isalnum((unsigned char)*c))
+					plain = false;
+			if (!plain || !isdigit((unsigned char)v[0])) {
+				snprintf(err, errlen,
+				         "invalid statement_timeout \"%s\": expected e.g. 30s or 500ms", v);
+				ok = false;
+			} else {
+				free(t->statement_timeout);
+				t->statement_timeout = xstrdup(v);
+			}
+		} else {
+			snprintf(err, errlen, "unknown tenant setting \"%s\"", k);
+			ok = false;
+		}
+	}
+	free(copy);
+	return ok;
+}
+
+const struct pgt_tenant_conf *config_find_tenant(const struct pgt_config *cfg, const char *id)
+{
+	for (int i = 0; i < cfg->ntenants; i++)
+		if (strcmp(cfg->tenants[i].id, id) == 0)
+			return &cfg->tenants[i];
+	return NULL;
+}
+
+bool config_tenant_id_valid(const struct pgt_config *cfg, const char *id)
+{
+	/* the schema name built from it must fit PostgreSQL's 63-byte identifiers */
+	size_t n = strlen(id);
+	if (n == 0 || n + strlen(cfg->tenant_schema) > 63 + 2 || !cfg->tenant_re_ok)
+		return false;
+	for (const char *c = id; *c; c++)
+		if ((unsigned char)*c < 0x20 || *c == '"' || *c == '.' || *c == '\'' || *c == '\\')
+			return false; /* never, whatever the pattern says */
+	return regexec(&cfg->tenant_re, id, 0, NULL, 0) == 0;
+}
+
 /* ---- the ini reader ---- */
 
 struct cf_reader {
@@ -502,11 +611,20 @@ static int cf_handler(void *user, const char *section, const char *name, const c
 		cfg->dbs = xrealloc(cfg->dbs, sizeof(*cfg->dbs) * (size_t)(cfg->ndbs + 1));
 		cfg->dbs[cfg->ndbs++] = db;
 	} else if (strcasecmp(section, "tenants") == 0) {
+		struct pgt_tenant_conf t;
+		if (!tenant_conf_parse(name, value, &t, err, sizeof(err))) {
+			cf_error(cfg, line, "tenant \"%s\": %s", name, err);
+			tenant_conf_free(&t);
+			return 1;
+		}
+		if (config_find_tenant(cfg, name)) {
+			cf_error(cfg, line, "tenant \"%s\" defined twice", name);
+			tenant_conf_free(&t);
+			return 1;
+		}
+		t.line = line;
 		cfg->tenants = xrealloc(cfg->tenants, sizeof(*cfg->tenants) * (size_t)(cfg->ntenants + 1));
-		cfg->tenants[cfg->ntenants].id = xstrdup(name);
-		cfg->tenants[cfg->ntenants].spec = xstrdup(value);
-		cfg->tenants[cfg->ntenants].line = line;
-		cfg->ntenants++;
+		cfg->tenants[cfg->ntenants++] = t;
 	} else {
 		cf_error(cfg, line, "unknown section [%s]", section);
 	}
@@ -515,14 +633,29 @@ static int cf_handler(void *user, const char *section, const char *name, const c
 
 static void cf_validate(struct pgt_config *cfg)
 {
-	regex_t re;
 	char *anchored = xasprintf("^(%s)$", cfg->tenant_id_pattern);
-	if (regcomp(&re, anchored, REG_EXTENDED | REG_NOSUB) != 0)
+	if (regcomp(&cfg->tenant_re, anchored, REG_EXTENDED | REG_NOSUB) != 0)
 		cf_error(cfg, 0, "tenant_id_pattern \"%s\" is not a valid regular expression",
 		         cfg->tenant_id_pattern);
 	else
-		regfree(&re);
+		cfg->tenant_re_ok = true;
 	free(anchored);
+	if (cfg->tenant_setting[0] && !vars_valid_name(cfg->tenant_setting))
+		cf_error(cfg, 0, "tenant_setting \"%s\" is not a valid setting name", cfg->tenant_setting);
+	if (!vars_valid_name(cfg->tenant_parameter))
+		cf_error(cfg, 0, "tenant_parameter \"%s\" is not a valid parameter name",
+		         cfg->tenant_parameter);
+	const char *pct = strstr(cfg->tenant_schema, "%s");
+	if (!pct || strchr(cfg->tenant_schema, '%') != pct || strchr(pct + 2, '%'))
+		cf_error(cfg, 0, "tenant_schema must contain %%s exactly once and no other %%");
+	for (int i = 0; i < cfg->ntenants; i++) {
+		const struct pgt_tenant_conf *t = &cfg->tenants[i];
+		if (cfg->tenant_re_ok && !config_tenant_id_valid(cfg, t->id))
+			cf_error(cfg, t->line, "tenant \"%s\" does not match tenant_id_pattern", t->id);
+		if (t->database && !config_find_db(cfg, t->database))
+			cf_error(cfg, t->line, "tenant \"%s\": no database entry \"%s\" in [databases]",
+			         t->id, t->database);
+	}
 	if (cfg->auth_type != PGT_AUTH_TRUST && !*cfg->auth_file)
 		cf_error(cfg, 0, "auth_type %s needs auth_file", auth_types[cfg->auth_type]);
 	if (*cfg->auth_file) {
@@ -606,11 +739,11 @@ void config_free(struct pgt_config *cfg)
 	for (int i = 0; i < cfg->ndbs; i++)
 		db_free(&cfg->dbs[i]);
 	free(cfg->dbs);
-	for (int i = 0; i < cfg->ntenants; i++) {
-		free(cfg->tenants[i].id);
-		free(cfg->tenants[i].spec);
-	}
+	for (int i = 0; i < cfg->ntenants; i++)
+		tenant_conf_free(&cfg->tenants[i]);
 	free(cfg->tenants);
+	if (cfg->tenant_re_ok)
+		regfree(&cfg->tenant_re);
 	if (cfg->users) {
 		userlist_free(cfg->users);
 		free(cfg->users);

@@ -32,6 +32,7 @@ static struct pgt_dbstate *dbstate_get(const char *name)
 	}
 	struct pgt_dbstate *d = xcalloc(1, sizeof(*d));
 	d->name = xstrdup(name);
+	list_init(&d->slot_waiters);
 	list_append(&dbstates, &d->node);
 	return d;
 }
@@ -62,6 +63,7 @@ struct pgt_pool *pool_get(const char *dbname, const struct pgt_database *db, con
 	p->user = xstrdup(user);
 	p->tenant = xstrdup(tenant);
 	p->db = db;
+	p->tconf = tenant[0] ? config_find_tenant(pgt.cfg, tenant) : NULL;
 	p->dbstate = dbstate_get(db->name);
 	list_init(&p->welcome_clients);
 	list_init(&p->active_clients);
@@ -70,6 +72,7 @@ struct pgt_pool *pool_get(const char *dbname, const struct pgt_database *db, con
 	list_init(&p->idle_servers);
 	list_init(&p->active_servers);
 	list_init(&p->used_servers);
+	list_init(&p->slot_node);
 	list_append(&pgt_pools, &p->node);
 	pool_remember_backend(p);
 	log_debug("new pool %s/%s", p->dbname, p->user);
@@ -78,6 +81,8 @@ struct pgt_pool *pool_get(const char *dbname, const struct pgt_database *db, con
 
 int pool_mode(const struct pgt_pool *pool)
 {
+	if (pool->tconf && pool->tconf->pool_mode >= 0)
+		return pool->tconf->pool_mode;
 	/* a database removed by a reload keeps the global mode while it drains */
 	return pool->db ? config_db_pool_mode(pgt.cfg, pool->db) : pgt.cfg->pool_mode;
 }
@@ -86,7 +91,26 @@ int pool_size_limit(const struct pgt_pool *pool)
 {
 	if (!pool->db)
 		return 0;
+	if (pool->tenant[0])
+		return pool->tconf && pool->tconf->pool_size >= 0 ? pool->tconf->pool_size
+		                                                  : pgt.cfg->tenant_pool_size;
 	return config_db_pool_size(pgt.cfg, pool->db);
+}
+
+static int pool_min_size(const struct pgt_pool *pool)
+{
+	if (pool->tconf && pool->tconf->min_pool_size >= 0)
+		return pool->tconf->min_pool_size;
+	if (!pool->db)
+		return 0;
+	return pool->db->min_pool_size >= 0 ? pool->db->min_pool_size : pgt.cfg->min_pool_size;
+}
+
+static int pool_reserve_size(const struct pgt_pool *pool)
+{
+	if (pool->tconf && pool->tconf->reserve_pool >= 0)
+		return pool->tconf->reserve_pool;
+	return pool->db->reserve_pool >= 0 ? pool->db->reserve_pool : pgt.cfg->reserve_pool_size;
 }
 
 bool pool_in_backoff(const struct pgt_pool *pool)
@@ -94,16 +118,23 @@ bool pool_in_backoff(const struct pgt_pool *pool)
 	return pool->last_fail_time != 0 && loop_now() - pool->last_fail_time < pgt.cfg->server_login_retry;
 }
 
+static void make_room(struct pgt_pool *pool);
+
 static bool db_has_room(const struct pgt_pool *pool)
 {
 	int cap = config_db_max_connections(pgt.cfg, pool->db);
 	return cap == 0 || pool->dbstate->nservers < cap;
 }
 
-void pool_maybe_launch(struct pgt_pool *pool)
+/*
+ * Open server connections for clients that wait.  from_queue: the pool was
+ * just taken off the head of its database's slot queue and may use a free
+ * slot; otherwise it may only when nobody is queued (no jumping the line).
+ */
+static int launch_some(struct pgt_pool *pool, bool from_queue)
 {
 	if (!pool->db || pool_in_backoff(pool) || pgt.shutting_down)
-		return;
+		return 0;
 	int want = list_count(&pool->waiting_clients);
 	if (!pool->welcome_ready && !list_empty(&pool->welcome_clients))
 		want = PGT_MAX(want, 1);
@@ -112,15 +143,80 @@ void pool_maybe_launch(struct pgt_pool *pool)
 	struct list *first = list_first(&pool->waiting_clients);
 	if (first) {
 		struct pgt_client *c = container_of(first, struct pgt_client, node);
-		int reserve =
-		    pool->db->reserve_pool >= 0 ? pool->db->reserve_pool : pgt.cfg->reserve_pool_size;
+		int reserve = pool_reserve_size(pool);
 		if (reserve > 0 && loop_now() - c->wait_start >= pgt.cfg->reserve_pool_timeout)
 			limit += reserve;
 	}
-	while (nlogin < want && pool->nservers < limit && db_has_room(pool)) {
+	struct list *queue = &pool->dbstate->slot_waiters;
+	bool queued_ahead = !from_queue && !list_empty(queue) && list_first(queue) != &pool->slot_node;
+	int launched = 0;
+	while (!queued_ahead && nlogin < want && pool->nservers < limit && db_has_room(pool)) {
 		server_launch(pool);
 		nlogin++;
+		launched++;
 	}
+	if (nlogin < want && pool->nservers < limit && (queued_ahead || !db_has_room(pool))) {
+		/* the database entry is full: queue (at the tail: round-robin) for a
+		 * slot, and free one if another pool has an idle connection */
+		if (!list_empty(&pool->slot_node) && launched)
+			list_del(&pool->slot_node);
+		if (list_empty(&pool->slot_node))
+			list_append(queue, &pool->slot_node);
+		make_room(pool);
+	} else if (!list_empty(&pool->slot_node)) {
+		list_del(&pool->slot_node); /* served */
+	}
+	return launched;
+}
+
+void pool_maybe_launch(struct pgt_pool *pool)
+{
+	launch_some(pool, false);
+}
+
+/* Close the longest-idle server connection of another pool of the same
+ * database entry, if any (its slot then goes to the first waiting pool). */
+static void make_room(struct pgt_pool *pool)
+{
+	struct pgt_server *victim = NULL;
+	struct list *i;
+	list_for_each (i, &pgt_pools) {
+		struct pgt_pool *p = container_of(i, struct pgt_pool, node);
+		if (p == pool || p->dbstate != pool->dbstate)
+			continue;
+		struct list *f = list_first(&p->idle_servers);
+		if (!f)
+			continue;
+		struct pgt_server *s = container_of(f, struct pgt_server, node);
+		if (!victim || s->idle_since < victim->idle_since)
+			victim = s;
+	}
+	if (victim)
+		server_close_idle(victim, "max_db_connections reached: making room for another pool");
+}
+
+void pool_slot_freed(struct pgt_dbstate *d)
+{
+	struct list *f;
+	int guard = 0;
+	while ((f = list_first(&d->slot_waiters)) != NULL && guard++ < 1000) {
+		struct pgt_pool *p = container_of(f, struct pgt_pool, slot_node);
+		if (!db_has_room(p))
+			return;
+		list_del(&p->slot_node);
+		launch_some(p, true);
+	}
+}
+
+bool pool_should_yield(const struct pgt_pool *pool)
+{
+	struct list *f = list_first(&pool->dbstate->slot_waiters);
+	if (!f || db_has_room(pool))
+		return false;
+	const struct pgt_pool *next = container_of(f, struct pgt_pool, slot_node);
+	/* hand over only while this pool holds more than its share, so that two
+	 * busy pools settle on an even split instead of trading connections */
+	return next != pool && pool->nservers > next->nservers + 1;
 }
 
 struct pgt_server *pool_assign(struct pgt_pool *pool, struct pgt_client *c)
@@ -194,6 +290,7 @@ void pool_config_changed(void)
 			p->generation++;
 		}
 		p->db = db;
+		p->tconf = p->tenant[0] ? config_find_tenant(pgt.cfg, p->tenant) : NULL;
 		if (db)
 			pool_remember_backend(p);
 	}
@@ -212,8 +309,7 @@ void pool_maintain(struct pgt_pool *pool, usec_t now)
 {
 	const struct pgt_config *cfg = pgt.cfg;
 	struct list *i, *tmp;
-	int min =
-	    pool->db ? (pool->db->min_pool_size >= 0 ? pool->db->min_pool_size : cfg->min_pool_size) : 0;
+	int min = pool_min_size(pool);
 	list_for_each_safe (i, tmp, &pool->idle_servers) {
 		struct pgt_server *s = container_of(i, struct pgt_server, node);
 		const char *why = NULL;

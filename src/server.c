@@ -34,6 +34,7 @@
 #include "pool.h"
 #include "proto.h"
 #include "scram.h"
+#include "tenant.h"
 #include "userlist.h"
 
 struct server_login {
@@ -124,6 +125,8 @@ static void server_close_internal(struct pgt_server *s, const char *reason, bool
 		c->server = NULL;
 		client_server_lost(c, reason);
 	}
+	/* the freed slot goes to the pools queued for one first */
+	pool_slot_freed(pool->dbstate);
 	if (old == SV_LOGIN && is_error)
 		pool_login_failed(pool, reason);
 	else
@@ -308,6 +311,18 @@ static void server_on_connected(struct pgt_conn *conn)
 	pktbuf_put_str(&b, s->pool->user);
 	pktbuf_put_str(&b, "database");
 	pktbuf_put_str(&b, pool_backend_dbname(s->pool));
+	if (s->pool->tenant[0]) {
+		/* the pin lives in the startup options, so RESET ALL and DISCARD ALL
+		 * return to it instead of to the server's defaults */
+		char opts[1024];
+		if (!server_pin_options(s->pool, opts, sizeof(opts))) {
+			pktbuf_free(&b);
+			server_fail(s, "tenant pin does not fit in the startup options");
+			return;
+		}
+		pktbuf_put_str(&b, "options");
+		pktbuf_put_str(&b, opts);
+	}
 	pktbuf_put_u8(&b, 0);
 	pktbuf_finish(&b);
 	bool ok = sbuf_send_raw(conn, b.data, b.len);
@@ -317,6 +332,42 @@ static void server_on_connected(struct pgt_conn *conn)
 		return;
 	}
 	sbuf_update_events(conn);
+}
+
+/* Append " -c name=value" with PostgreSQL's options escaping (backslash
+ * before white space and backslash). */
+static bool put_option(char *out, size_t outlen, size_t *o, const char *name, const char *value)
+{
+	int n = snprintf(out + *o, outlen - *o, "%s-c %s=", *o ? " " : "", name);
+	if (n < 0 || (size_t)n >= outlen - *o)
+		return false;
+	*o += (size_t)n;
+	for (const char *p = value; *p; p++) {
+		if (*o + 3 >= outlen)
+			return false;
+		if (*p == ' ' || *p == '\t' || *p == '\\')
+			out[(*o)++] = '\\';
+		out[(*o)++] = *p;
+	}
+	out[*o] = '\0';
+	return true;
+}
+
+bool server_pin_options(const struct pgt_pool *pool, char *out, size_t outlen)
+{
+	const struct pgt_config *cfg = pgt.cfg;
+	char path[512];
+	size_t o = 0;
+	out[0] = '\0';
+	if (!tenant_search_path(cfg, pool->tenant, path, sizeof(path)) ||
+	    !put_option(out, outlen, &o, "search_path", path))
+		return false;
+	if (cfg->tenant_setting[0] && !put_option(out, outlen, &o, cfg->tenant_setting, pool->tenant))
+		return false;
+	if (pool->tconf && pool->tconf->statement_timeout &&
+	    !put_option(out, outlen, &o, "statement_timeout", pool->tconf->statement_timeout))
+		return false;
+	return true;
 }
 
 /* ---- login ---- */
@@ -464,6 +515,9 @@ static void param_status(struct pgt_server *s, const uint8_t *body, uint32_t len
 		return;
 	vars_set(&s->vars, k, v);
 	struct pgt_client *c = s->client;
+	if (c && s->own_rfq == 0 && s->pool->tenant[0] &&
+	    (strcmp(k, "search_path") == 0 || strcmp(k, pgt.cfg->tenant_setting) == 0))
+		s->pin_dirty = true; /* servers that report it (PostgreSQL 18) tell us directly */
 	if (c && s->own_rfq == 0) {
 		/* the client changed it (SET ...): it wants it on its next server too */
 		const char *dflt = vars_get(&s->pool->welcome, k);
@@ -731,12 +785,24 @@ void server_release(struct pgt_server *s)
 		             s->close_needed ? "close requested" : "server lifetime over or backend changed");
 		return;
 	}
-	if (!c && pool_mode(pool) == PGT_POOL_SESSION && cfg->server_reset_query[0]) {
-		/* session mode: the client is gone; reset the session before reuse */
+	if (pool_should_yield(pool)) {
+		server_close(s, "yielding the connection slot to a waiting pool (max_db_connections)");
+		return;
+	}
+	bool session_reset = !c && pool_mode(pool) == PGT_POOL_SESSION && cfg->server_reset_query[0];
+	if (session_reset || s->pin_dirty) {
+		/* session mode: the client is gone, reset the session; transaction
+		 * mode: put the tenant's pinned settings back (RESET returns to the
+		 * startup options, i.e. to the pin) */
+		char restore[256];
+		snprintf(restore, sizeof(restore), "RESET search_path;%s%s%s",
+		         cfg->tenant_setting[0] ? " RESET " : "", cfg->tenant_setting,
+		         cfg->tenant_setting[0] ? ";" : "");
+		s->pin_dirty = false;
 		struct pktbuf b;
 		pktbuf_init(&b);
 		pktbuf_start(&b, 'Q');
-		pktbuf_put_str(&b, cfg->server_reset_query);
+		pktbuf_put_str(&b, session_reset ? cfg->server_reset_query : restore);
 		pktbuf_finish(&b);
 		set_state(s, SV_USED, &pool->used_servers);
 		bool ok = sbuf_send_raw(&s->conn, b.data, b.len);

@@ -121,7 +121,7 @@ def pg():
 class Bouncer:
     """One pgtenant process with an inline ini."""
 
-    def __init__(self, pg, tmpdir, settings=None, databases=None, users=None, start=True):
+    def __init__(self, pg, tmpdir, settings=None, databases=None, users=None, tenants=None, start=True):
         self.pg = pg
         self.dir = tmpdir
         self.port = free_port()
@@ -138,6 +138,7 @@ class Bouncer:
             "pool_mode": "transaction",
             "default_pool_size": "5",
             "server_login_retry": "1",
+            "tenant_required": "no",
             "logfile": self.logfile,
         }
         self.settings.update(settings or {})
@@ -153,6 +154,7 @@ class Bouncer:
         self.users = {"app": APP_PASSWORD, "md5user": MD5_PASSWORD, "admin": ADMIN_PASSWORD,
                       "monitor": "monitorpass", "trustuser": "trustpass", "pwuser": "pwpass"}
         self.users.update(users or {})
+        self.tenants = dict(tenants or {})
         self.proc = None
         self.write_config()
         if start:
@@ -169,13 +171,18 @@ class Bouncer:
             f.write("[pgtenant]\n")
             for k, v in self.settings.items():
                 f.write("%s = %s\n" % (k, v))
+            f.write("[tenants]\n")
+            for k, v in self.tenants.items():
+                f.write("%s = %s\n" % (k, v))
 
     def start(self, *extra):
         self.proc = subprocess.Popen([PGTENANT_BIN, "-v"] + list(extra) + [self.ini],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         wait_port(self.port, proc=self.proc)
 
-    def reload(self, **settings):
+    def reload(self, tenants=None, **settings):
+        if tenants is not None:
+            self.tenants = dict(tenants)
         self.settings.update({k: str(v) for k, v in settings.items()})
         self.write_config()
         self.proc.send_signal(signal.SIGHUP)

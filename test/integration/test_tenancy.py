@@ -1,0 +1,256 @@
+"""Tenancy: sources, validation and refusals, pinning, isolation under
+concurrency, per-tenant quotas and fair queueing, reload of [tenants]."""
+import asyncio
+import threading
+import time
+
+import asyncpg
+import psycopg
+import pytest
+
+from conftest import login_error
+
+TENANTS = ["acme", "globex", "initech"]
+
+
+@pytest.fixture(scope="module")
+def schemas(pg):
+    with pg.connect("appdb", "app") as conn:
+        for t in TENANTS + ["other"]:
+            conn.execute("drop schema if exists tenant_%s cascade" % t)
+            conn.execute("create schema tenant_%s" % t)
+            conn.execute("create table tenant_%s.items(id int, owner text)" % t)
+            conn.execute("insert into tenant_%s.items select g, '%s' from generate_series(1, 3) g" % (t, t))
+    return TENANTS
+
+
+def tenant_bouncer(factory, settings=None, tenants=None, databases=None):
+    s = {"tenant_required": "yes", "tenant_setting": "app.tenant_id", "default_pool_size": "5",
+         "tenant_pool_size": "2"}
+    s.update(settings or {})
+    t = {"acme": "pool_size=2", "globex": "pool_size=2", "initech": "pool_size=2", "blocked": "disabled=yes"}
+    t.update(tenants or {})
+    return factory(settings=s, tenants=t, databases=databases)
+
+
+def owners(conn):
+    return {r[0] for r in conn.execute("select owner from items")}
+
+
+def test_each_source_with_a_real_client(bouncer_factory, schemas):
+    b = tenant_bouncer(bouncer_factory)
+    # startup parameter, with asyncpg
+    async def via_asyncpg():
+        conn = await asyncpg.connect(host="127.0.0.1", port=b.port, user="app", database="appdb",
+                                     password=b.users["app"], server_settings={"tenant": "acme"},
+                                     statement_cache_size=0, ssl=False)
+        rows = await conn.fetch("select owner from items")
+        tid = await conn.fetchval("select current_setting('app.tenant_id')")
+        await conn.close()
+        return {r[0] for r in rows}, tid
+    assert asyncio.run(via_asyncpg()) == ({"acme"}, "acme")
+    # -c tenant=X in options, with libpq; other options still reach the server
+    with b.connect(options="-c tenant=globex -c work_mem=7MB") as conn:
+        assert owners(conn) == {"globex"}
+        assert conn.execute("show work_mem").fetchone()[0] == "7MB"
+        assert conn.execute("select current_setting('app.tenant_id')").fetchone()[0] == "globex"
+        # the tenant option itself does not reach the server
+        assert conn.execute("select current_setting('tenant', true)").fetchone()[0] is None
+    with b.connect(options="--tenant=initech") as conn:
+        assert owners(conn) == {"initech"}
+    # user name suffix
+    with psycopg.connect(b.dsn("app.acme", password=b.users["app"]), autocommit=True) as conn:
+        assert owners(conn) == {"acme"}
+        assert conn.execute("select current_user").fetchone()[0] == "app"
+        assert conn.execute("show search_path").fetchone()[0] == '"tenant_acme", public'
+    pools = b.admin("SHOW POOLS")
+    assert {p["tenant"] for p in pools if p["database"] == "appdb"} == {"acme", "globex", "initech"}
+
+
+@pytest.mark.parametrize("tenant", ["acme;drop", "acme'", 'ac"me', "a.b", "ACME", "x" * 200, "", "acme ",
+                                    "acme\\", "ac\tme"])
+def test_invalid_tenant_ids_are_refused(bouncer_factory, schemas, tenant):
+    b = tenant_bouncer(bouncer_factory)
+    code, msg = login_error(b, server_settings={"tenant": tenant})
+    assert code == "08004" and msg.startswith("invalid tenant id"), (code, msg)
+
+
+def test_refusals(bouncer_factory, schemas):
+    b = tenant_bouncer(bouncer_factory)
+    code, msg = login_error(b)
+    assert code == "08004" and msg.startswith("no tenant given")
+    code, msg = login_error(b, server_settings={"tenant": "nosuch"})
+    assert code == "08004" and msg.startswith("unknown tenant")
+    code, msg = login_error(b, server_settings={"tenant": "blocked"})
+    assert code == "08004" and msg.startswith("tenant disabled")
+    code, msg = login_error(b, "app.globex", server_settings={"tenant": "acme"})
+    assert code == "08004" and msg.startswith("conflicting tenant")
+    code, msg = login_error(b, server_settings={"tenant": "acme", "options": "-c tenant=globex"})
+    assert code == "08004" and msg.startswith("conflicting tenant")
+    # an unauthenticated client learns nothing about which tenants exist
+    assert login_error(b, password="wrong", server_settings={"tenant": "nosuch"})[0] == "28P01"
+    assert login_error(b, password="wrong", server_settings={"tenant": "acme"})[0] == "28P01"
+
+
+def test_unknown_tenant_allowed(bouncer_factory, schemas):
+    b = tenant_bouncer(bouncer_factory, settings={"unknown_tenant": "allow"})
+    with b.connect(options="-c tenant=other") as conn:
+        assert owners(conn) == {"other"}
+
+
+def test_tenant_max_client_conn(bouncer_factory, schemas):
+    b = tenant_bouncer(bouncer_factory, tenants={"acme": "pool_size=2 max_client_conn=2"})
+    c1 = b.connect(options="-c tenant=acme")
+    c2 = b.connect(options="-c tenant=acme")
+    code, msg = login_error(b, server_settings={"tenant": "acme"})
+    assert code == "53300" and msg.startswith("too many connections for tenant")
+    with b.connect(options="-c tenant=globex") as other:  # another tenant still connects
+        assert owners(other) == {"globex"}
+    c1.close()
+    time.sleep(0.1)
+    with b.connect(options="-c tenant=acme") as c3:
+        assert owners(c3) == {"acme"}
+    c2.close()
+
+
+def test_cross_tenant_isolation_under_concurrency(bouncer_factory, schemas):
+    """3 tenants x 6 clients x 100 queries over pools of 2; some clients switch
+    search_path or the tenant setting inside their transactions, or run RESET
+    ALL / DISCARD ALL.  No client ever sees another tenant's rows."""
+    b = tenant_bouncer(bouncer_factory)
+    errors = []
+
+    def worker(tenant, n):
+        try:
+            with b.connect(options="-c tenant=%s" % tenant) as conn:
+                for i in range(100):
+                    got = owners(conn)
+                    if got != {tenant}:
+                        errors.append((tenant, n, i, got))
+                    tid = conn.execute("select current_setting('app.tenant_id')").fetchone()[0]
+                    if tid != tenant:
+                        errors.append((tenant, n, i, "tenant_id", tid))
+                    if n == 0 and i % 10 == 0:
+                        conn.execute("set search_path = tenant_other")
+                    elif n == 1 and i % 10 == 0:
+                        conn.execute("select set_config('app.tenant_id', 'other', false)")
+                    elif n == 2 and i % 10 == 0:
+                        with conn.transaction():
+                            conn.execute("set local search_path = tenant_other")
+                            conn.execute("select 1")
+                    elif n == 3 and i % 25 == 0:
+                        conn.execute("reset all")
+                    elif n == 4 and i % 25 == 0:
+                        conn.execute("set schema 'tenant_other'")
+        except Exception as e:  # noqa: BLE001 - report any failure
+            errors.append((tenant, n, repr(e)))
+
+    threads = [threading.Thread(target=worker, args=(t, n)) for t in TENANTS for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # a client that changed its own search_path sees what it asked for only inside
+    # its transaction; errors lists only rows seen from another tenant or failures
+    wrong = [e for e in errors if not (len(e) == 4 and e[3] == {"other"} and e[1] in (0, 4))]
+    assert not wrong, wrong[:5]
+
+
+def test_set_search_path_does_not_outlive_the_transaction(bouncer_factory, schemas):
+    b = tenant_bouncer(bouncer_factory, tenants={"acme": "pool_size=1"})
+    with b.connect(options="-c tenant=acme") as c1, b.connect(options="-c tenant=acme") as c2:
+        c1.execute("set search_path = tenant_other")
+        # c1's transaction is over: the single server goes to c2 with the pin restored
+        assert owners(c2) == {"acme"}
+        assert c2.execute("show search_path").fetchone()[0] == '"tenant_acme", public'
+        c2.execute("discard all")
+        assert owners(c2) == {"acme"}
+        c2.execute("reset all")
+        assert c2.execute("select current_setting('app.tenant_id')").fetchone()[0] == "acme"
+
+
+def test_pool_size_is_never_exceeded(bouncer_factory, schemas, pg):
+    b = tenant_bouncer(bouncer_factory)
+    conns = [b.connect(options="-c tenant=acme") for _ in range(6)]
+    threads = [threading.Thread(target=c.execute, args=("select pg_sleep(1) /* acme-sleep */",)) for c in conns]
+    for t in threads:
+        t.start()
+    seen = 0
+    for _ in range(15):
+        time.sleep(0.05)
+        n = pg.sql("select count(*) from pg_stat_activity where query like '%acme-sleep%' "
+                   "and state = 'active' and pid <> pg_backend_pid()")[0][0]
+        seen = max(seen, n)
+    for t in threads:
+        t.join()
+    for c in conns:
+        c.close()
+    assert seen == 2
+
+
+def test_fair_queueing_across_tenants(bouncer_factory, schemas):
+    """max_db_connections=4 and tenant A with 40 waiting clients: a tenant B
+    client gets a server long before A's queue drains."""
+    b = tenant_bouncer(bouncer_factory, settings={"max_db_connections": "4", "query_wait_timeout": "60"},
+                       tenants={"acme": "pool_size=4", "globex": "pool_size=4"})
+    a_conns = [b.connect(options="-c tenant=acme") for _ in range(40)]
+    b_conn = b.connect(options="-c tenant=globex")
+    a_done = []
+    threads = [threading.Thread(target=lambda c=c: (c.execute("select pg_sleep(0.3)"), a_done.append(time.time())))
+               for c in a_conns]
+    t0 = time.time()
+    for t in threads:
+        t.start()
+    time.sleep(0.2)  # A's queue is long now
+    b_conn.execute("select pg_sleep(0.01)")
+    b_time = time.time() - t0
+    for t in threads:
+        t.join()
+    a_drain = max(a_done) - t0
+    assert b_time < a_drain / 2, (b_time, a_drain)
+    for c in a_conns + [b_conn]:
+        c.close()
+
+
+def test_dedicated_backend_and_statement_timeout(bouncer_factory, schemas, pg):
+    pg.sql("drop database if exists bigcorp_db")
+    pg.sql("create database bigcorp_db owner app")
+    with pg.connect("bigcorp_db", "app") as conn:
+        conn.execute("create schema tenant_bigcorp")
+        conn.execute("create table tenant_bigcorp.items(id int, owner text)")
+        conn.execute("insert into tenant_bigcorp.items values (1, 'bigcorp-dedicated')")
+    b = tenant_bouncer(bouncer_factory, tenants={"bigcorp": "database=bigcorp_db pool_size=3 statement_timeout=30s"},
+                       databases={"bigcorp_db": "host=127.0.0.1 port=%d dbname=bigcorp_db user=app password=apppass"
+                                  % pg.port})
+    with b.connect(options="-c tenant=bigcorp") as conn:
+        assert conn.execute("select current_database()").fetchone()[0] == "bigcorp_db"
+        assert owners(conn) == {"bigcorp-dedicated"}
+        assert conn.execute("show statement_timeout").fetchone()[0] == "30s"
+    with b.connect(options="-c tenant=acme") as conn:
+        assert conn.execute("select current_database()").fetchone()[0] == "appdb"
+        assert conn.execute("show statement_timeout").fetchone()[0] == "0"
+
+
+def test_reload_adds_changes_and_disables_tenants(bouncer_factory, schemas):
+    b = tenant_bouncer(bouncer_factory)
+    assert login_error(b, server_settings={"tenant": "other"})[0] == "08004"
+    kept = b.connect(options="-c tenant=acme")
+    assert owners(kept) == {"acme"}
+    tenants = dict(b.tenants)
+    tenants["other"] = "pool_size=1"
+    tenants["acme"] = "disabled=yes"
+    b.reload(tenants=tenants)
+    assert login_error(b, server_settings={"tenant": "other"}) == (None, None)
+    code, msg = login_error(b, server_settings={"tenant": "acme"})
+    assert code == "08004" and msg.startswith("tenant disabled")
+    assert owners(kept) == {"acme"}  # the existing session keeps going
+    kept.close()
+
+
+def test_session_mode_tenant(bouncer_factory, schemas):
+    b = tenant_bouncer(bouncer_factory, settings={"pool_mode": "session"})
+    with b.connect(options="-c tenant=acme") as conn:
+        conn.execute("set search_path = tenant_other")
+        assert owners(conn) == {"other"}  # a session may do what it likes
+    with b.connect(options="-c tenant=acme") as conn:
+        assert owners(conn) == {"acme"}  # DISCARD ALL returned to the pin
