@@ -88,8 +88,8 @@ void tenant_identify(const struct pgt_config *cfg, const struct tenant_request *
 			break;
 	}
 	free(list);
-	if (out->status != TENANT_FOUND && out->status != TENANT_NONE)
-		out->id[0] = '\0';
+	if (out->status == TENANT_INVALID)
+		out->id[0] = '\0'; /* never echo a refused value */
 }
 
 bool tenant_schema_name(const struct pgt_config *cfg, const char *id, char *out, size_t outlen)
