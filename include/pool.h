@@ -33,6 +33,7 @@ struct pgt_pool_stats {
 	uint64_t xact_count, query_count;
 	uint64_t bytes_in, bytes_out;              /* client->server, server->client */
 	uint64_t xact_time, query_time, wait_time; /* usec */
+	uint64_t wait_count;                       /* times a client had to wait for a server */
 };
 
 struct pgt_pool {

@@ -22,6 +22,7 @@
 #include "pool.h"
 #include "sbuf.h"
 #include "server.h"
+#include "tenant_registry.h"
 #include "userlist.h"
 
 #define PGT_VERSION_STR "pgtenant " PGT_VERSION
@@ -123,7 +124,8 @@ static bool show_help(struct pgt_client *c, const char *arg)
 	struct pktbuf b;
 	pktbuf_init(&b);
 	static const char *lines[] = {
-	    "SHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|LISTS|VERSION",
+	    "SHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|LISTS|VERSION|TENANTS",
+	    "SHOW TENANT <id>",
 	    "RELOAD",
 	    "SHUTDOWN",
 	};
@@ -377,6 +379,88 @@ static bool show_lists(struct pgt_client *c, const char *arg)
 	return admin_done(c, &o.b, "SHOW");
 }
 
+/* ---- tenants ---- */
+
+static const char *const tenant_cols[] = {
+    "id",        "database", "pool_size",        "max_client_conn",   "cl_active",       "cl_waiting",
+    "sv_active", "sv_idle",  "total_xact_count", "total_query_count", "total_wait_time", "avg_wait_time",
+    "disabled"};
+static const uint32_t tenant_oids[] = {OID_TEXT, OID_TEXT, OID_INT4, OID_INT4, OID_INT4, OID_INT4, OID_INT4,
+                                       OID_INT4, OID_INT8, OID_INT8, OID_INT8, OID_INT8, OID_INT4};
+
+static void tenant_row(struct admin_out *o, const char *id)
+{
+	const struct pgt_config *cfg = pgt.cfg;
+	const struct pgt_tenant_conf *tc = config_find_tenant(cfg, id);
+	int cl_active = 0, cl_waiting = 0, sv_active = 0, sv_idle = 0;
+	uint64_t xacts = 0, queries = 0, wait = 0, waits = 0;
+	const char *database = tc && tc->database ? tc->database : NULL;
+	struct list *it;
+	list_for_each (it, &pgt_pools) {
+		struct pgt_pool *p = container_of(it, struct pgt_pool, node);
+		if (strcmp(p->tenant, id) != 0)
+			continue;
+		if (!database)
+			database = p->dbname;
+		cl_active += list_count(&p->active_clients) + list_count(&p->welcome_clients);
+		cl_waiting += list_count(&p->waiting_clients);
+		sv_active += list_count(&p->active_servers);
+		sv_idle += list_count(&p->idle_servers);
+		xacts += p->stats.xact_count;
+		queries += p->stats.query_count;
+		wait += p->stats.wait_time;
+		waits += p->stats.wait_count;
+	}
+	char ps[16], mc[16], ca[16], cw[16], sa[16], si[16], tx[24], tq[24], tw[24], aw[24];
+	const char *v[] = {
+	    id,
+	    database ? database : "",
+	    NUM(ps, tc && tc->pool_size >= 0 ? tc->pool_size : cfg->tenant_pool_size),
+	    NUM(mc, tc && tc->max_client_conn >= 0 ? tc->max_client_conn : cfg->tenant_max_client_conn),
+	    NUM(ca, cl_active),
+	    NUM(cw, cl_waiting),
+	    NUM(sa, sv_active),
+	    NUM(si, sv_idle),
+	    NUM(tx, xacts),
+	    NUM(tq, queries),
+	    NUM(tw, wait),
+	    NUM(aw, waits ? wait / waits : 0),
+	    tc && tc->disabled ? "1" : "0"};
+	row(o, v);
+}
+
+/* Configured tenants first, in file order, then tenants only seen at run time. */
+static bool show_tenants(struct pgt_client *c, const char *arg)
+{
+	(void)arg;
+	struct admin_out o;
+	cols(&o, 13, tenant_cols, tenant_oids);
+	for (int i = 0; i < pgt.cfg->ntenants; i++)
+		tenant_row(&o, pgt.cfg->tenants[i].id);
+	struct list *it;
+	list_for_each (it, &pgt_tenant_states) {
+		struct pgt_tenant_state *t = container_of(it, struct pgt_tenant_state, node);
+		if (!config_find_tenant(pgt.cfg, t->id))
+			tenant_row(&o, t->id);
+	}
+	return admin_done(c, &o.b, "SHOW");
+}
+
+static bool show_tenant(struct pgt_client *c, const char *arg)
+{
+	if (!*arg)
+		return admin_error(c, "42601", "SHOW TENANT needs a tenant id");
+	if (!config_find_tenant(pgt.cfg, arg) && !tenant_state_find(arg)) {
+		char msg[160];
+		snprintf(msg, sizeof(msg), "no such tenant: %.100s", arg);
+		return admin_error(c, "42704", msg);
+	}
+	struct admin_out o;
+	cols(&o, 13, tenant_cols, tenant_oids);
+	tenant_row(&o, arg);
+	return admin_done(c, &o.b, "SHOW");
+}
+
 struct admin_cmd {
 	const char *name;
 	bool (*fn)(struct pgt_client *c, const char *arg);
@@ -386,7 +470,8 @@ struct admin_cmd {
 static const struct admin_cmd show_cmds[] = {
     {"help", show_help, false},           {"version", show_version, false}, {"config", show_config, false},
     {"databases", show_databases, false}, {"pools", show_pools, false},     {"clients", show_clients, false},
-    {"servers", show_servers, false},     {"lists", show_lists, false},
+    {"servers", show_servers, false},     {"lists", show_lists, false},     {"tenants", show_tenants, false},
+    {"tenant", show_tenant, false},
 };
 
 static bool cmd_show(struct pgt_client *c, const char *arg)

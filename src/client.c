@@ -633,6 +633,7 @@ void client_linked(struct pgt_client *c, struct pgt_server *s)
 	usec_t now = loop_now();
 	if (c->state == CL_WAITING) {
 		c->pool->stats.wait_time += (uint64_t)(now - c->wait_start);
+		c->pool->stats.wait_count++;
 		set_state(c, CL_ACTIVE, &c->pool->active_clients);
 	}
 	c->xact_start = now;

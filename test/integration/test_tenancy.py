@@ -254,3 +254,32 @@ def test_session_mode_tenant(bouncer_factory, schemas):
         assert owners(conn) == {"other"}  # a session may do what it likes
     with b.connect(options="-c tenant=acme") as conn:
         assert owners(conn) == {"acme"}  # DISCARD ALL returned to the pin
+
+
+def test_show_tenants_and_tenant(bouncer_factory, schemas):
+    b = tenant_bouncer(bouncer_factory, settings={"unknown_tenant": "allow"})
+    with b.connect(options="-c tenant=acme") as conn:
+        for _ in range(100):
+            conn.execute("select 1")
+        with b.connect(options="-c tenant=other") as c2:
+            c2.execute("select 1")
+            rows = b.admin("SHOW TENANTS")
+    assert list(rows[0].keys()) == ["id", "database", "pool_size", "max_client_conn", "cl_active", "cl_waiting",
+                                    "sv_active", "sv_idle", "total_xact_count", "total_query_count",
+                                    "total_wait_time", "avg_wait_time", "disabled"]
+    by_id = {r["id"]: r for r in rows}
+    assert set(by_id) >= {"acme", "globex", "initech", "blocked", "other"}
+    acme = by_id["acme"]
+    assert acme["total_xact_count"] >= 100 and acme["total_query_count"] >= 100
+    assert acme["database"] == "appdb" and acme["pool_size"] == 2 and acme["cl_active"] == 1
+    assert by_id["blocked"]["disabled"] == 1 and by_id["acme"]["disabled"] == 0
+    assert by_id["other"]["cl_active"] == 1
+    one = b.admin("SHOW TENANT acme")
+    assert len(one) == 1 and one[0]["id"] == "acme" and one[0]["total_xact_count"] >= 100
+    with pytest.raises(psycopg.Error) as e:
+        b.admin("SHOW TENANT nosuch")
+    assert "no such tenant" in str(e.value)
+    servers = b.admin("SHOW SERVERS")
+    assert {s["tenant"] for s in servers} >= {"acme", "other"}
+    clients = b.admin("SHOW CLIENTS")
+    assert "tenant" in clients[0]
