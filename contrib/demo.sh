@@ -57,6 +57,11 @@ admin_users = admin
 pool_mode = transaction
 default_pool_size = 5
 logfile = $WORK/pgtenant.log
+tenant_required = yes
+tenant_setting = app.tenant_id
+[tenants]
+acme = pool_size=2
+globex = pool_size=2
 INI
 printf '"app" "apppass"\n"admin" "adminpass"\n' > "$WORK/userlist.txt"
 "$ROOT/build/pgtenant" "$WORK/pgtenant.ini" &
@@ -67,12 +72,17 @@ export PGPASSWORD=apppass
 Q=(psql -X -h 127.0.0.1 -p "$PORT" -U app appdb)
 echo
 echo "== a query through pgtenant (127.0.0.1:$PORT, transaction pooling, SCRAM)"
-"${Q[@]}" -c "SELECT current_user, current_database(), inet_server_port() AS postgres_port"
-echo "== the same SQL for two tenants (schema chosen by -c options, applied per client on pooled connections)"
-PGOPTIONS='-c search_path=tenant_acme' "${Q[@]}" -c "SELECT * FROM orders ORDER BY id"
-PGOPTIONS='-c search_path=tenant_globex' "${Q[@]}" -c "SELECT * FROM orders ORDER BY id"
-echo "== the admin console: SHOW POOLS"
-PGPASSWORD=adminpass psql -X -h 127.0.0.1 -p "$PORT" -U admin pgtenant -c "SHOW POOLS"
+psql -X -h 127.0.0.1 -p "$PORT" -U app.acme appdb -c "SELECT current_user, current_database(), inet_server_port() AS postgres_port"
+echo "== the same SQL, two tenants: psql -U app.acme and psql -U app.globex"
+psql -X -h 127.0.0.1 -p "$PORT" -U app.acme appdb -c "SELECT current_user, current_setting('app.tenant_id') AS tenant, * FROM orders ORDER BY id"
+psql -X -h 127.0.0.1 -p "$PORT" -U app.globex appdb -c "SELECT current_user, current_setting('app.tenant_id') AS tenant, * FROM orders ORDER BY id"
+echo "== the tenant can also come from options: PGOPTIONS='-c tenant=acme'"
+PGOPTIONS='-c tenant=acme' "${Q[@]}" -c "SELECT count(*) AS acme_orders FROM orders"
+echo "== no tenant, or an unknown one, is refused"
+"${Q[@]}" -c "SELECT 1" || true
+psql -X -h 127.0.0.1 -p "$PORT" -U app.nosuch appdb -c "SELECT 1" || true
+echo "== the admin console: SHOW TENANTS"
+PGPASSWORD=adminpass psql -X -h 127.0.0.1 -p "$PORT" -U admin pgtenant -c "SHOW TENANTS"
 
 if [ "${1:-}" = "--no-wait" ]; then exit 0; fi
 echo "pgtenant is listening on 127.0.0.1:$PORT (user app, password apppass; admin: admin/adminpass)."
