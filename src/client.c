@@ -527,28 +527,49 @@ static enum sbuf_verdict login_packet(struct pgt_client *c, struct pgt_pkt *pkt)
 
 /* ---- logged in ---- */
 
-/* Case-insensitive search of needle in a message body (which may hold NULs). */
-static bool body_mentions(const uint8_t *p, size_t n, const char *needle)
+/* Does word (lower case) start at p, case-insensitively, within [p, end)? */
+static bool word_at(const uint8_t *p, const uint8_t *end, const char *word)
 {
-	size_t m = strlen(needle);
-	if (m == 0 || m > n)
-		return false;
-	uint8_t lo = (uint8_t)tolower((unsigned char)needle[0]),
-	        up = (uint8_t)toupper((unsigned char)needle[0]);
-	for (size_t i = 0; i + m <= n; i++)
-		if ((p[i] == lo || p[i] == up) && strncasecmp((const char *)p + i, needle, m) == 0)
+	for (; *word; word++, p++)
+		if (p >= end || tolower(*p) != (unsigned char)*word)
+			return false;
+	return true;
+}
+
+/* Every occurrence of anchor in [b, end) where word starts `offset` bytes
+ * before it.  memchr is vectorised in glibc: the common case (no hit, or a
+ * hit that fails on its first byte) costs a few instructions per 32 bytes. */
+static bool anchored_word(const uint8_t *b, const uint8_t *end, uint8_t anchor, size_t offset,
+                          const char *word)
+{
+	for (const uint8_t *u = memchr(b, anchor, (size_t)(end - b)); u;
+	     u = memchr(u + 1, anchor, (size_t)(end - u - 1)))
+		if ((size_t)(u - b) >= offset && word_at(u - offset, end, word))
 			return true;
 	return false;
 }
 
 /* Could this message change a pinned setting (SET search_path, SET SCHEMA,
- * set_config('search_path', ...), SET <tenant_setting>)?  False positives
- * only cost a RESET when the server is released. */
+ * set_config(...), SET <tenant_setting>)?  A false positive only costs a
+ * RESET when the server is released; there must be no false negative. */
 static bool touches_pin(const uint8_t *body, size_t n)
 {
-	const char *setting = pgt.cfg->tenant_setting;
-	return body_mentions(body, n, "search_path") || body_mentions(body, n, "schema") ||
-	       (setting[0] && body_mentions(body, n, setting));
+	const uint8_t *end = body + n;
+	if (anchored_word(body, end, '_', 6, "search_path") ||
+	    anchored_word(body, end, '_', 3, "set_config") || anchored_word(body, end, 'h', 2, "schema") ||
+	    anchored_word(body, end, 'H', 2, "schema"))
+		return true;
+	const char *setting = pgt.cfg->tenant_setting_lc;
+	if (!setting[0])
+		return false;
+	/* anchor on the setting's first '.' or '_' (custom settings always have a dot) */
+	size_t off = strcspn(setting, "._");
+	if (setting[off])
+		return anchored_word(body, end, (uint8_t)setting[off], off, setting);
+	for (const uint8_t *p = body; p < end; p++)
+		if (word_at(p, end, setting))
+			return true;
+	return false;
 }
 
 static enum sbuf_verdict active_packet(struct pgt_client *c, struct pgt_pkt *pkt)

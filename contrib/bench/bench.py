@@ -82,8 +82,11 @@ def write_config(d, section, pg, port, pool_size, extra=""):
 
 def start_pgtenant(workdir, pg, pool_size, binary, wrapper=()):
     port = free_port()
-    ini = write_config(os.path.join(workdir, "pgtenant"), "pgtenant", pg, port, pool_size,
-                       "max_db_connections = 0\n")
+    extra = "max_db_connections = 0\n"
+    if PGTENANT_USER["user"] != "app":
+        extra += ("tenant_required = yes\ntenant_setting = app.tenant_id\ntenant_pool_size = %d\n"
+                  "[tenants]\nacme = pool_size=%d\n" % (pool_size, pool_size))
+    ini = write_config(os.path.join(workdir, "pgtenant"), "pgtenant", pg, port, pool_size, extra)
     return Pooler("pgtenant", list(wrapper) + [binary, "-q", ini], port)
 
 
@@ -110,8 +113,12 @@ def start_pgbouncer(workdir, pg, pool_size, wrapper=()):
     return p
 
 
-def pgbench(port, host, clients, duration, select_only, protocol, transactions=None):
-    args = ["pgbench", "-h", host, "-p", str(port), "-U", "app", "-M", protocol, "-c", str(clients),
+# pgtenant's login user: "app", or "app.acme" with --tenant (a pinned tenant pool)
+PGTENANT_USER = {"user": "app"}
+
+
+def pgbench(port, host, clients, duration, select_only, protocol, transactions=None, user="app"):
+    args = ["pgbench", "-h", host, "-p", str(port), "-U", user, "-M", protocol, "-c", str(clients),
             "-j", "2", "-n"]
     args += ["-t", str(transactions)] if transactions else ["-T", str(duration)]
     if select_only:
@@ -177,7 +184,8 @@ def callgrind_per_xact(workdir, pg, pool_size, binary, which):
         p = (start_pgtenant(workdir, pg, pool_size, binary, wrapper) if which == "pgtenant"
              else start_pgbouncer(workdir, pg, pool_size, wrapper))
         try:
-            pgbench(p.port, "127.0.0.1", 8, None, True, "simple", n)
+            pgbench(p.port, "127.0.0.1", 8, None, True, "simple", n,
+                    user=PGTENANT_USER["user"] if which == "pgtenant" else "app")
         finally:
             p.stop()
             for _ in range(200):
@@ -199,8 +207,12 @@ def main():
     ap.add_argument("--idle-clients", type=int, default=5000)
     ap.add_argument("--syscalls", action="store_true")
     ap.add_argument("--callgrind", action="store_true")
+    ap.add_argument("--tenant", action="store_true",
+                    help="pgtenant serves a pinned tenant pool (user app.acme) instead of a plain one")
     ap.add_argument("--binary", default=os.path.join(ROOT, "build", "pgtenant"))
     args = ap.parse_args()
+    if args.tenant:
+        PGTENANT_USER["user"] = "app.acme"
 
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -231,7 +243,8 @@ def main():
             row["direct"] = pgbench(pg.port, "127.0.0.1", clients, args.duration, sel, proto)[0]
             for p in poolers:
                 c0 = cpu_seconds(p.pid)
-                tps, n, failed = pgbench(p.port, "127.0.0.1", clients, args.duration, sel, proto)
+                tps, n, failed = pgbench(p.port, "127.0.0.1", clients, args.duration, sel, proto,
+                                         user=PGTENANT_USER["user"] if p.name == "pgtenant" else "app")
                 row[p.name] = (tps, (cpu_seconds(p.pid) - c0) / n * 1e6, failed)
             b, t = row["pgbouncer"], row["pgtenant"]
             print("%-7s %-8s %4d | %9.0f | %9.0f %7.1f | %9.0f %7.1f | %6.2f %6.2f%s" % (
