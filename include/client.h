@@ -18,6 +18,7 @@ struct pgt_pool;
 struct pgt_server;
 struct client_login;
 struct pgt_tenant_state;
+struct registry_lookup;
 
 enum client_state {
 	CL_LOGIN,   /* startup and authentication */
@@ -39,8 +40,10 @@ struct pgt_client {
 	char *user;                      /* login user name (tenant suffix removed) */
 	char *tenant;                    /* NULL = no tenant */
 	struct pgt_tenant_state *tstate; /* counted against its tenant's max_client_conn */
-	char *dbname;                    /* requested database */
-	struct pgt_vars vars;            /* wanted session parameters */
+	struct registry_lookup *lookup;  /* waiting for the tenant registry's answer */
+	bool registry_asked;
+	char *dbname;         /* requested database */
+	struct pgt_vars vars; /* wanted session parameters */
 	uint32_t cancel_pid, cancel_key;
 	usec_t wait_start;  /* when it started waiting for a server */
 	usec_t xact_start;  /* when its current transaction/linking began */
@@ -60,6 +63,8 @@ void client_log(const struct pgt_client *c, int level, const char *fmt, ...) PGT
 
 /* Called by the pool/server when the welcome parameters became available. */
 void client_welcome(struct pgt_client *c);
+/* The tenant registry answered: continue the login. */
+void client_registry_done(struct pgt_client *c);
 /* Called by the pool when a waiting client got a server. */
 void client_linked(struct pgt_client *c, struct pgt_server *s);
 /* Called by the server when its client must be told the server failed. */

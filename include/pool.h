@@ -52,7 +52,9 @@ struct pgt_pool {
 	struct list active_clients;  /* logged in, not waiting (linked or idle) */
 	struct list waiting_clients; /* waiting for a server, FIFO */
 	struct list login_servers, idle_servers, active_servers, used_servers;
-	int nservers; /* all server connections of this pool */
+	int nservers;      /* all server connections of this pool */
+	bool internal;     /* pgtenant's own connections (tenant registry): no pin, no clients */
+	int internal_want; /* queued registry lookups */
 
 	struct pgt_vars welcome; /* ParameterStatus values from the first login */
 	bool welcome_ready;

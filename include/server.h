@@ -19,6 +19,7 @@
 struct pgt_pool;
 struct pgt_client;
 struct server_login;
+struct registry_lookup;
 
 enum server_state {
 	SV_LOGIN,  /* connecting / authenticating */
@@ -46,7 +47,9 @@ struct pgt_server {
 	uint8_t own_rfq;     /* ReadyForQuery of pgtenant's own queries still to swallow */
 	bool sent_since_rfq; /* client bytes went in since the last ReadyForQuery */
 	bool close_needed;
-	bool pin_dirty;    /* the client may have changed a pinned setting: RESET before reuse */
+	bool pin_dirty;
+	struct registry_lookup *lookup;
+	/* running tenant_query for the registry */ /* the client may have changed a pinned setting: RESET before reuse */
 	char *setup_error; /* error from pgtenant's own SET, reported to the client */
 	char setup_sqlstate[6];
 	usec_t idle_since;

@@ -1,22 +1,57 @@
 /*
  * Run-time state per tenant: how many clients it has (for its
- * max_client_conn quota).  Configured overrides live in the config
- * ([tenants]); this holds what changes as clients come and go.
+ * max_client_conn quota), and the optional dynamic registry: tenant_query
+ * run with the tenant id as a bound parameter ($1, never string-built SQL)
+ * on pgtenant's own server connections, asynchronously, its answers cached
+ * for tenant_query_cache_ttl.  A slow registry delays only the logins that
+ * wait for its answer; the event loop never waits.
  */
 #ifndef PGT_TENANT_REGISTRY_H
 #define PGT_TENANT_REGISTRY_H
 
+#include <stdbool.h>
+
 #include "list.h"
+#include "sbuf.h"
+#include "util.h"
+
+struct pgt_client;
+struct pgt_server;
+struct pgt_pool;
+struct pgt_pkt;
+struct registry_lookup;
+struct pgt_database;
 
 struct pgt_tenant_state {
 	struct list node;
 	char *id;
 	int nclients;
+	/* the registry's last answer */
+	bool reg_known;     /* an answer was received ... */
+	usec_t reg_fetched; /* ... at this time */
+	bool reg_found;     /* the query returned a row */
+	bool reg_active;
+	int reg_pool_size; /* -1 = default */
+	int reg_max_client_conn;
+	struct registry_lookup *lookup; /* in flight or queued */
 };
 
 extern struct list pgt_tenant_states;
 
 struct pgt_tenant_state *tenant_state_get(const char *id);
 struct pgt_tenant_state *tenant_state_find(const char *id);
+
+/* Is the registry's answer for t usable now? */
+bool registry_fresh(const struct pgt_tenant_state *t);
+/* Ask the registry about c's tenant; c waits (its login continues through
+ * client_registry_done).  dbname/db: where the query runs. */
+void registry_request(struct pgt_client *c, struct pgt_tenant_state *t, const char *dbname,
+                      const struct pgt_database *db, const char *user);
+/* c is going away: stop waiting for an answer. */
+void registry_forget_client(struct pgt_client *c);
+/* Hooks from the server and pool state machines. */
+bool registry_server_ready(struct pgt_server *s);
+enum sbuf_verdict registry_packet(struct pgt_server *s, struct pgt_pkt *pkt);
+void registry_server_lost(struct pgt_server *s, const char *reason);
 
 #endif

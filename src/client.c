@@ -133,6 +133,7 @@ void client_close(struct pgt_client *c, const char *reason)
 		c->tstate->nclients--;
 		c->tstate = NULL;
 	}
+	registry_forget_client(c);
 	bool client_clean = c->conn.pkt_remain == 0 && !c->conn.blocked;
 	sbuf_close(&c->conn);
 	if (s) {
@@ -413,33 +414,62 @@ void client_welcome(struct pgt_client *c)
 		sbuf_resume(&c->conn);
 }
 
+static bool login_continue(struct pgt_client *c);
+
+void client_registry_done(struct pgt_client *c)
+{
+	if (c->state == CL_LOGIN)
+		login_continue(c);
+}
+
 static bool login_done(struct pgt_client *c)
 {
-	const struct pgt_config *cfg = pgt.cfg;
 	auth_clear(&c->login->auth);
-	const struct pgt_database *db = c->login->db;
 	free(c->login);
 	c->login = NULL;
 	if (admin_is_admin_db(c->dbname)) {
 		set_state(c, CL_ADMIN, &admin_clients);
 		return admin_welcome(c);
 	}
+	return login_continue(c);
+}
+
+/* After authentication (and after the tenant registry answered, if asked). */
+static bool login_continue(struct pgt_client *c)
+{
+	const struct pgt_config *cfg = pgt.cfg;
+	const struct pgt_database *db;
 	/* tenant checks come after authentication, so that they reveal nothing
 	 * to a client that does not know a password */
 	const struct pgt_tenant_conf *tc = NULL;
 	const char *dbname = c->dbname;
 	if (c->tenant) {
 		tc = config_find_tenant(cfg, c->tenant);
-		if (!tc && cfg->unknown_tenant == PGT_UNKNOWN_REJECT) {
+		struct pgt_tenant_state *ts = tenant_state_get(c->tenant);
+		if (!tc && cfg->tenant_query[0] && !registry_fresh(ts) && !c->registry_asked) {
+			db = config_find_db(cfg, dbname);
+			if (!db) {
+				client_fail(c, "3D000", "no such database: %s", dbname);
+				return false;
+			}
+			c->registry_asked = true;
+			registry_request(c, ts, dbname, db, db->user ? db->user : c->user);
+			return !c->conn.dead;
+		}
+		bool from_registry = !tc && ts->reg_known && ts->reg_found;
+		if (!tc && !from_registry && cfg->unknown_tenant == PGT_UNKNOWN_REJECT) {
 			client_fail(c, "08004", "unknown tenant \"%s\"", c->tenant);
 			return false;
 		}
-		if (tc && tc->disabled) {
+		if ((tc && tc->disabled) || (from_registry && !ts->reg_active)) {
 			client_fail(c, "08004", "tenant disabled: \"%s\"", c->tenant);
 			return false;
 		}
-		struct pgt_tenant_state *ts = tenant_state_get(c->tenant);
-		int max = tc && tc->max_client_conn >= 0 ? tc->max_client_conn : cfg->tenant_max_client_conn;
+		int max = cfg->tenant_max_client_conn;
+		if (tc && tc->max_client_conn >= 0)
+			max = tc->max_client_conn;
+		else if (from_registry && ts->reg_max_client_conn >= 0)
+			max = ts->reg_max_client_conn;
 		if (ts->nclients >= max) {
 			client_fail(c, "53300", "too many connections for tenant \"%s\" (max_client_conn %d)",
 			            c->tenant, max);

@@ -18,6 +18,7 @@
 #include "log.h"
 #include "loop.h"
 #include "server.h"
+#include "tenant_registry.h"
 
 struct list pgt_pools = {&pgt_pools, &pgt_pools};
 static struct list dbstates = {&dbstates, &dbstates};
@@ -91,9 +92,16 @@ int pool_size_limit(const struct pgt_pool *pool)
 {
 	if (!pool->db)
 		return 0;
-	if (pool->tenant[0])
-		return pool->tconf && pool->tconf->pool_size >= 0 ? pool->tconf->pool_size
-		                                                  : pgt.cfg->tenant_pool_size;
+	if (pool->internal)
+		return 2; /* registry lookups are short: two in flight per database entry */
+	if (pool->tenant[0]) {
+		if (pool->tconf && pool->tconf->pool_size >= 0)
+			return pool->tconf->pool_size;
+		const struct pgt_tenant_state *t = tenant_state_find(pool->tenant);
+		if (t && t->reg_found && t->reg_pool_size >= 0)
+			return t->reg_pool_size;
+		return pgt.cfg->tenant_pool_size;
+	}
 	return config_db_pool_size(pgt.cfg, pool->db);
 }
 
@@ -135,7 +143,7 @@ static int launch_some(struct pgt_pool *pool, bool from_queue)
 {
 	if (!pool->db || pool_in_backoff(pool) || pgt.shutting_down)
 		return 0;
-	int want = list_count(&pool->waiting_clients);
+	int want = list_count(&pool->waiting_clients) + pool->internal_want;
 	if (!pool->welcome_ready && !list_empty(&pool->welcome_clients))
 		want = PGT_MAX(want, 1);
 	int nlogin = list_count(&pool->login_servers);
@@ -246,6 +254,13 @@ struct pgt_server *pool_assign(struct pgt_pool *pool, struct pgt_client *c)
 void pool_server_ready(struct pgt_pool *pool, struct pgt_server *s)
 {
 	s->idle_since = loop_now();
+	if (pool->internal) {
+		list_del(&s->node);
+		s->state = SV_ACTIVE;
+		list_append(&pool->active_servers, &s->node);
+		if (registry_server_ready(s))
+			return;
+	}
 	struct list *first = list_first(&pool->waiting_clients);
 	if (first && !pgt.shutting_down) {
 		struct pgt_client *c = container_of(first, struct pgt_client, node);

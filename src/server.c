@@ -35,6 +35,7 @@
 #include "proto.h"
 #include "scram.h"
 #include "tenant.h"
+#include "tenant_registry.h"
 #include "userlist.h"
 
 struct server_login {
@@ -125,6 +126,8 @@ static void server_close_internal(struct pgt_server *s, const char *reason, bool
 		c->server = NULL;
 		client_server_lost(c, reason);
 	}
+	if (pool->internal)
+		registry_server_lost(s, reason);
 	/* the freed slot goes to the pools queued for one first */
 	pool_slot_freed(pool->dbstate);
 	if (old == SV_LOGIN && is_error)
@@ -311,7 +314,7 @@ static void server_on_connected(struct pgt_conn *conn)
 	pktbuf_put_str(&b, s->pool->user);
 	pktbuf_put_str(&b, "database");
 	pktbuf_put_str(&b, pool_backend_dbname(s->pool));
-	if (s->pool->tenant[0]) {
+	if (s->pool->tenant[0] && !s->pool->internal) {
 		/* the pin lives in the startup options, so RESET ALL and DISCARD ALL
 		 * return to it instead of to the server's defaults */
 		char opts[1024];
@@ -644,6 +647,8 @@ static enum sbuf_verdict server_on_packet(struct pgt_conn *conn, struct pgt_pkt 
 		return login_packet(s, pkt);
 	if (s->own_rfq > 0)
 		return own_query_packet(s, pkt);
+	if (s->lookup)
+		return registry_packet(s, pkt);
 	struct pgt_client *c = s->client;
 	if (!c) {
 		/* idle: only asynchronous messages are expected */

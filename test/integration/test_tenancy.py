@@ -283,3 +283,78 @@ def test_show_tenants_and_tenant(bouncer_factory, schemas):
     assert {s["tenant"] for s in servers} >= {"acme", "other"}
     clients = b.admin("SHOW CLIENTS")
     assert "tenant" in clients[0]
+
+
+@pytest.fixture
+def registry(pg, schemas):
+    with pg.connect("appdb", "app") as conn:
+        conn.execute("drop table if exists public.tenants")
+        conn.execute("create table public.tenants(id text primary key, pool_size int, max_client_conn int, "
+                     "active bool not null default true)")
+        for t in ("dyn1", "dyn2", "dyn3", "slow"):
+            conn.execute("drop schema if exists tenant_%s cascade" % t)
+            conn.execute("create schema tenant_%s" % t)
+            conn.execute("create table tenant_%s.items(id int, owner text)" % t)
+            conn.execute("insert into tenant_%s.items values (1, '%s')" % (t, t))
+    yield lambda sql: pg.sql(sql, dbname="appdb")
+    pg.sql("drop table if exists public.tenants", dbname="appdb")
+
+
+QUERY = "SELECT pool_size, max_client_conn, active FROM public.tenants WHERE id = $1"
+
+
+def test_tenant_query_registry(bouncer_factory, registry):
+    b = tenant_bouncer(bouncer_factory, settings={"tenant_query": QUERY, "tenant_query_cache_ttl": "1"})
+    code, msg = login_error(b, server_settings={"tenant": "dyn1"})
+    assert code == "08004" and msg.startswith("unknown tenant")
+    registry("insert into public.tenants values ('dyn1', 3, 10, true), ('dyn2', 1, 1, false), "
+             "('dyn3', 1, 1, true)")
+    time.sleep(1.1)  # the negative answer was cached for tenant_query_cache_ttl
+    with b.connect(options="-c tenant=dyn1") as conn:
+        assert owners(conn) == {"dyn1"}
+        assert conn.execute("select current_setting('app.tenant_id')").fetchone()[0] == "dyn1"
+    row = b.admin("SHOW TENANT dyn1")[0]
+    assert row["id"] == "dyn1"
+    code, msg = login_error(b, server_settings={"tenant": "dyn2"})
+    assert code == "08004" and msg.startswith("tenant disabled")
+    # the registry's max_client_conn applies
+    c1 = b.connect(options="-c tenant=dyn3")
+    code, msg = login_error(b, server_settings={"tenant": "dyn3"})
+    assert code == "53300", (code, msg)
+    c1.close()
+    # configured tenants never ask the registry
+    with b.connect(options="-c tenant=acme") as conn:
+        assert owners(conn) == {"acme"}
+    assert b.log_contains("tenant_query for") == 0
+
+
+def test_slow_registry_does_not_stall_other_logins(bouncer_factory, registry):
+    registry("insert into public.tenants values ('slow', 2, 10, true)")
+    b = tenant_bouncer(bouncer_factory, settings={
+        "tenant_query": "SELECT pool_size, max_client_conn, active FROM public.tenants, pg_sleep(2) WHERE id = $1"})
+    result = {}
+
+    def slow_login():
+        t0 = time.time()
+        with b.connect(options="-c tenant=slow") as conn:
+            result["rows"] = owners(conn)
+        result["took"] = time.time() - t0
+
+    th = threading.Thread(target=slow_login)
+    th.start()
+    time.sleep(0.3)
+    t0 = time.time()
+    with b.connect(options="-c tenant=acme") as conn:
+        assert owners(conn) == {"acme"}
+    fast = time.time() - t0
+    th.join()
+    assert fast < 1.0, fast
+    assert result["rows"] == {"slow"} and result["took"] >= 1.9
+
+
+def test_registry_failure_is_reported(bouncer_factory, registry):
+    b = tenant_bouncer(bouncer_factory, settings={"tenant_query": "SELECT 1/0, 1, true WHERE $1 = $1"})
+    code, msg = login_error(b, server_settings={"tenant": "dyn1"})
+    assert code == "08006" and "tenant registry unavailable" in msg and "division by zero" in msg
+    with b.connect(options="-c tenant=acme") as conn:  # others unaffected
+        assert owners(conn) == {"acme"}
