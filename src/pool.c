@@ -190,7 +190,8 @@ static void make_room(struct pgt_pool *pool)
 	struct list *i;
 	list_for_each (i, &pgt_pools) {
 		struct pgt_pool *p = container_of(i, struct pgt_pool, node);
-		if (p == pool || p->dbstate != pool->dbstate)
+		/* never from a pool at or below the asking pool's share */
+		if (p == pool || p->dbstate != pool->dbstate || p->nservers <= pool->nservers + 1)
 			continue;
 		struct list *f = list_first(&p->idle_servers);
 		if (!f)
