@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 
 import psycopg
@@ -298,3 +299,19 @@ def login_error(b, user="app", dbname="appdb", password=None, server_settings=No
         return None, None
 
     return asyncio.run(attempt())
+
+
+def peak_while_running(conns, sql, probe, duration, interval=0.05):
+    """Run sql on every connection at once; return the highest value probe()
+    returned during the first `duration` seconds."""
+    threads = [threading.Thread(target=c.execute, args=(sql,)) for c in conns]
+    for t in threads:
+        t.start()
+    seen = 0
+    deadline = time.time() + duration
+    while time.time() < deadline:
+        seen = max(seen, probe())
+        time.sleep(interval)
+    for t in threads:
+        t.join()
+    return seen

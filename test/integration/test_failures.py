@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 import pgwire
-from conftest import login_error
+from conftest import login_error, peak_while_running
 
 
 def test_cancel_request_cancels_pg_sleep(bouncer):
@@ -125,15 +125,7 @@ def test_query_wait_timeout(bouncer_factory):
 def _concurrent_backends(b, pg, n):
     """Run n clients sleeping at once; return the most backends seen."""
     conns = [b.connect() for _ in range(n)]
-    threads = [threading.Thread(target=c.execute, args=("select pg_sleep(1.0)",)) for c in conns]
-    for t in threads:
-        t.start()
-    seen = 0
-    for _ in range(8):
-        time.sleep(0.1)
-        seen = max(seen, pg.backends())
-    for t in threads:
-        t.join()
+    seen = peak_while_running(conns, "select pg_sleep(1.0)", pg.backends, 0.8)
     for c in conns:
         c.close()
     return seen

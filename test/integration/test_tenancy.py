@@ -8,7 +8,7 @@ import asyncpg
 import psycopg
 import pytest
 
-from conftest import login_error
+from conftest import login_error, peak_while_running
 
 TENANTS = ["acme", "globex", "initech"]
 
@@ -172,17 +172,10 @@ def test_set_search_path_does_not_outlive_the_transaction(bouncer_factory, schem
 def test_pool_size_is_never_exceeded(bouncer_factory, schemas, pg):
     b = tenant_bouncer(bouncer_factory)
     conns = [b.connect(options="-c tenant=acme") for _ in range(6)]
-    threads = [threading.Thread(target=c.execute, args=("select pg_sleep(1) /* acme-sleep */",)) for c in conns]
-    for t in threads:
-        t.start()
-    seen = 0
-    for _ in range(15):
-        time.sleep(0.05)
-        n = pg.sql("select count(*) from pg_stat_activity where query like '%acme-sleep%' "
-                   "and state = 'active' and pid <> pg_backend_pid()")[0][0]
-        seen = max(seen, n)
-    for t in threads:
-        t.join()
+    seen = peak_while_running(
+        conns, "select pg_sleep(1) /* acme-sleep */",
+        lambda: pg.sql("select count(*) from pg_stat_activity where query like '%acme-sleep%' "
+                       "and state = 'active' and pid <> pg_backend_pid()")[0][0], 0.75)
     for c in conns:
         c.close()
     assert seen == 2
