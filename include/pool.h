@@ -51,6 +51,7 @@ struct pgt_pool {
 	struct list welcome_clients; /* authenticated, waiting for server parameters */
 	struct list active_clients;  /* logged in, not waiting (linked or idle) */
 	struct list waiting_clients; /* waiting for a server, FIFO */
+	int nwaiting;                /* its length (launch decisions must not walk it) */
 	struct list login_servers, idle_servers, active_servers, used_servers;
 	int nservers;      /* all server connections of this pool */
 	bool internal;     /* pgtenant's own connections (tenant registry): no pin, no clients */

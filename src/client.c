@@ -124,6 +124,8 @@ void client_close(struct pgt_client *c, const char *reason)
 	else
 		client_log(c, PGT_LOG_DEBUG, "closing");
 	struct pgt_server *s = c->server;
+	if (c->state == CL_WAITING)
+		c->pool->nwaiting--;
 	c->state = CL_DEAD;
 	list_del(&c->node);
 	list_del(&c->all_node);
@@ -683,6 +685,7 @@ void client_linked(struct pgt_client *c, struct pgt_server *s)
 	(void)s;
 	usec_t now = loop_now();
 	if (c->state == CL_WAITING) {
+		c->pool->nwaiting--;
 		c->pool->stats.wait_time += (uint64_t)(now - c->wait_start);
 		c->pool->stats.wait_count++;
 		set_state(c, CL_ACTIVE, &c->pool->active_clients);

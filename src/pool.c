@@ -143,7 +143,7 @@ static int launch_some(struct pgt_pool *pool, bool from_queue)
 {
 	if (!pool->db || pool_in_backoff(pool) || pgt.shutting_down)
 		return 0;
-	int want = list_count(&pool->waiting_clients) + pool->internal_want;
+	int want = pool->nwaiting + pool->internal_want;
 	if (!pool->welcome_ready && !list_empty(&pool->welcome_clients))
 		want = PGT_MAX(want, 1);
 	int nlogin = list_count(&pool->login_servers);
@@ -248,6 +248,7 @@ struct pgt_server *pool_assign(struct pgt_pool *pool, struct pgt_client *c)
 	c->state = CL_WAITING;
 	c->wait_start = loop_now();
 	list_append(&pool->waiting_clients, &c->node);
+	pool->nwaiting++;
 	pool_maybe_launch(pool);
 	return NULL;
 }
