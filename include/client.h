@@ -70,6 +70,8 @@ void client_linked(struct pgt_client *c, struct pgt_server *s);
 /* Called by the server when its client must be told the server failed. */
 void client_server_lost(struct pgt_client *c, const char *reason);
 
+/* Move c to the list of state st (keeps the pool's per-state counts). */
+void client_set_state(struct pgt_client *c, enum client_state st, struct list *lst);
 void client_free_dead(void);
 struct list *client_login_list(void);
 struct list *client_admin_list(void);

@@ -52,6 +52,7 @@ struct pgt_pool {
 	struct list active_clients;  /* logged in, not waiting (linked or idle) */
 	struct list waiting_clients; /* waiting for a server, FIFO */
 	int nwaiting;                /* its length (launch decisions must not walk it) */
+	int nactive, nwelcome; /* lengths of active_clients and welcome_clients (metrics are O(pools)) */
 	struct list login_servers, idle_servers, active_servers, used_servers;
 	int nservers;      /* all server connections of this pool */
 	bool internal;     /* pgtenant's own connections (tenant registry): no pin, no clients */

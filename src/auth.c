@@ -11,6 +11,7 @@
 #include "client.h"
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "loop.h"
 #include "pktbuf.h"
 #include "proto.h"
@@ -37,6 +38,7 @@ static bool send_auth(struct pgt_client *c, uint32_t code, const void *data, siz
 static void fail_password(struct pgt_client *c, const char *why)
 {
 	client_log(c, PGT_LOG_WARNING, "authentication failed: %s", why);
+	metrics_refused(REFUSAL_AUTH_FAILED);
 	client_fail(c, "28P01", "password authentication failed for user \"%s\"", c->user);
 }
 

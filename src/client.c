@@ -26,6 +26,7 @@
 
 #include "admin.h"
 #include "auth.h"
+#include "metrics.h"
 #include "config.h"
 #include "log.h"
 #include "loop.h"
@@ -108,12 +109,36 @@ void client_accept(int fd, const union pgt_addr *addr)
 	sbuf_update_events(&c->conn);
 }
 
-static void set_state(struct pgt_client *c, enum client_state st, struct list *lst)
+/* Per-state client counts of the pool, so that metrics never walk lists. */
+static int *pool_counter(struct pgt_client *c, enum client_state st)
 {
+	if (!c->pool)
+		return NULL;
+	switch (st) {
+	case CL_ACTIVE:
+		return &c->pool->nactive;
+	case CL_WAITING:
+		return &c->pool->nwaiting;
+	case CL_WELCOME:
+		return &c->pool->nwelcome;
+	default:
+		return NULL;
+	}
+}
+
+void client_set_state(struct pgt_client *c, enum client_state st, struct list *lst)
+{
+	int *old = pool_counter(c, c->state), *new = pool_counter(c, st);
+	if (old)
+		(*old)--;
+	if (new)
+		(*new)++;
 	list_del(&c->node);
 	c->state = st;
 	list_append(lst, &c->node);
 }
+
+#define set_state client_set_state
 
 void client_close(struct pgt_client *c, const char *reason)
 {
@@ -124,8 +149,9 @@ void client_close(struct pgt_client *c, const char *reason)
 	else
 		client_log(c, PGT_LOG_DEBUG, "closing");
 	struct pgt_server *s = c->server;
-	if (c->state == CL_WAITING)
-		c->pool->nwaiting--;
+	int *counter = pool_counter(c, c->state);
+	if (counter)
+		(*counter)--;
 	c->state = CL_DEAD;
 	list_del(&c->node);
 	list_del(&c->all_node);
@@ -271,15 +297,18 @@ static bool identify_tenant(struct pgt_client *c, const struct proto_startup *st
 	tenant_identify(cfg, &req, &res);
 	switch (res.status) {
 	case TENANT_INVALID:
+		metrics_refused(REFUSAL_INVALID_TENANT);
 		client_fail(c, "08004", "invalid tenant id (from %s): it must match tenant_id_pattern %s",
 		            res.bad_source, cfg->tenant_id_pattern);
 		return false;
 	case TENANT_CONFLICT:
+		metrics_refused(REFUSAL_INVALID_TENANT);
 		client_fail(c, "08004", "conflicting tenant: %s names \"%s\" but %s names \"%s\"", res.source,
 		            res.id, res.other_source, res.other);
 		return false;
 	case TENANT_NONE:
 		if (cfg->tenant_required) {
+			metrics_refused(REFUSAL_NO_TENANT);
 			client_fail(
 			    c, "08004",
 			    "no tenant given: connect as user%stenant, or pass -c %s=<tenant> in options",
@@ -460,10 +489,12 @@ static bool login_continue(struct pgt_client *c)
 		}
 		bool from_registry = !tc && ts->reg_known && ts->reg_found;
 		if (!tc && !from_registry && cfg->unknown_tenant == PGT_UNKNOWN_REJECT) {
+			metrics_refused(REFUSAL_UNKNOWN_TENANT);
 			client_fail(c, "08004", "unknown tenant \"%s\"", c->tenant);
 			return false;
 		}
 		if ((tc && tc->disabled) || (from_registry && !ts->reg_active)) {
+			metrics_refused(REFUSAL_TENANT_DISABLED);
 			client_fail(c, "08004", "tenant disabled: \"%s\"", c->tenant);
 			return false;
 		}
@@ -473,6 +504,7 @@ static bool login_continue(struct pgt_client *c)
 		else if (from_registry && ts->reg_max_client_conn >= 0)
 			max = ts->reg_max_client_conn;
 		if (ts->nclients >= max) {
+			metrics_refused(REFUSAL_TENANT_QUOTA);
 			client_fail(c, "53300", "too many connections for tenant \"%s\" (max_client_conn %d)",
 			            c->tenant, max);
 			return false;
@@ -685,7 +717,6 @@ void client_linked(struct pgt_client *c, struct pgt_server *s)
 	(void)s;
 	usec_t now = loop_now();
 	if (c->state == CL_WAITING) {
-		c->pool->nwaiting--;
 		c->pool->stats.wait_time += (uint64_t)(now - c->wait_start);
 		c->pool->stats.wait_count++;
 		set_state(c, CL_ACTIVE, &c->pool->active_clients);

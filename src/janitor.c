@@ -11,6 +11,7 @@
 #include "client.h"
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "loop.h"
 #include "pool.h"
 #include "server.h"
@@ -33,15 +34,19 @@ static void check_clients(usec_t now)
 		struct list *j, *jt;
 		list_for_each_safe (j, jt, &p->welcome_clients) {
 			struct pgt_client *c = container_of(j, struct pgt_client, node);
-			if (cfg->query_wait_timeout > 0 && now - c->wait_start > cfg->query_wait_timeout)
+			if (cfg->query_wait_timeout > 0 && now - c->wait_start > cfg->query_wait_timeout) {
+				metrics_refused(REFUSAL_WAIT_TIMEOUT);
 				client_fail(c, "08P01",
 				            "query_wait_timeout (no server connection available)");
+			}
 		}
 		list_for_each_safe (j, jt, &p->waiting_clients) {
 			struct pgt_client *c = container_of(j, struct pgt_client, node);
-			if (cfg->query_wait_timeout > 0 && now - c->wait_start > cfg->query_wait_timeout)
+			if (cfg->query_wait_timeout > 0 && now - c->wait_start > cfg->query_wait_timeout) {
+				metrics_refused(REFUSAL_WAIT_TIMEOUT);
 				client_fail(c, "08P01",
 				            "query_wait_timeout (no server connection available)");
+			}
 		}
 		list_for_each_safe (j, jt, &p->active_clients) {
 			struct pgt_client *c = container_of(j, struct pgt_client, node);

@@ -26,6 +26,7 @@
 #include "listener.h"
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
 #include "pool.h"
 #include "sbuf.h"
 #include "server.h"
@@ -263,6 +264,8 @@ int main(int argc, char **argv)
 	}
 	if (!listener_open(cfg))
 		return 1;
+	if (!metrics_start(cfg->metrics_listen))
+		return 1;
 	if (user && !switch_user(user))
 		return 1;
 	if (!write_pidfile(cfg->pidfile))
@@ -285,6 +288,7 @@ int main(int argc, char **argv)
 	}
 	log_info("shutting down");
 	listener_close_all();
+	metrics_stop();
 	janitor_stop();
 	/* pgt.cfg, not cfg: a reload may have replaced the startup config */
 	if (pgt.cfg->pidfile[0])

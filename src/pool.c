@@ -244,11 +244,8 @@ struct pgt_server *pool_assign(struct pgt_pool *pool, struct pgt_client *c)
 		client_fail(c, "08006", "server connection failed: %s", pool->last_error);
 		return NULL;
 	}
-	list_del(&c->node);
-	c->state = CL_WAITING;
 	c->wait_start = loop_now();
-	list_append(&pool->waiting_clients, &c->node);
-	pool->nwaiting++;
+	client_set_state(c, CL_WAITING, &pool->waiting_clients);
 	pool_maybe_launch(pool);
 	return NULL;
 }

@@ -82,8 +82,11 @@ def write_config(d, section, pg, port, pool_size, extra=""):
 
 def start_pgtenant(workdir, pg, pool_size, binary, wrapper=()):
     port = free_port()
-    extra = "max_db_connections = 0\n"
-    if PGTENANT_USER["user"] != "app":
+    METRICS["port"] = free_port()
+    extra = "max_db_connections = 0\nmetrics_listen = 127.0.0.1:%d\n" % METRICS["port"]
+    if PGTENANT_USER["user"] == "app":
+        extra += "tenant_required = no\n"
+    else:
         extra += ("tenant_required = yes\ntenant_setting = app.tenant_id\ntenant_pool_size = %d\n"
                   "[tenants]\nacme = pool_size=%d\n" % (pool_size, pool_size))
     ini = write_config(os.path.join(workdir, "pgtenant"), "pgtenant", pg, port, pool_size, extra)
@@ -111,6 +114,21 @@ def start_pgbouncer(workdir, pg, pool_size, wrapper=()):
         out = subprocess.run(["pgrep", "-f", "-n", "pgbouncer -q"], capture_output=True, text=True).stdout.split()
         p.pid = int(out[-1])
     return p
+
+
+METRICS = {"port": None}
+
+
+def scrape_ms(port, n=10):
+    """Median wall time of n scrapes of pgtenant's /metrics."""
+    import urllib.request
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as r:
+            r.read()
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return sorted(times)[n // 2]
 
 
 # pgtenant's login user: "app", or "app.acme" with --tenant (a pinned tenant pool)
@@ -268,6 +286,9 @@ def main():
                 after = rss_kb(p.pid)
                 print("%-9s %d idle clients: RSS %d KiB -> %d KiB, %.0f bytes per idle client" %
                       (p.name, args.idle_clients, before, after, (after - before) * 1024.0 / args.idle_clients))
+                if p.name == "pgtenant":
+                    print("pgtenant  /metrics scrape with %d idle clients: %.2f ms (median of 10)" %
+                          (args.idle_clients, scrape_ms(METRICS["port"])))
                 for s in socks:
                     s.close()
                 time.sleep(0.5)

@@ -1,0 +1,278 @@
+/*
+ * Prometheus endpoint (see metrics.h).  The body is built in an evbuffer and
+ * handed to evhttp, which writes it without blocking the loop.
+ */
+#include "metrics.h"
+
+#include <dirent.h>
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "loop.h"
+#include "pool.h"
+#include "server.h"
+
+uint64_t metrics_refusals[REFUSAL_COUNT];
+
+static struct evhttp *http;
+static usec_t start_time;
+
+static const char *const refusal_names[REFUSAL_COUNT] = {
+    "no_tenant",    "invalid_tenant", "unknown_tenant", "tenant_disabled",
+    "tenant_quota", "auth_failed",    "jwt_invalid",    "wait_timeout",
+};
+
+/* Label values may hold any byte: escape backslash, quote and newline. */
+static void label(struct evbuffer *b, const char *v)
+{
+	for (const char *p = v; *p; p++) {
+		if (*p == '\\' || *p == '"')
+			evbuffer_add_printf(b, "\\%c", *p);
+		else if (*p == '\n')
+			evbuffer_add(b, "\\n", 2);
+		else
+			evbuffer_add(b, p, 1);
+	}
+}
+
+static void labels(struct evbuffer *b, const struct pgt_pool *p, const char *extra_k, const char *extra_v)
+{
+	evbuffer_add_printf(b, "{database=\"");
+	label(b, p->dbname);
+	evbuffer_add_printf(b, "\",user=\"");
+	label(b, p->user);
+	evbuffer_add_printf(b, "\",tenant=\"");
+	label(b, p->tenant);
+	evbuffer_add_printf(b, "\"");
+	if (extra_k)
+		evbuffer_add_printf(b, ",%s=\"%s\"", extra_k, extra_v);
+	evbuffer_add_printf(b, "}");
+}
+
+static void header(struct evbuffer *b, const char *name, const char *type, const char *help)
+{
+	evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void per_pool(struct evbuffer *b, const char *name, const char *type, const char *help,
+                     uint64_t (*value)(const struct pgt_pool *), double scale)
+{
+	header(b, name, type, help);
+	struct list *i;
+	list_for_each (i, &pgt_pools) {
+		const struct pgt_pool *p = container_of(i, struct pgt_pool, node);
+		if (p->internal)
+			continue;
+		evbuffer_add_printf(b, "%s", name);
+		labels(b, p, NULL, NULL);
+		if (scale == 1.0)
+			evbuffer_add_printf(b, " %llu\n", (unsigned long long)value(p));
+		else
+			evbuffer_add_printf(b, " %.6f\n", (double)value(p) * scale);
+	}
+}
+
+static uint64_t v_xacts(const struct pgt_pool *p)
+{
+	return p->stats.xact_count;
+}
+static uint64_t v_queries(const struct pgt_pool *p)
+{
+	return p->stats.query_count;
+}
+static uint64_t v_bytes_in(const struct pgt_pool *p)
+{
+	return p->stats.bytes_in;
+}
+static uint64_t v_bytes_out(const struct pgt_pool *p)
+{
+	return p->stats.bytes_out;
+}
+static uint64_t v_wait_sum(const struct pgt_pool *p)
+{
+	return p->stats.wait_time;
+}
+static uint64_t v_wait_count(const struct pgt_pool *p)
+{
+	return p->stats.wait_count;
+}
+static uint64_t v_xact_time(const struct pgt_pool *p)
+{
+	return p->stats.xact_time;
+}
+
+static long rss_bytes(void)
+{
+	FILE *f = fopen("/proc/self/statm", "r");
+	long pages = 0, rss = 0;
+	if (f) {
+		if (fscanf(f, "%ld %ld", &pages, &rss) != 2)
+			rss = 0;
+		fclose(f);
+	}
+	return rss * sysconf(_SC_PAGESIZE);
+}
+
+static int open_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	int n = 0;
+	if (!d)
+		return 0;
+	while (readdir(d))
+		n++;
+	closedir(d);
+	return n - 3; /* ".", ".." and the directory's own descriptor */
+}
+
+static void render(struct evbuffer *b)
+{
+	header(b, "pgtenant_client_connections", "gauge", "Client connections by state.");
+	struct list *i;
+	list_for_each (i, &pgt_pools) {
+		const struct pgt_pool *p = container_of(i, struct pgt_pool, node);
+		if (p->internal)
+			continue;
+		static const char *const st[] = {"active", "waiting", "login"};
+		int v[] = {p->nactive, p->nwaiting, p->nwelcome};
+		for (int k = 0; k < 3; k++) {
+			evbuffer_add_printf(b, "pgtenant_client_connections");
+			labels(b, p, "state", st[k]);
+			evbuffer_add_printf(b, " %d\n", v[k]);
+		}
+	}
+	header(b, "pgtenant_server_connections", "gauge", "Server connections by state.");
+	list_for_each (i, &pgt_pools) {
+		const struct pgt_pool *p = container_of(i, struct pgt_pool, node);
+		if (p->internal)
+			continue;
+		/* server lists are at most pool_size long: this stays O(pools) */
+		static const char *const st[] = {"active", "idle", "used", "login"};
+		int v[] = {list_count(&p->active_servers), list_count(&p->idle_servers),
+		           list_count(&p->used_servers), list_count(&p->login_servers)};
+		for (int k = 0; k < 4; k++) {
+			evbuffer_add_printf(b, "pgtenant_server_connections");
+			labels(b, p, "state", st[k]);
+			evbuffer_add_printf(b, " %d\n", v[k]);
+		}
+	}
+	per_pool(b, "pgtenant_transactions_total", "counter", "Transactions completed.", v_xacts, 1.0);
+	per_pool(b, "pgtenant_queries_total", "counter", "Queries (simple protocol Query messages).",
+	         v_queries, 1.0);
+	per_pool(b, "pgtenant_received_bytes_total", "counter", "Bytes from clients to servers.", v_bytes_in,
+	         1.0);
+	per_pool(b, "pgtenant_sent_bytes_total", "counter", "Bytes from servers to clients.", v_bytes_out,
+	         1.0);
+	per_pool(b, "pgtenant_transaction_seconds_total", "counter", "Time spent in transactions.",
+	         v_xact_time, 1e-6);
+	header(b, "pgtenant_wait_seconds", "summary", "Time clients waited for a server connection.");
+	list_for_each (i, &pgt_pools) {
+		const struct pgt_pool *p = container_of(i, struct pgt_pool, node);
+		if (p->internal)
+			continue;
+		evbuffer_add_printf(b, "pgtenant_wait_seconds_sum");
+		labels(b, p, NULL, NULL);
+		evbuffer_add_printf(b, " %.6f\n", (double)v_wait_sum(p) * 1e-6);
+		evbuffer_add_printf(b, "pgtenant_wait_seconds_count");
+		labels(b, p, NULL, NULL);
+		evbuffer_add_printf(b, " %llu\n", (unsigned long long)v_wait_count(p));
+	}
+	header(b, "pgtenant_refusals_total", "counter", "Connections refused, by reason.");
+	for (int r = 0; r < REFUSAL_COUNT; r++)
+		evbuffer_add_printf(b, "pgtenant_refusals_total{reason=\"%s\"} %llu\n", refusal_names[r],
+		                    (unsigned long long)metrics_refusals[r]);
+	header(b, "pgtenant_database_server_connections", "gauge",
+	       "Server connections per database entry, all pools.");
+	list_for_each (i, &pgt_pools) {
+		const struct pgt_pool *p = container_of(i, struct pgt_pool, node);
+		/* one line per database entry: the first pool of each prints it */
+		bool first = true;
+		struct list *j;
+		list_for_each (j, &pgt_pools) {
+			if (j == i)
+				break;
+			if (container_of(j, struct pgt_pool, node)->dbstate == p->dbstate)
+				first = false;
+		}
+		if (!first)
+			continue;
+		evbuffer_add_printf(b, "pgtenant_database_server_connections{database=\"");
+		label(b, p->dbstate->name);
+		evbuffer_add_printf(b, "\"} %d\n", p->dbstate->nservers);
+	}
+	header(b, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+	evbuffer_add_printf(b, "process_resident_memory_bytes %ld\n", rss_bytes());
+	header(b, "process_open_fds", "gauge", "Number of open file descriptors.");
+	evbuffer_add_printf(b, "process_open_fds %d\n", open_fds());
+	header(b, "process_start_time_seconds", "gauge", "Start time of the process since the epoch.");
+	evbuffer_add_printf(b, "process_start_time_seconds %lld\n", (long long)(start_time / USEC_PER_SEC));
+	header(b, "pgtenant_client_connections_all", "gauge",
+	       "All client connections, admin console included.");
+	evbuffer_add_printf(b, "pgtenant_client_connections_all %d\n", pgt.nclients);
+}
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+	(void)arg;
+	const char *uri = evhttp_request_get_uri(req);
+	if (evhttp_request_get_command(req) != EVHTTP_REQ_GET || !uri ||
+	    (strcmp(uri, "/metrics") != 0 && strncmp(uri, "/metrics?", 9) != 0)) {
+		evhttp_send_error(req, HTTP_NOTFOUND, "only GET /metrics is served here");
+		return;
+	}
+	struct evbuffer *b = evbuffer_new();
+	if (!b) {
+		evhttp_send_error(req, HTTP_INTERNAL, "out of memory");
+		return;
+	}
+	render(b);
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+	                  "text/plain; version=0.0.4; charset=utf-8");
+	evhttp_send_reply(req, HTTP_OK, "OK", b);
+	evbuffer_free(b);
+}
+
+bool metrics_start(const char *listen)
+{
+	start_time = util_now();
+	if (!listen || !*listen)
+		return true;
+	char host[256];
+	const char *colon = strrchr(listen, ':');
+	long port;
+	if (!colon || (size_t)(colon - listen) >= sizeof(host) ||
+	    !util_parse_int(colon + 1, 1, 65535, &port)) {
+		log_error("metrics_listen \"%s\": expected address:port", listen);
+		return false;
+	}
+	memcpy(host, listen, (size_t)(colon - listen));
+	host[colon - listen] = '\0';
+	/* [::1]:9127 */
+	char *h = host;
+	if (h[0] == '[' && h[strlen(h) - 1] == ']') {
+		h[strlen(h) - 1] = '\0';
+		h++;
+	}
+	http = evhttp_new(pgt.base);
+	if (!http || evhttp_bind_socket(http, *h ? h : "0.0.0.0", (uint16_t)port) != 0) {
+		log_error("could not listen for metrics on %s", listen);
+		return false;
+	}
+	evhttp_set_gencb(http, on_request, NULL);
+	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET);
+	log_info("serving Prometheus metrics on http://%s/metrics", listen);
+	return true;
+}
+
+void metrics_stop(void)
+{
+	if (http)
+		evhttp_free(http);
+	http = NULL;
+}
