@@ -19,6 +19,7 @@ struct pgt_server;
 struct client_login;
 struct pgt_tenant_state;
 struct registry_lookup;
+struct admin_pending;
 
 enum client_state {
 	CL_LOGIN,   /* startup and authentication */
@@ -45,9 +46,10 @@ struct pgt_client {
 	char *dbname;         /* requested database */
 	struct pgt_vars vars; /* wanted session parameters */
 	uint32_t cancel_pid, cancel_key;
-	usec_t wait_start;  /* when it started waiting for a server */
-	usec_t xact_start;  /* when its current transaction/linking began */
-	bool is_admin_user; /* admin_users member (control commands allowed) */
+	usec_t wait_start;                   /* when it started waiting for a server */
+	usec_t xact_start;                   /* when its current transaction/linking began */
+	bool is_admin_user;                  /* admin_users member (control commands allowed) */
+	struct admin_pending *admin_pending; /* a PAUSE/WAIT_CLOSE reply is outstanding */
 };
 
 extern struct list pgt_all_clients;

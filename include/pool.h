@@ -27,7 +27,10 @@ struct pgt_dbstate {
 	char *name;
 	int nservers;
 	struct list slot_waiters;
+	bool paused; /* PAUSE: no new transactions start */
 };
+
+extern bool pgt_paused_all; /* PAUSE without a database */
 
 struct pgt_pool_stats {
 	uint64_t xact_count, query_count;
@@ -95,6 +98,10 @@ int pool_mode(const struct pgt_pool *pool);
 bool pool_in_backoff(const struct pgt_pool *pool);
 /* After a reload: re-resolve database entries. */
 void pool_config_changed(void);
+/* PAUSE in force for this pool's database? */
+bool pool_paused(const struct pgt_pool *pool);
+/* After RESUME: hand idle servers to waiting clients and open more. */
+void pool_kick(struct pgt_pool *pool);
 /* Periodic maintenance from the janitor. */
 void pool_maintain(struct pgt_pool *pool, usec_t now);
 /* Total server connections in use (not idle) across all pools. */

@@ -26,6 +26,7 @@ struct pgt_tenant_state {
 	struct list node;
 	char *id;
 	int nclients;
+	bool admin_disabled; /* DISABLE <tenant> from the admin console */
 	/* the registry's last answer */
 	bool reg_known;     /* an answer was received ... */
 	usec_t reg_fetched; /* ... at this time */

@@ -127,6 +127,15 @@ static bool show_help(struct pgt_client *c, const char *arg)
 	    "SHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|LISTS|VERSION|TENANTS",
 	    "SHOW TENANT <id>",
 	    "RELOAD",
+	    "PAUSE [<db>]",
+	    "RESUME [<db>]",
+	    "DISABLE <tenant>",
+	    "ENABLE <tenant>",
+	    "KILL <db>",
+	    "KILL TENANT <tenant>",
+	    "RECONNECT [<db>]",
+	    "WAIT_CLOSE [<db>]",
+	    "SET key = value",
 	    "SHUTDOWN",
 	};
 	for (size_t i = 0; i < PGT_ARRAY_SIZE(lines); i++)
@@ -516,10 +525,290 @@ static bool cmd_shutdown(struct pgt_client *c, const char *arg)
 	return admin_done(c, &b, "SHUTDOWN");
 }
 
+/* ---- control ---- */
+
+struct admin_pending {
+	const char *tag; /* "PAUSE" or "WAIT_CLOSE" */
+	char db[128];    /* "" = all databases */
+};
+
+static bool db_matches(const struct pgt_pool *p, const char *db)
+{
+	return !*db || strcmp(p->dbname, db) == 0 || strcmp(p->dbstate->name, db) == 0;
+}
+
+static bool known_db(struct pgt_client *c, const char *db)
+{
+	if (!*db || config_find_db(pgt.cfg, db))
+		return true;
+	char msg[200];
+	snprintf(msg, sizeof(msg), "no such database: %.100s", db);
+	admin_error(c, "3D000", msg);
+	return false;
+}
+
+static bool done_tag(struct pgt_client *c, const char *tag)
+{
+	struct pktbuf b;
+	pktbuf_init(&b);
+	return admin_done(c, &b, tag);
+}
+
+/* Is the condition of a pending PAUSE / WAIT_CLOSE met? */
+static bool pending_met(const struct admin_pending *w)
+{
+	struct list *i;
+	list_for_each (i, &pgt_pools) {
+		struct pgt_pool *p = container_of(i, struct pgt_pool, node);
+		if (p->internal || !db_matches(p, w->db))
+			continue;
+		if (strcmp(w->tag, "PAUSE") == 0 &&
+		    (!list_empty(&p->active_servers) || !list_empty(&p->used_servers)))
+			return false;
+		if (strcmp(w->tag, "WAIT_CLOSE") == 0) {
+			struct list *j;
+			list_for_each (j, &p->active_servers)
+				if (container_of(j, struct pgt_server, node)->close_needed)
+					return false;
+			list_for_each (j, &p->used_servers)
+				if (container_of(j, struct pgt_server, node)->close_needed)
+					return false;
+		}
+	}
+	return true;
+}
+
+void admin_check_pending(void)
+{
+	struct list *i, *tmp;
+	list_for_each_safe (i, tmp, client_admin_list()) {
+		struct pgt_client *c = container_of(i, struct pgt_client, node);
+		struct admin_pending *w = c->admin_pending;
+		if (!w || !pending_met(w))
+			continue;
+		c->admin_pending = NULL;
+		bool ok = done_tag(c, w->tag);
+		free(w);
+		if (ok && c->conn.hold)
+			sbuf_resume(&c->conn);
+	}
+}
+
+static bool defer(struct pgt_client *c, const char *tag, const char *db)
+{
+	struct admin_pending *w = xcalloc(1, sizeof(*w));
+	w->tag = tag;
+	snprintf(w->db, sizeof(w->db), "%s", db);
+	if (pending_met(w)) {
+		free(w);
+		return done_tag(c, tag);
+	}
+	c->admin_pending = w; /* answered by the janitor when met */
+	return true;
+}
+
+static void set_paused(const char *db, bool paused)
+{
+	if (!*db) {
+		pgt_paused_all = paused;
+	} else {
+		struct list *i;
+		list_for_each (i, &pgt_pools) {
+			struct pgt_pool *p = container_of(i, struct pgt_pool, node);
+			if (db_matches(p, db))
+				p->dbstate->paused = paused;
+		}
+	}
+}
+
+static bool cmd_pause(struct pgt_client *c, const char *arg)
+{
+	if (!known_db(c, arg))
+		return true;
+	set_paused(arg, true);
+	client_log(c, PGT_LOG_INFO, "PAUSE %s", *arg ? arg : "(all)");
+	return defer(c, "PAUSE", arg);
+}
+
+static bool cmd_resume(struct pgt_client *c, const char *arg)
+{
+	if (!known_db(c, arg))
+		return true;
+	if (*arg) {
+		set_paused(arg, false);
+	} else {
+		pgt_paused_all = false;
+		struct list *i;
+		list_for_each (i, &pgt_pools)
+			container_of(i, struct pgt_pool, node)->dbstate->paused = false;
+	}
+	struct list *i;
+	list_for_each (i, &pgt_pools) {
+		struct pgt_pool *p = container_of(i, struct pgt_pool, node);
+		if (db_matches(p, arg))
+			pool_kick(p);
+	}
+	client_log(c, PGT_LOG_INFO, "RESUME %s", *arg ? arg : "(all)");
+	return done_tag(c, "RESUME");
+}
+
+static bool cmd_reconnect(struct pgt_client *c, const char *arg)
+{
+	if (!known_db(c, arg))
+		return true;
+	struct list *i;
+	list_for_each (i, &pgt_pools) {
+		struct pgt_pool *p = container_of(i, struct pgt_pool, node);
+		if (p->internal || !db_matches(p, arg))
+			continue;
+		p->generation++; /* servers in use close when released, idle ones now */
+		struct list *j, *jt;
+		list_for_each (j, &p->active_servers)
+			container_of(j, struct pgt_server, node)->close_needed = true;
+		list_for_each_safe (j, jt, &p->idle_servers)
+			server_close_idle(container_of(j, struct pgt_server, node), "RECONNECT");
+	}
+	return done_tag(c, "RECONNECT");
+}
+
+static bool cmd_wait_close(struct pgt_client *c, const char *arg)
+{
+	if (!known_db(c, arg))
+		return true;
+	return defer(c, "WAIT_CLOSE", arg);
+}
+
+/* Drop clients and servers of the pools that match. */
+static int kill_pools(bool (*match)(const struct pgt_pool *, const char *), const char *arg, const char *why)
+{
+	int n = 0;
+	struct list *i;
+	list_for_each (i, &pgt_pools) {
+		struct pgt_pool *p = container_of(i, struct pgt_pool, node);
+		if (p->internal || !match(p, arg))
+			continue;
+		struct list *lists[] = {&p->welcome_clients, &p->active_clients, &p->waiting_clients};
+		for (size_t k = 0; k < PGT_ARRAY_SIZE(lists); k++) {
+			struct list *j, *jt;
+			list_for_each_safe (j, jt, lists[k]) {
+				client_fail(container_of(j, struct pgt_client, node), "08P01", "%s", why);
+				n++;
+			}
+		}
+		struct list *slists[] = {&p->idle_servers, &p->active_servers, &p->used_servers,
+		                         &p->login_servers};
+		for (size_t k = 0; k < PGT_ARRAY_SIZE(slists); k++) {
+			struct list *j, *jt;
+			list_for_each_safe (j, jt, slists[k])
+				server_close_idle(container_of(j, struct pgt_server, node), why);
+		}
+	}
+	return n;
+}
+
+static bool tenant_matches(const struct pgt_pool *p, const char *id)
+{
+	return strcmp(p->tenant, id) == 0;
+}
+
+static bool db_name_matches(const struct pgt_pool *p, const char *db)
+{
+	return *db && db_matches(p, db);
+}
+
+static bool cmd_kill(struct pgt_client *c, const char *arg)
+{
+	if (strncasecmp(arg, "tenant", 6) == 0 && (arg[6] == ' ' || arg[6] == '\t')) {
+		const char *id = arg + 7;
+		while (isspace((unsigned char)*id))
+			id++;
+		if (!*id)
+			return admin_error(c, "42601", "KILL TENANT needs a tenant id");
+		int n = kill_pools(tenant_matches, id, "killed by the admin console (KILL TENANT)");
+		client_log(c, PGT_LOG_INFO, "KILL TENANT %s: %d clients", id, n);
+		return done_tag(c, "KILL");
+	}
+	if (!*arg)
+		return admin_error(c, "42601", "KILL needs a database name (or TENANT <id>)");
+	if (!known_db(c, arg))
+		return true;
+	kill_pools(db_name_matches, arg, "killed by the admin console (KILL)");
+	return done_tag(c, "KILL");
+}
+
+static bool cmd_tenant_flag(struct pgt_client *c, const char *arg, bool disable)
+{
+	if (!*arg || !config_tenant_id_valid(pgt.cfg, arg))
+		return admin_error(c, "42601",
+		                   disable ? "DISABLE needs a valid tenant id"
+		                           : "ENABLE needs a valid tenant id");
+	tenant_state_get(arg)->admin_disabled = disable;
+	client_log(c, PGT_LOG_INFO, "%s tenant %s", disable ? "DISABLE" : "ENABLE", arg);
+	return done_tag(c, disable ? "DISABLE" : "ENABLE");
+}
+
+static bool cmd_disable(struct pgt_client *c, const char *arg)
+{
+	return cmd_tenant_flag(c, arg, true);
+}
+
+static bool cmd_enable(struct pgt_client *c, const char *arg)
+{
+	return cmd_tenant_flag(c, arg, false);
+}
+
+/* SET key = value | SET key TO value; value may be single-quoted */
+static bool cmd_set(struct pgt_client *c, const char *arg)
+{
+	char key[64], value[512];
+	const char *p = arg;
+	size_t n = 0;
+	while (*p && (isalnum((unsigned char)*p) || *p == '_') && n + 1 < sizeof(key))
+		key[n++] = *p++;
+	key[n] = '\0';
+	while (isspace((unsigned char)*p))
+		p++;
+	if (*p == '=')
+		p++;
+	else if (strncasecmp(p, "to", 2) == 0 && isspace((unsigned char)p[2]))
+		p += 2;
+	else
+		return admin_error(c, "42601", "syntax: SET key = value");
+	while (isspace((unsigned char)*p))
+		p++;
+	n = 0;
+	if (*p == '\'') {
+		for (p++; *p && n + 1 < sizeof(value); p++) {
+			if (*p == '\'' && p[1] == '\'')
+				p++;
+			else if (*p == '\'')
+				break;
+			value[n++] = *p;
+		}
+	} else {
+		while (*p && n + 1 < sizeof(value))
+			value[n++] = *p++;
+	}
+	value[n] = '\0';
+	char err[512];
+	if (!config_set_key(pgt.cfg, key, util_trim(value), err, sizeof(err)))
+		return admin_error(c, "22023", err);
+	client_log(c, PGT_LOG_INFO, "SET %s = %s", key, value);
+	return done_tag(c, "SET");
+}
+
 static const struct admin_cmd cmds[] = {
     {"show", cmd_show, false},
     {"reload", cmd_reload, true},
     {"shutdown", cmd_shutdown, true},
+    {"pause", cmd_pause, true},
+    {"resume", cmd_resume, true},
+    {"reconnect", cmd_reconnect, true},
+    {"wait_close", cmd_wait_close, true},
+    {"kill", cmd_kill, true},
+    {"disable", cmd_disable, true},
+    {"enable", cmd_enable, true},
+    {"set", cmd_set, true},
 };
 
 bool admin_query(struct pgt_client *c, const char *sql)

@@ -233,6 +233,7 @@ void client_free_dead(void)
 		free(c->user);
 		free(c->dbname);
 		free(c->tenant);
+		free(c->admin_pending);
 		free(c);
 	}
 }
@@ -493,7 +494,7 @@ static bool login_continue(struct pgt_client *c)
 			client_fail(c, "08004", "unknown tenant \"%s\"", c->tenant);
 			return false;
 		}
-		if ((tc && tc->disabled) || (from_registry && !ts->reg_active)) {
+		if ((tc && tc->disabled) || (from_registry && !ts->reg_active) || ts->admin_disabled) {
 			metrics_refused(REFUSAL_TENANT_DISABLED);
 			client_fail(c, "08004", "tenant disabled: \"%s\"", c->tenant);
 			return false;
@@ -700,6 +701,8 @@ static enum sbuf_verdict client_on_packet(struct pgt_conn *conn, struct pgt_pkt 
 			    "protocol violation: the admin console supports only the simple query protocol");
 			return SB_GONE;
 		}
+		if (c->admin_pending)
+			return SB_HOLD; /* answer the previous command first */
 		if (!pkt->full)
 			return SB_NEED_FULL;
 		if (pkt->total < 6 || pkt->data[pkt->total - 1] != '\0') {

@@ -8,6 +8,7 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 
+#include "admin.h"
 #include "client.h"
 #include "config.h"
 #include "log.h"
@@ -100,6 +101,7 @@ void janitor_run(void)
 	usec_t now = loop_now();
 	check_clients(now);
 	check_servers(now);
+	admin_check_pending();
 	if (pgt.shutting_down && pool_total_busy() == 0) {
 		log_info("no server connection in use: shutting down");
 		loop_shutdown(true);

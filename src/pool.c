@@ -21,6 +21,7 @@
 #include "tenant_registry.h"
 
 struct list pgt_pools = {&pgt_pools, &pgt_pools};
+bool pgt_paused_all;
 static struct list dbstates = {&dbstates, &dbstates};
 
 static struct pgt_dbstate *dbstate_get(const char *name)
@@ -141,7 +142,7 @@ static bool db_has_room(const struct pgt_pool *pool)
  */
 static int launch_some(struct pgt_pool *pool, bool from_queue)
 {
-	if (!pool->db || pool_in_backoff(pool) || pgt.shutting_down)
+	if (!pool->db || pool_in_backoff(pool) || pgt.shutting_down || pool_paused(pool))
 		return 0;
 	int want = pool->nwaiting + pool->internal_want;
 	if (!pool->welcome_ready && !list_empty(&pool->welcome_clients))
@@ -228,9 +229,22 @@ bool pool_should_yield(const struct pgt_pool *pool)
 	return next != pool && pool->nservers > next->nservers + 1;
 }
 
+bool pool_paused(const struct pgt_pool *pool)
+{
+	return pgt_paused_all || pool->dbstate->paused;
+}
+
+void pool_kick(struct pgt_pool *pool)
+{
+	struct list *l;
+	while (!pool_paused(pool) && pool->nwaiting > 0 && (l = list_last(&pool->idle_servers)) != NULL)
+		pool_server_ready(pool, container_of(l, struct pgt_server, node));
+	pool_maybe_launch(pool);
+}
+
 struct pgt_server *pool_assign(struct pgt_pool *pool, struct pgt_client *c)
 {
-	if (list_empty(&pool->waiting_clients)) {
+	if (list_empty(&pool->waiting_clients) && !pool_paused(pool)) {
 		struct list *l = list_last(&pool->idle_servers);
 		if (l) {
 			struct pgt_server *s = container_of(l, struct pgt_server, node);
@@ -261,7 +275,7 @@ void pool_server_ready(struct pgt_pool *pool, struct pgt_server *s)
 			return;
 	}
 	struct list *first = list_first(&pool->waiting_clients);
-	if (first && !pgt.shutting_down) {
+	if (first && !pgt.shutting_down && !pool_paused(pool)) {
 		struct pgt_client *c = container_of(first, struct pgt_client, node);
 		if (!server_link(s, c))
 			return;

@@ -1,0 +1,133 @@
+"""Admin control commands, each observed from a client: PAUSE/RESUME,
+DISABLE/ENABLE, KILL TENANT, KILL, RECONNECT, WAIT_CLOSE, SET."""
+import threading
+import time
+
+import psycopg
+import pytest
+
+from conftest import login_error
+
+
+@pytest.fixture
+def cb(bouncer_factory):
+    return bouncer_factory(settings={"tenant_setting": "app.tenant_id", "default_pool_size": "2"},
+                           tenants={"acme": "pool_size=2", "globex": "pool_size=2"})
+
+
+def in_thread(fn):
+    out = {}
+
+    def run():
+        try:
+            out["value"] = fn()
+        except Exception as e:  # noqa: BLE001
+            out["error"] = e
+        out["at"] = time.time()
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t, out
+
+
+def test_pause_waits_for_transactions_then_holds_new_ones(cb):
+    a = cb.connect(autocommit=False)
+    a.execute("select 1")  # a transaction is running
+    t, out = in_thread(lambda: cb.admin("PAUSE"))
+    time.sleep(0.6)
+    assert "at" not in out  # PAUSE waits for the transaction
+    a.commit()
+    t.join(5)
+    assert "at" in out and "error" not in out
+    b = cb.connect()
+    tb, outb = in_thread(lambda: b.execute("select 42").fetchone()[0])
+    time.sleep(0.6)
+    assert "at" not in outb  # new transactions are held while paused
+    cb.admin("RESUME")
+    tb.join(5)
+    assert outb.get("value") == 42
+    a.close()
+    b.close()
+
+
+def test_disable_enable_tenant(cb):
+    kept = cb.connect(options="-c tenant=acme")
+    cb.admin("DISABLE acme")
+    code, msg = login_error(cb, server_settings={"tenant": "acme"})
+    assert code == "08004" and msg.startswith("tenant disabled")
+    assert kept.execute("select 1").fetchone()[0] == 1  # existing sessions keep going
+    assert login_error(cb, server_settings={"tenant": "globex"}) == (None, None)
+    cb.admin("ENABLE acme")
+    assert login_error(cb, server_settings={"tenant": "acme"}) == (None, None)
+    kept.close()
+
+
+def test_kill_tenant(cb):
+    acme = cb.connect(options="-c tenant=acme")
+    globex = cb.connect(options="-c tenant=globex")
+    acme.execute("select 1")
+    cb.admin("KILL TENANT acme")
+    with pytest.raises(psycopg.OperationalError):
+        acme.execute("select 1")
+    assert globex.execute("select 2").fetchone()[0] == 2
+    assert all(s["tenant"] != "acme" for s in cb.admin("SHOW SERVERS"))
+    acme.close()
+    globex.close()
+
+
+def test_kill_database(cb):
+    c = cb.connect()
+    c.execute("select 1")
+    cb.admin("KILL appdb")
+    with pytest.raises(psycopg.OperationalError):
+        c.execute("select 1")
+    c.close()
+    with cb.connect() as again:  # the database is not paused or disabled afterwards
+        assert again.execute("select 3").fetchone()[0] == 3
+    with pytest.raises(psycopg.Error) as e:
+        cb.admin("KILL nosuchdb")
+    assert "no such database" in str(e.value)
+
+
+def test_reconnect_and_wait_close(cb):
+    c = cb.connect()
+    pid1 = c.execute("select pg_backend_pid()").fetchone()[0]
+    cb.admin("RECONNECT appdb")
+    pid2 = c.execute("select pg_backend_pid()").fetchone()[0]
+    assert pid2 != pid1  # the idle server was closed
+    tx = cb.connect(autocommit=False)
+    tx.execute("select 1")  # holds a server in a transaction
+    cb.admin("RECONNECT")
+    t, out = in_thread(lambda: cb.admin("WAIT_CLOSE"))
+    time.sleep(0.6)
+    assert "at" not in out  # waits for the server in use to be released and closed
+    tx.commit()
+    t.join(5)
+    assert "at" in out and "error" not in out
+    c.close()
+    tx.close()
+
+
+def test_set_reloadable_keys(cb):
+    cb.admin("SET default_pool_size = 7")
+    cfg = {r["key"]: r for r in cb.admin("SHOW CONFIG")}
+    assert cfg["default_pool_size"]["value"] == "7"
+    cb.admin("SET query_wait_timeout TO '3'")
+    assert {r["key"]: r for r in cb.admin("SHOW CONFIG")}["query_wait_timeout"]["value"] == "3"
+    with pytest.raises(psycopg.Error) as e:
+        cb.admin("SET listen_port = 1")
+    assert "restart" in str(e.value)
+    with pytest.raises(psycopg.Error) as e:
+        cb.admin("SET no_such_key = 1")
+    assert "unknown" in str(e.value)
+    with pytest.raises(psycopg.Error) as e:
+        cb.admin("SET default_pool_size = lots")
+    assert "invalid value" in str(e.value)
+
+
+def test_stats_users_cannot_control(cb):
+    for cmd in ("PAUSE", "RESUME", "DISABLE acme", "KILL TENANT acme", "RECONNECT", "SET default_pool_size = 3"):
+        with pytest.raises(psycopg.Error) as e:
+            cb.admin(cmd, user="monitor")
+        assert e.value.sqlstate == "42501", cmd
+    assert cb.admin("SHOW POOLS", user="monitor") is not None
