@@ -124,7 +124,7 @@ static bool show_help(struct pgt_client *c, const char *arg)
 	struct pktbuf b;
 	pktbuf_init(&b);
 	static const char *lines[] = {
-	    "SHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|LISTS|VERSION|TENANTS",
+	    "SHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|LISTS|USERS|MEM|STATE|VERSION|TENANTS",
 	    "SHOW TENANT <id>",
 	    "RELOAD",
 	    "PAUSE [<db>]",
@@ -388,6 +388,74 @@ static bool show_lists(struct pgt_client *c, const char *arg)
 	return admin_done(c, &o.b, "SHOW");
 }
 
+static bool show_state(struct pgt_client *c, const char *arg)
+{
+	(void)arg;
+	static const char *names[] = {"key", "value"};
+	struct admin_out o;
+	cols(&o, 2, names, NULL);
+	const char *rows[][2] = {{"active", pgt_paused_all ? "no" : "yes"},
+	                         {"paused", pgt_paused_all ? "yes" : "no"},
+	                         {"suspended", "no"}};
+	for (size_t i = 0; i < PGT_ARRAY_SIZE(rows); i++)
+		row(&o, rows[i]);
+	return admin_done(c, &o.b, "SHOW");
+}
+
+/* One row per auth_file user, with the server connections of its pools. */
+static bool show_users(struct pgt_client *c, const char *arg)
+{
+	(void)arg;
+	static const char *names[] = {"name", "pool_mode", "max_user_connections", "current_connections"};
+	static const uint32_t oids[] = {OID_TEXT, OID_TEXT, OID_INT4, OID_INT4};
+	struct admin_out o;
+	cols(&o, 4, names, oids);
+	const struct pgt_userlist *ul = pgt.cfg->users;
+	for (int i = 0; ul && i < ul->n; i++) {
+		int cur = 0;
+		struct list *it;
+		list_for_each (it, &pgt_pools) {
+			struct pgt_pool *p = container_of(it, struct pgt_pool, node);
+			if (strcmp(p->user, ul->users[i].name) == 0)
+				cur += p->nservers;
+		}
+		char cc[16];
+		const char *v[] = {ul->users[i].name, NULL, "0", NUM(cc, cur)};
+		row(&o, v);
+	}
+	return admin_done(c, &o.b, "SHOW");
+}
+
+/* Memory of the hot objects: I/O buffers come from a free list. */
+static bool show_mem(struct pgt_client *c, const char *arg)
+{
+	(void)arg;
+	static const char *names[] = {"name", "size", "used", "free", "memtotal"};
+	static const uint32_t oids[] = {OID_TEXT, OID_INT4, OID_INT4, OID_INT4, OID_INT4};
+	struct admin_out o;
+	cols(&o, 5, names, oids);
+	int bused, bfree;
+	uint32_t bsize;
+	sbuf_mem_stats(&bused, &bfree, &bsize);
+	int ncl = list_count(&pgt_all_clients), nsv = list_count(&pgt_all_servers),
+	    npools = list_count(&pgt_pools);
+	struct {
+		const char *name;
+		size_t size;
+		int used, free;
+	} r[] = {{"iobuf", bsize, bused, bfree},
+	         {"client", sizeof(struct pgt_client), ncl, 0},
+	         {"server", sizeof(struct pgt_server), nsv, 0},
+	         {"pool", sizeof(struct pgt_pool), npools, 0}};
+	for (size_t i = 0; i < PGT_ARRAY_SIZE(r); i++) {
+		char s1[16], s2[16], s3[16], s4[24];
+		const char *v[] = {r[i].name, NUM(s1, r[i].size), NUM(s2, r[i].used), NUM(s3, r[i].free),
+		                   NUM(s4, (long long)r[i].size * (r[i].used + r[i].free))};
+		row(&o, v);
+	}
+	return admin_done(c, &o.b, "SHOW");
+}
+
 /* ---- tenants ---- */
 
 static const char *const tenant_cols[] = {
@@ -477,10 +545,13 @@ struct admin_cmd {
 };
 
 static const struct admin_cmd show_cmds[] = {
-    {"help", show_help, false},           {"version", show_version, false}, {"config", show_config, false},
-    {"databases", show_databases, false}, {"pools", show_pools, false},     {"clients", show_clients, false},
-    {"servers", show_servers, false},     {"lists", show_lists, false},     {"tenants", show_tenants, false},
-    {"tenant", show_tenant, false},
+    {"help", show_help, false},       {"version", show_version, false},
+    {"config", show_config, false},   {"databases", show_databases, false},
+    {"pools", show_pools, false},     {"clients", show_clients, false},
+    {"servers", show_servers, false}, {"lists", show_lists, false},
+    {"tenants", show_tenants, false}, {"tenant", show_tenant, false},
+    {"state", show_state, false},     {"users", show_users, false},
+    {"mem", show_mem, false},
 };
 
 static bool cmd_show(struct pgt_client *c, const char *arg)

@@ -131,3 +131,19 @@ def test_stats_users_cannot_control(cb):
             cb.admin(cmd, user="monitor")
         assert e.value.sqlstate == "42501", cmd
     assert cb.admin("SHOW POOLS", user="monitor") is not None
+
+
+def test_show_state_users_mem(cb):
+    assert [r["key"] for r in cb.admin("SHOW STATE")] == ["active", "paused", "suspended"]
+    assert {r["key"]: r["value"] for r in cb.admin("SHOW STATE")}["paused"] == "no"
+    cb.admin("PAUSE")
+    assert {r["key"]: r["value"] for r in cb.admin("SHOW STATE")}["paused"] == "yes"
+    cb.admin("RESUME")
+    with cb.connect() as conn:
+        conn.execute("select 1")
+        users = cb.admin("SHOW USERS")
+        assert list(users[0].keys()) == ["name", "pool_mode", "max_user_connections", "current_connections"]
+        assert {u["name"]: u for u in users}["app"]["current_connections"] >= 1
+        mem = {m["name"]: m for m in cb.admin("SHOW MEM")}
+        assert list(cb.admin("SHOW MEM")[0].keys()) == ["name", "size", "used", "free", "memtotal"]
+        assert mem["client"]["used"] >= 1 and mem["iobuf"]["size"] == 8192
