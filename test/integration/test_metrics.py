@@ -122,3 +122,23 @@ def test_bad_metrics_listen_is_refused(bouncer_factory, tmp_path):
                    % free_port())
     r = subprocess.run([PGTENANT_BIN, str(ini)], capture_output=True, text=True, timeout=10)
     assert r.returncode == 1 and "metrics_listen" in r.stderr
+
+
+def test_grafana_dashboard_queries_exported_metrics(mb):
+    """Every metric the dashboard in contrib/grafana queries is one /metrics exports."""
+    import json
+    import os
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "contrib", "grafana", "pgtenant-dashboard.json")
+    with open(path) as f:
+        dash = json.load(f)
+    with mb.connect(options="-c tenant=acme") as conn:
+        conn.execute("select 1")
+        exported = {n for n, _ in parse(scrape(mb))}
+    exported |= {re.sub(r"_(sum|count)$", "", n) for n in exported}
+    used = set()
+    for p in dash["panels"]:
+        assert p["targets"], p["title"]
+        for t in p["targets"]:
+            used |= set(re.findall(r"\b(pgtenant_[a-z_]+|process_[a-z_]+)\b", t["expr"]))
+    assert used and used <= exported, used - exported
+    assert any("tenant" in p["title"] for p in dash["panels"])
