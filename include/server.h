@@ -66,7 +66,7 @@ bool server_link(struct pgt_server *s, struct pgt_client *c) _MUSTCHECK;
 void server_release(struct pgt_server *s);
 void server_fail(struct pgt_server *s, const char *fmt, ...) PGT_PRINTF(2, 3);
 /* Close without blaming anyone (timeouts, lifetime, admin). */
-void server_close_idle(struct pgt_server *s, const char *reason);
+void server_close(struct pgt_server *s, const char *reason);
 void server_log(const struct pgt_server *s, int level, const char *fmt, ...) PGT_PRINTF(3, 4);
 /* The startup `options` that pin a tenant pool's server connections:
  * -c search_path=... [-c <tenant_setting>=<id>] [-c statement_timeout=...] */

@@ -255,8 +255,8 @@ static bool show_pools(struct pgt_client *c, const char *arg)
 		int mode = pool_mode(p);
 		const char *v[] = {p->dbname,
 		                   p->user,
-		                   NUM(a, list_count(&p->active_clients) + list_count(&p->welcome_clients)),
-		                   NUM(w, list_count(&p->waiting_clients)),
+		                   NUM(a, p->nactive + p->nwelcome),
+		                   NUM(w, p->nwaiting),
 		                   "0",
 		                   "0",
 		                   NUM(sa, list_count(&p->active_servers)),
@@ -479,8 +479,8 @@ static void tenant_row(struct admin_out *o, const char *id)
 			continue;
 		if (!database)
 			database = p->dbname;
-		cl_active += list_count(&p->active_clients) + list_count(&p->welcome_clients);
-		cl_waiting += list_count(&p->waiting_clients);
+		cl_active += p->nactive + p->nwelcome;
+		cl_waiting += p->nwaiting;
 		sv_active += list_count(&p->active_servers);
 		sv_idle += list_count(&p->idle_servers);
 		xacts += p->stats.xact_count;
@@ -737,7 +737,7 @@ static bool cmd_reconnect(struct pgt_client *c, const char *arg)
 		list_for_each (j, &p->active_servers)
 			container_of(j, struct pgt_server, node)->close_needed = true;
 		list_for_each_safe (j, jt, &p->idle_servers)
-			server_close_idle(container_of(j, struct pgt_server, node), "RECONNECT");
+			server_close(container_of(j, struct pgt_server, node), "RECONNECT");
 	}
 	return done_tag(c, "RECONNECT");
 }
@@ -771,7 +771,7 @@ static int kill_pools(bool (*match)(const struct pgt_pool *, const char *), cons
 		for (size_t k = 0; k < PGT_ARRAY_SIZE(slists); k++) {
 			struct list *j, *jt;
 			list_for_each_safe (j, jt, slists[k])
-				server_close_idle(container_of(j, struct pgt_server, node), why);
+				server_close(container_of(j, struct pgt_server, node), why);
 		}
 	}
 	return n;

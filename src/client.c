@@ -138,8 +138,6 @@ void client_set_state(struct pgt_client *c, enum client_state st, struct list *l
 	list_append(lst, &c->node);
 }
 
-#define set_state client_set_state
-
 void client_close(struct pgt_client *c, const char *reason)
 {
 	if (c->state == CL_DEAD)
@@ -434,7 +432,7 @@ void client_welcome(struct pgt_client *c)
 	pktbuf_put_u32(&b, c->cancel_key);
 	pktbuf_finish(&b);
 	pktbuf_ready(&b, 'I');
-	set_state(c, CL_ACTIVE, &pool->active_clients);
+	client_set_state(c, CL_ACTIVE, &pool->active_clients);
 	bool ok = sbuf_send_raw(&c->conn, b.data, b.len);
 	pktbuf_free(&b);
 	if (!ok) {
@@ -460,7 +458,7 @@ static bool login_done(struct pgt_client *c)
 	free(c->login);
 	c->login = NULL;
 	if (admin_is_admin_db(c->dbname)) {
-		set_state(c, CL_ADMIN, &admin_clients);
+		client_set_state(c, CL_ADMIN, &admin_clients);
 		return admin_welcome(c);
 	}
 	return login_continue(c);
@@ -532,7 +530,7 @@ static bool login_continue(struct pgt_client *c)
 		client_fail(c, "08006", "server connection failed: %s", pool->last_error);
 		return false;
 	}
-	set_state(c, CL_WELCOME, &pool->welcome_clients);
+	client_set_state(c, CL_WELCOME, &pool->welcome_clients);
 	c->wait_start = loop_now();
 	pool_maybe_launch(pool);
 	return !c->conn.dead;
@@ -722,7 +720,7 @@ void client_linked(struct pgt_client *c, struct pgt_server *s)
 	if (c->state == CL_WAITING) {
 		c->pool->stats.wait_time += (uint64_t)(now - c->wait_start);
 		c->pool->stats.wait_count++;
-		set_state(c, CL_ACTIVE, &c->pool->active_clients);
+		client_set_state(c, CL_ACTIVE, &c->pool->active_clients);
 	}
 	c->xact_start = now;
 	if (c->conn.hold)

@@ -5,6 +5,7 @@
 #include "metrics.h"
 
 #include <dirent.h>
+#include <stddef.h>
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <stdio.h>
@@ -60,51 +61,61 @@ static void header(struct evbuffer *b, const char *name, const char *type, const
 	evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void per_pool(struct evbuffer *b, const char *name, const char *type, const char *help,
-                     uint64_t (*value)(const struct pgt_pool *), double scale)
+/* One series per pool of a counter in struct pgt_pool_stats (usec fields scaled to seconds). */
+static void per_pool(struct evbuffer *b, const char *name, const char *help, size_t field, double scale)
 {
-	header(b, name, type, help);
+	header(b, name, "counter", help);
 	struct list *i;
 	list_for_each (i, &pgt_pools) {
 		const struct pgt_pool *p = container_of(i, struct pgt_pool, node);
 		if (p->internal)
 			continue;
+		uint64_t v = *(const uint64_t *)((const char *)&p->stats + field);
 		evbuffer_add_printf(b, "%s", name);
 		labels(b, p, NULL, NULL);
 		if (scale == 1.0)
-			evbuffer_add_printf(b, " %llu\n", (unsigned long long)value(p));
+			evbuffer_add_printf(b, " %llu\n", (unsigned long long)v);
 		else
-			evbuffer_add_printf(b, " %.6f\n", (double)value(p) * scale);
+			evbuffer_add_printf(b, " %.6f\n", (double)v * scale);
 	}
 }
 
-static uint64_t v_xacts(const struct pgt_pool *p)
+/* One series per pool and state, from a function filling values[] in the order of states[]. */
+static void by_state(struct evbuffer *b, const char *name, const char *help, const char *const *states, int n,
+                     void (*values)(const struct pgt_pool *, int *))
 {
-	return p->stats.xact_count;
+	header(b, name, "gauge", help);
+	struct list *i;
+	list_for_each (i, &pgt_pools) {
+		const struct pgt_pool *p = container_of(i, struct pgt_pool, node);
+		if (p->internal)
+			continue;
+		int v[8];
+		values(p, v);
+		for (int k = 0; k < n; k++) {
+			evbuffer_add_printf(b, "%s", name);
+			labels(b, p, "state", states[k]);
+			evbuffer_add_printf(b, " %d\n", v[k]);
+		}
+	}
 }
-static uint64_t v_queries(const struct pgt_pool *p)
+
+static const char *const client_states[] = {"active", "waiting", "login"};
+static void client_values(const struct pgt_pool *p, int *v)
 {
-	return p->stats.query_count;
+	v[0] = p->nactive;
+	v[1] = p->nwaiting;
+	v[2] = p->nwelcome;
 }
-static uint64_t v_bytes_in(const struct pgt_pool *p)
+
+static const char *const server_states[] = {"active", "idle", "used", "login"};
+static void server_values(const struct pgt_pool *p, int *v)
 {
-	return p->stats.bytes_in;
-}
-static uint64_t v_bytes_out(const struct pgt_pool *p)
-{
-	return p->stats.bytes_out;
-}
-static uint64_t v_wait_sum(const struct pgt_pool *p)
-{
-	return p->stats.wait_time;
-}
-static uint64_t v_wait_count(const struct pgt_pool *p)
-{
-	return p->stats.wait_count;
-}
-static uint64_t v_xact_time(const struct pgt_pool *p)
-{
-	return p->stats.xact_time;
+	/* server lists are at most pool_size long: this stays O(pools) */
+	v[0] = list_count(&p->active_servers);
+	v[1] = list_count(&p->idle_servers);
+	v[2] = list_count(&p->used_servers);
+	v[3] = list_count(&p->login_servers);
 }
 
 static long rss_bytes(void)
@@ -133,44 +144,21 @@ static int open_fds(void)
 
 static void render(struct evbuffer *b)
 {
-	header(b, "pgtenant_client_connections", "gauge", "Client connections by state.");
+	by_state(b, "pgtenant_client_connections", "Client connections by state.", client_states, 3,
+	         client_values);
+	by_state(b, "pgtenant_server_connections", "Server connections by state.", server_states, 4,
+	         server_values);
+	per_pool(b, "pgtenant_transactions_total", "Transactions completed.",
+	         offsetof(struct pgt_pool_stats, xact_count), 1.0);
+	per_pool(b, "pgtenant_queries_total", "Queries (simple protocol Query messages).",
+	         offsetof(struct pgt_pool_stats, query_count), 1.0);
+	per_pool(b, "pgtenant_received_bytes_total", "Bytes from clients to servers.",
+	         offsetof(struct pgt_pool_stats, bytes_in), 1.0);
+	per_pool(b, "pgtenant_sent_bytes_total", "Bytes from servers to clients.",
+	         offsetof(struct pgt_pool_stats, bytes_out), 1.0);
+	per_pool(b, "pgtenant_transaction_seconds_total", "Time spent in transactions.",
+	         offsetof(struct pgt_pool_stats, xact_time), 1e-6);
 	struct list *i;
-	list_for_each (i, &pgt_pools) {
-		const struct pgt_pool *p = container_of(i, struct pgt_pool, node);
-		if (p->internal)
-			continue;
-		static const char *const st[] = {"active", "waiting", "login"};
-		int v[] = {p->nactive, p->nwaiting, p->nwelcome};
-		for (int k = 0; k < 3; k++) {
-			evbuffer_add_printf(b, "pgtenant_client_connections");
-			labels(b, p, "state", st[k]);
-			evbuffer_add_printf(b, " %d\n", v[k]);
-		}
-	}
-	header(b, "pgtenant_server_connections", "gauge", "Server connections by state.");
-	list_for_each (i, &pgt_pools) {
-		const struct pgt_pool *p = container_of(i, struct pgt_pool, node);
-		if (p->internal)
-			continue;
-		/* server lists are at most pool_size long: this stays O(pools) */
-		static const char *const st[] = {"active", "idle", "used", "login"};
-		int v[] = {list_count(&p->active_servers), list_count(&p->idle_servers),
-		           list_count(&p->used_servers), list_count(&p->login_servers)};
-		for (int k = 0; k < 4; k++) {
-			evbuffer_add_printf(b, "pgtenant_server_connections");
-			labels(b, p, "state", st[k]);
-			evbuffer_add_printf(b, " %d\n", v[k]);
-		}
-	}
-	per_pool(b, "pgtenant_transactions_total", "counter", "Transactions completed.", v_xacts, 1.0);
-	per_pool(b, "pgtenant_queries_total", "counter", "Queries (simple protocol Query messages).",
-	         v_queries, 1.0);
-	per_pool(b, "pgtenant_received_bytes_total", "counter", "Bytes from clients to servers.", v_bytes_in,
-	         1.0);
-	per_pool(b, "pgtenant_sent_bytes_total", "counter", "Bytes from servers to clients.", v_bytes_out,
-	         1.0);
-	per_pool(b, "pgtenant_transaction_seconds_total", "counter", "Time spent in transactions.",
-	         v_xact_time, 1e-6);
 	header(b, "pgtenant_wait_seconds", "summary", "Time clients waited for a server connection.");
 	list_for_each (i, &pgt_pools) {
 		const struct pgt_pool *p = container_of(i, struct pgt_pool, node);
@@ -178,10 +166,10 @@ static void render(struct evbuffer *b)
 			continue;
 		evbuffer_add_printf(b, "pgtenant_wait_seconds_sum");
 		labels(b, p, NULL, NULL);
-		evbuffer_add_printf(b, " %.6f\n", (double)v_wait_sum(p) * 1e-6);
+		evbuffer_add_printf(b, " %.6f\n", (double)p->stats.wait_time * 1e-6);
 		evbuffer_add_printf(b, "pgtenant_wait_seconds_count");
 		labels(b, p, NULL, NULL);
-		evbuffer_add_printf(b, " %llu\n", (unsigned long long)v_wait_count(p));
+		evbuffer_add_printf(b, " %llu\n", (unsigned long long)p->stats.wait_count);
 	}
 	header(b, "pgtenant_refusals_total", "counter", "Connections refused, by reason.");
 	for (int r = 0; r < REFUSAL_COUNT; r++)

@@ -202,7 +202,7 @@ static void make_room(struct pgt_pool *pool)
 			victim = s;
 	}
 	if (victim)
-		server_close_idle(victim, "max_db_connections reached: making room for another pool");
+		server_close(victim, "max_db_connections reached: making room for another pool");
 }
 
 void pool_slot_freed(struct pgt_dbstate *d)
@@ -353,7 +353,7 @@ void pool_maintain(struct pgt_pool *pool, usec_t now)
 		else if (pool->nservers > pool_size_limit(pool) && list_empty(&pool->waiting_clients))
 			why = "pool_size reduced";
 		if (why)
-			server_close_idle(s, why);
+			server_close(s, why);
 	}
 	if (pool->db && pool->nservers < min && !pool_in_backoff(pool) && db_has_room(pool) &&
 	    !pgt.shutting_down && pool->welcome_ready)

@@ -146,12 +146,7 @@ void server_fail(struct pgt_server *s, const char *fmt, ...)
 	server_close_internal(s, msg, true);
 }
 
-static void server_close(struct pgt_server *s, const char *reason)
-{
-	server_close_internal(s, reason, false);
-}
-
-void server_close_idle(struct pgt_server *s, const char *reason)
+void server_close(struct pgt_server *s, const char *reason)
 {
 	server_close_internal(s, reason, false);
 }

@@ -176,10 +176,8 @@ bool registry_server_ready(struct pgt_server *s)
 		bool ok = sbuf_send_raw(&s->conn, b.data, b.len);
 		pktbuf_free(&b);
 		s->lookup = l;
-		if (!ok) {
-			server_fail(s, "send failed");
-			return true;
-		}
+		if (!ok)
+			server_fail(s, "send failed"); /* fails the lookup's clients too */
 		return true;
 	}
 	return false;
