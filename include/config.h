@@ -91,6 +91,8 @@ struct pgt_config {
 	int pkt_buf;
 	char *ignore_startup_parameters;
 	bool tcp_keepalive;
+	usec_t stats_period;
+	bool log_stats;
 
 	bool tenant_required;
 	char *tenant_sources;

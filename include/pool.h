@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "list.h"
+#include "stats.h"
 #include "util.h"
 #include "varcache.h"
 
@@ -31,13 +32,6 @@ struct pgt_dbstate {
 };
 
 extern bool pgt_paused_all; /* PAUSE without a database */
-
-struct pgt_pool_stats {
-	uint64_t xact_count, query_count;
-	uint64_t bytes_in, bytes_out;              /* client->server, server->client */
-	uint64_t xact_time, query_time, wait_time; /* usec */
-	uint64_t wait_count;                       /* times a client had to wait for a server */
-};
 
 struct pgt_pool {
 	struct list node;                    /* on the global pool list */
@@ -68,6 +62,7 @@ struct pgt_pool {
 	usec_t last_fail_time; /* last server login failure (for back-off) */
 	char last_error[256];
 	struct pgt_pool_stats stats;
+	struct pgt_pool_stats newer_stats, older_stats; /* at the end and start of the last stats_period */
 };
 
 extern struct list pgt_pools;

@@ -8,6 +8,7 @@
 #include "admin.h"
 
 #include <ctype.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@
 #include "pktbuf.h"
 #include "pool.h"
 #include "sbuf.h"
+#include "stats.h"
 #include "server.h"
 #include "tenant_registry.h"
 #include "userlist.h"
@@ -30,6 +32,7 @@
 #define OID_TEXT 25
 #define OID_INT4 23
 #define OID_INT8 20
+#define OID_NUMERIC 1700
 
 struct admin_out {
 	struct pktbuf b;
@@ -124,7 +127,9 @@ static bool show_help(struct pgt_client *c, const char *arg)
 	struct pktbuf b;
 	pktbuf_init(&b);
 	static const char *lines[] = {
-	    "SHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|LISTS|USERS|MEM|STATE|VERSION|TENANTS",
+	    "SHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|LISTS|USERS|MEM|STATE|VERSION",
+	    "SHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS",
+	    "SHOW TENANTS|TENANT_STATS",
 	    "SHOW TENANT <id>",
 	    "RELOAD",
 	    "PAUSE [<db>]",
@@ -169,6 +174,12 @@ static bool show_config(struct pgt_client *c, const char *arg)
 	return admin_done(c, &o.b, "SHOW");
 }
 
+/* Client connections of a pool, in any state after login. */
+static int pool_clients(const struct pgt_pool *p)
+{
+	return p->nactive + p->nwaiting + p->nwelcome;
+}
+
 static bool show_databases(struct pgt_client *c, const char *arg)
 {
 	(void)arg;
@@ -179,26 +190,35 @@ static bool show_databases(struct pgt_client *c, const char *arg)
 	                              "force_user",
 	                              "pool_size",
 	                              "min_pool_size",
-	                              "reserve_pool",
+	                              "reserve_pool_size",
+	                              "server_lifetime",
 	                              "pool_mode",
+	                              "load_balance_hosts",
 	                              "max_connections",
 	                              "current_connections",
+	                              "max_client_connections",
+	                              "current_client_connections",
 	                              "paused",
 	                              "disabled"};
-	static const uint32_t oids[] = {OID_TEXT, OID_TEXT, OID_INT4, OID_TEXT, OID_TEXT, OID_INT4, OID_INT4,
-	                                OID_INT4, OID_TEXT, OID_INT4, OID_INT4, OID_INT4, OID_INT4};
+	static const uint32_t oids[] = {OID_TEXT, OID_TEXT, OID_INT4, OID_TEXT, OID_TEXT, OID_INT4,
+	                                OID_INT4, OID_INT4, OID_INT4, OID_TEXT, OID_INT4, OID_INT4,
+	                                OID_INT4, OID_INT4, OID_INT4, OID_INT4, OID_INT4};
 	struct admin_out o;
 	const struct pgt_config *cfg = pgt.cfg;
-	cols(&o, 13, names, oids);
+	cols(&o, 17, names, oids);
 	for (int i = 0; i < cfg->ndbs; i++) {
 		const struct pgt_database *db = &cfg->dbs[i];
-		char port[16], ps[16], mps[16], rp[16], mc[16], cc[16];
-		int cur = 0;
+		char port[16], ps[16], mps[16], rp[16], sl[16], mc[16], cc[16], ccl[16];
+		int cur = 0, clients = 0;
+		bool paused = pgt_paused_all;
 		struct list *it;
 		list_for_each (it, &pgt_pools) {
 			struct pgt_pool *p = container_of(it, struct pgt_pool, node);
-			if (p->db == db)
-				cur += p->nservers;
+			if (p->db != db)
+				continue;
+			cur += p->nservers;
+			clients += pool_clients(p);
+			paused = paused || p->dbstate->paused;
 		}
 		const char *v[] = {db->name,
 		                   db->host,
@@ -208,10 +228,14 @@ static bool show_databases(struct pgt_client *c, const char *arg)
 		                   NUM(ps, config_db_pool_size(cfg, db)),
 		                   NUM(mps, db->min_pool_size >= 0 ? db->min_pool_size : cfg->min_pool_size),
 		                   NUM(rp, db->reserve_pool >= 0 ? db->reserve_pool : cfg->reserve_pool_size),
+		                   NUM(sl, cfg->server_lifetime / USEC_PER_SEC),
 		                   db->pool_mode >= 0 ? (db->pool_mode ? "transaction" : "session") : NULL,
+		                   "0", /* addresses are tried in order (PgBouncer's "disable") */
 		                   NUM(mc, config_db_max_connections(cfg, db)),
 		                   NUM(cc, cur),
 		                   "0",
+		                   NUM(ccl, clients),
+		                   paused ? "1" : "0",
 		                   "0"};
 		row(&o, v);
 	}
@@ -237,12 +261,13 @@ static bool show_pools(struct pgt_client *c, const char *arg)
 	                              "maxwait",
 	                              "maxwait_us",
 	                              "pool_mode",
+	                              "load_balance_hosts",
 	                              "tenant"};
 	static const uint32_t oids[] = {OID_TEXT, OID_TEXT, OID_INT4, OID_INT4, OID_INT4, OID_INT4,
 	                                OID_INT4, OID_INT4, OID_INT4, OID_INT4, OID_INT4, OID_INT4,
-	                                OID_INT4, OID_INT4, OID_INT4, OID_TEXT, OID_TEXT};
+	                                OID_INT4, OID_INT4, OID_INT4, OID_TEXT, OID_INT4, OID_TEXT};
 	struct admin_out o;
-	cols(&o, 17, names, oids);
+	cols(&o, 18, names, oids);
 	usec_t now = loop_now();
 	struct list *it;
 	list_for_each (it, &pgt_pools) {
@@ -253,8 +278,18 @@ static bool show_pools(struct pgt_client *c, const char *arg)
 		if (f)
 			maxwait = now - container_of(f, struct pgt_client, node)->wait_start;
 		int mode = pool_mode(p);
+		/* Tools key pools on (database, user) (pgbouncer_exporter fails a scrape
+		 * on duplicate series): a tenant pool shows the tenant-qualified user
+		 * that clients may log in as. */
+		char user[256];
+		if (p->tenant[0])
+			snprintf(user, sizeof(user), "%s%s%s", p->user,
+			         pgt.cfg->tenant_user_separator[0] ? pgt.cfg->tenant_user_separator : ".",
+			         p->tenant);
+		else
+			snprintf(user, sizeof(user), "%s", p->user);
 		const char *v[] = {p->dbname,
-		                   p->user,
+		                   user,
 		                   NUM(a, p->nactive + p->nwelcome),
 		                   NUM(w, p->nwaiting),
 		                   "0",
@@ -269,6 +304,7 @@ static bool show_pools(struct pgt_client *c, const char *arg)
 		                   NUM(mw, maxwait / USEC_PER_SEC),
 		                   NUM(mwu, maxwait % USEC_PER_SEC),
 		                   mode == PGT_POOL_SESSION ? "session" : "transaction",
+		                   "0",
 		                   p->tenant};
 		row(&o, v);
 	}
@@ -276,20 +312,23 @@ static bool show_pools(struct pgt_client *c, const char *arg)
 }
 
 static const char *const conn_cols[] = {
-    "type",       "user",       "database",         "state",        "addr",
-    "port",       "local_addr", "local_port",       "connect_time", "request_time",
-    "wait",       "wait_us",    "close_needed",     "ptr",          "link",
-    "remote_pid", "tls",        "application_name", "tenant"};
-static const uint32_t conn_oids[] = {OID_TEXT, OID_TEXT, OID_TEXT, OID_TEXT, OID_TEXT, OID_INT4, OID_TEXT,
-                                     OID_INT4, OID_TEXT, OID_TEXT, OID_INT4, OID_INT4, OID_INT4, OID_TEXT,
-                                     OID_TEXT, OID_INT4, OID_TEXT, OID_TEXT, OID_TEXT};
+    "type",         "user",       "database",   "replication",      "state",
+    "addr",         "port",       "local_addr", "local_port",       "connect_time",
+    "request_time", "wait",       "wait_us",    "close_needed",     "ptr",
+    "link",         "remote_pid", "tls",        "application_name", "prepared_statements",
+    "id",           "tenant"};
+static const uint32_t conn_oids[] = {OID_TEXT, OID_TEXT, OID_TEXT, OID_TEXT, OID_TEXT, OID_TEXT,
+                                     OID_INT4, OID_TEXT, OID_INT4, OID_TEXT, OID_TEXT, OID_INT4,
+                                     OID_INT4, OID_INT4, OID_TEXT, OID_TEXT, OID_INT4, OID_TEXT,
+                                     OID_TEXT, OID_INT4, OID_INT8, OID_TEXT};
+#define CONN_NCOLS ((int)PGT_ARRAY_SIZE(conn_cols))
 
 static void conn_row(struct admin_out *o, const struct pgt_conn *conn, const char *type, const char *user,
                      const char *db, const char *state, usec_t wait, bool close_needed, const void *ptr,
                      const void *link, uint32_t remote_pid, const char *app, const char *tenant)
 {
 	char addr[64], port[16], laddr[64] = "", lport[16] = "", ct[40], rt[40], w[16], wu[16], ptrs[32],
-	                         links[32] = "", pid[16];
+	                         links[32] = "", pid[16], id[24];
 	int p = 0;
 	sbuf_addr_str(&conn->addr, addr, sizeof(addr), &p);
 	NUM(port, p);
@@ -308,6 +347,7 @@ static void conn_row(struct admin_out *o, const struct pgt_conn *conn, const cha
 	const char *v[] = {type,
 	                   user,
 	                   db,
+	                   "none", /* no replication connections */
 	                   state,
 	                   addr,
 	                   port,
@@ -323,6 +363,8 @@ static void conn_row(struct admin_out *o, const struct pgt_conn *conn, const cha
 	                   NUM(pid, remote_pid),
 	                   NULL,
 	                   app ? app : "",
+	                   "0", /* prepared statements are not tracked: each Parse is forwarded */
+	                   NUM(id, conn->id),
 	                   tenant};
 	row(o, v);
 }
@@ -331,7 +373,7 @@ static bool show_clients(struct pgt_client *c, const char *arg)
 {
 	(void)arg;
 	struct admin_out o;
-	cols(&o, 19, conn_cols, conn_oids);
+	cols(&o, CONN_NCOLS, conn_cols, conn_oids);
 	usec_t now = loop_now();
 	struct list *it;
 	list_for_each (it, &pgt_all_clients) {
@@ -348,7 +390,7 @@ static bool show_servers(struct pgt_client *c, const char *arg)
 {
 	(void)arg;
 	struct admin_out o;
-	cols(&o, 19, conn_cols, conn_oids);
+	cols(&o, CONN_NCOLS, conn_cols, conn_oids);
 	struct list *it;
 	list_for_each (it, &pgt_all_servers) {
 		struct pgt_server *s = container_of(it, struct pgt_server, conn_all_node);
@@ -402,25 +444,37 @@ static bool show_state(struct pgt_client *c, const char *arg)
 	return admin_done(c, &o.b, "SHOW");
 }
 
-/* One row per auth_file user, with the server connections of its pools. */
+/* One row per auth_file user, with the connections of its pools.  Per-user
+ * limits are not configurable: NULL / 0 as PgBouncer shows "not set". */
 static bool show_users(struct pgt_client *c, const char *arg)
 {
 	(void)arg;
-	static const char *names[] = {"name", "pool_mode", "max_user_connections", "current_connections"};
-	static const uint32_t oids[] = {OID_TEXT, OID_TEXT, OID_INT4, OID_INT4};
+	static const char *names[] = {"name",
+	                              "pool_size",
+	                              "reserve_pool_size",
+	                              "pool_mode",
+	                              "max_user_connections",
+	                              "current_connections",
+	                              "max_user_client_connections",
+	                              "current_client_connections"};
+	static const uint32_t oids[] = {OID_TEXT, OID_INT4, OID_INT4, OID_TEXT,
+	                                OID_INT4, OID_INT4, OID_INT4, OID_INT4};
 	struct admin_out o;
-	cols(&o, 4, names, oids);
+	cols(&o, 8, names, oids);
 	const struct pgt_userlist *ul = pgt.cfg->users;
 	for (int i = 0; ul && i < ul->n; i++) {
-		int cur = 0;
+		int cur = 0, clients = 0;
 		struct list *it;
 		list_for_each (it, &pgt_pools) {
 			struct pgt_pool *p = container_of(it, struct pgt_pool, node);
-			if (strcmp(p->user, ul->users[i].name) == 0)
+			if (strcmp(p->user, ul->users[i].name) == 0) {
 				cur += p->nservers;
+				clients += pool_clients(p);
+			}
 		}
-		char cc[16];
-		const char *v[] = {ul->users[i].name, NULL, "0", NUM(cc, cur)};
+		char cc[16], ccl[16];
+		const char *v[] = {ul->users[i].name, NULL, NULL, NULL, "0", NUM(cc, cur), "0",
+		                   NUM(ccl, clients)};
 		row(&o, v);
 	}
 	return admin_done(c, &o.b, "SHOW");
@@ -452,6 +506,240 @@ static bool show_mem(struct pgt_client *c, const char *arg)
 		const char *v[] = {r[i].name, NUM(s1, r[i].size), NUM(s2, r[i].used), NUM(s3, r[i].free),
 		                   NUM(s4, (long long)r[i].size * (r[i].used + r[i].free))};
 		row(&o, v);
+	}
+	return admin_done(c, &o.b, "SHOW");
+}
+
+/* ---- statistics ---- */
+
+/* The counters SHOW STATS reports, in PgBouncer's column order. */
+static const size_t stat_fields[] = {
+    offsetof(struct pgt_pool_stats, server_assignment_count),
+    offsetof(struct pgt_pool_stats, xact_count),
+    offsetof(struct pgt_pool_stats, query_count),
+    offsetof(struct pgt_pool_stats, bytes_in),
+    offsetof(struct pgt_pool_stats, bytes_out),
+    offsetof(struct pgt_pool_stats, xact_time),
+    offsetof(struct pgt_pool_stats, query_time),
+    offsetof(struct pgt_pool_stats, wait_time),
+    offsetof(struct pgt_pool_stats, client_parse_count),
+    offsetof(struct pgt_pool_stats, server_parse_count),
+    offsetof(struct pgt_pool_stats, bind_count),
+};
+#define NSTAT ((int)PGT_ARRAY_SIZE(stat_fields))
+
+static const char *const stats_total_cols[NSTAT] = {"total_server_assignment_count",
+                                                    "total_xact_count",
+                                                    "total_query_count",
+                                                    "total_received",
+                                                    "total_sent",
+                                                    "total_xact_time",
+                                                    "total_query_time",
+                                                    "total_wait_time",
+                                                    "total_client_parse_count",
+                                                    "total_server_parse_count",
+                                                    "total_bind_count"};
+static const char *const stats_avg_cols[NSTAT] = {"avg_server_assignment_count",
+                                                  "avg_xact_count",
+                                                  "avg_query_count",
+                                                  "avg_recv",
+                                                  "avg_sent",
+                                                  "avg_xact_time",
+                                                  "avg_query_time",
+                                                  "avg_wait_time",
+                                                  "avg_client_parse_count",
+                                                  "avg_server_parse_count",
+                                                  "avg_bind_count"};
+/* SHOW STATS_TOTALS and STATS_AVERAGES drop the prefixes, except (as in
+ * PgBouncer) on the averages of the prepared-statement counters. */
+static const char *const stats_totals_cols[NSTAT] = {"server_assignment_count",
+                                                     "xact_count",
+                                                     "query_count",
+                                                     "bytes_received",
+                                                     "bytes_sent",
+                                                     "xact_time",
+                                                     "query_time",
+                                                     "wait_time",
+                                                     "client_parse_count",
+                                                     "server_parse_count",
+                                                     "bind_count"};
+static const char *const stats_averages_cols[NSTAT] = {"server_assignment_count",
+                                                       "xact_count",
+                                                       "query_count",
+                                                       "bytes_received",
+                                                       "bytes_sent",
+                                                       "xact_time",
+                                                       "query_time",
+                                                       "wait_time",
+                                                       "avg_client_parse_count",
+                                                       "avg_server_parse_count",
+                                                       "avg_bind_count"};
+/* SHOW TOTALS names rows after PgBouncer's struct fields. */
+static const char *const totals_rows[NSTAT] = {"server_assignment_count",
+                                               "xact_count",
+                                               "query_count",
+                                               "client_bytes",
+                                               "server_bytes",
+                                               "xact_time",
+                                               "query_time",
+                                               "wait_time",
+                                               "ps_client_parse_count",
+                                               "ps_server_parse_count",
+                                               "ps_bind_count"};
+
+static uint64_t stat_get(const struct pgt_pool_stats *st, int i)
+{
+	return *(const uint64_t *)((const char *)st + stat_fields[i]);
+}
+
+struct stats_group {
+	const char *dbname, *tenant;
+	struct pgt_pool_stats cur, newer, older;
+};
+
+static int pool_cmp_db(const void *a, const void *b)
+{
+	const struct pgt_pool *p = *(struct pgt_pool *const *)a, *q = *(struct pgt_pool *const *)b;
+	return strcmp(p->dbname, q->dbname);
+}
+
+static int pool_cmp_db_tenant(const void *a, const void *b)
+{
+	const struct pgt_pool *p = *(struct pgt_pool *const *)a, *q = *(struct pgt_pool *const *)b;
+	int r = strcmp(p->dbname, q->dbname);
+	return r ? r : strcmp(p->tenant, q->tenant);
+}
+
+/* Pools summed per database (by_tenant: per database and tenant, tenant
+ * pools only), sorted by name.  O(pools log pools).  Caller frees. */
+static int stats_groups(struct stats_group **out, bool by_tenant)
+{
+	int n = 0, cap = list_count(&pgt_pools);
+	struct pgt_pool **v = xcalloc((size_t)cap + 1, sizeof(*v));
+	struct list *it;
+	list_for_each (it, &pgt_pools) {
+		struct pgt_pool *p = container_of(it, struct pgt_pool, node);
+		if (!p->internal && (!by_tenant || p->tenant[0]))
+			v[n++] = p;
+	}
+	qsort(v, (size_t)n, sizeof(*v), by_tenant ? pool_cmp_db_tenant : pool_cmp_db);
+	struct stats_group *g = xcalloc((size_t)n + 1, sizeof(*g));
+	int ng = 0;
+	for (int i = 0; i < n; i++) {
+		const struct pgt_pool *p = v[i];
+		if (ng == 0 || strcmp(g[ng - 1].dbname, p->dbname) != 0 ||
+		    (by_tenant && strcmp(g[ng - 1].tenant, p->tenant) != 0)) {
+			g[ng].dbname = p->dbname;
+			g[ng].tenant = p->tenant;
+			ng++;
+		}
+		stats_add(&g[ng - 1].cur, &p->stats);
+		stats_add(&g[ng - 1].newer, &p->newer_stats);
+		stats_add(&g[ng - 1].older, &p->older_stats);
+	}
+	free(v);
+	*out = g;
+	return ng;
+}
+
+enum stats_view { VIEW_STATS, VIEW_TOTALS, VIEW_AVERAGES, VIEW_TENANTS };
+
+/* SHOW STATS / STATS_TOTALS / STATS_AVERAGES (per database) and
+ * SHOW TENANT_STATS (per database and tenant): totals since start, averages
+ * over the last stats_period (rates per second, times per event, usec). */
+static bool show_stats_view(struct pgt_client *c, enum stats_view view)
+{
+	const char *names[2 + 2 * NSTAT];
+	uint32_t oids[2 + 2 * NSTAT];
+	int nkeys = view == VIEW_TENANTS ? 2 : 1, n = 0;
+	names[n] = "database";
+	oids[n++] = OID_TEXT;
+	if (view == VIEW_TENANTS) {
+		names[n] = "tenant";
+		oids[n++] = OID_TEXT;
+	}
+	bool totals = view != VIEW_AVERAGES, avgs = view != VIEW_TOTALS;
+	for (int i = 0; totals && i < NSTAT; i++) {
+		names[n] = view == VIEW_TOTALS ? stats_totals_cols[i] : stats_total_cols[i];
+		oids[n++] = OID_NUMERIC;
+	}
+	for (int i = 0; avgs && i < NSTAT; i++) {
+		names[n] = view == VIEW_AVERAGES ? stats_averages_cols[i] : stats_avg_cols[i];
+		oids[n++] = OID_NUMERIC;
+	}
+	struct admin_out o;
+	cols(&o, n, names, oids);
+	struct stats_group *g;
+	int ng = stats_groups(&g, view == VIEW_TENANTS);
+	for (int k = 0; k < ng; k++) {
+		struct pgt_pool_stats avg;
+		stats_average(&avg, &g[k].newer, &g[k].older);
+		char buf[2 * NSTAT][24];
+		const char *v[2 + 2 * NSTAT];
+		int m = 0;
+		v[m++] = g[k].dbname;
+		if (nkeys == 2)
+			v[m++] = g[k].tenant;
+		for (int i = 0; totals && i < NSTAT; i++, m++)
+			v[m] = NUM(buf[m - nkeys], stat_get(&g[k].cur, i));
+		for (int i = 0; avgs && i < NSTAT; i++, m++)
+			v[m] = NUM(buf[m - nkeys], stat_get(&avg, i));
+		row(&o, v);
+	}
+	free(g);
+	return admin_done(c, &o.b, "SHOW");
+}
+
+static bool show_stats(struct pgt_client *c, const char *arg)
+{
+	(void)arg;
+	return show_stats_view(c, VIEW_STATS);
+}
+
+static bool show_stats_totals(struct pgt_client *c, const char *arg)
+{
+	(void)arg;
+	return show_stats_view(c, VIEW_TOTALS);
+}
+
+static bool show_stats_averages(struct pgt_client *c, const char *arg)
+{
+	(void)arg;
+	return show_stats_view(c, VIEW_AVERAGES);
+}
+
+static bool show_tenant_stats(struct pgt_client *c, const char *arg)
+{
+	(void)arg;
+	return show_stats_view(c, VIEW_TENANTS);
+}
+
+/* SHOW TOTALS: SHOW STATS summed over all databases, one row per figure. */
+static bool show_totals(struct pgt_client *c, const char *arg)
+{
+	(void)arg;
+	static const char *names[] = {"name", "value"};
+	static const uint32_t oids[] = {OID_TEXT, OID_NUMERIC};
+	struct admin_out o;
+	cols(&o, 2, names, oids);
+	struct pgt_pool_stats cur = {0}, newer = {0}, older = {0}, avg;
+	struct list *it;
+	list_for_each (it, &pgt_pools) {
+		struct pgt_pool *p = container_of(it, struct pgt_pool, node);
+		if (p->internal)
+			continue;
+		stats_add(&cur, &p->stats);
+		stats_add(&newer, &p->newer_stats);
+		stats_add(&older, &p->older_stats);
+	}
+	stats_average(&avg, &newer, &older);
+	for (int pass = 0; pass < 2; pass++) {
+		for (int i = 0; i < NSTAT; i++) {
+			char name[64], val[24];
+			snprintf(name, sizeof(name), "%s_%s", pass ? "avg" : "total", totals_rows[i]);
+			const char *v[] = {name, NUM(val, stat_get(pass ? &avg : &cur, i))};
+			row(&o, v);
+		}
 	}
 	return admin_done(c, &o.b, "SHOW");
 }
@@ -545,13 +833,24 @@ struct admin_cmd {
 };
 
 static const struct admin_cmd show_cmds[] = {
-    {"help", show_help, false},       {"version", show_version, false},
-    {"config", show_config, false},   {"databases", show_databases, false},
-    {"pools", show_pools, false},     {"clients", show_clients, false},
-    {"servers", show_servers, false}, {"lists", show_lists, false},
-    {"tenants", show_tenants, false}, {"tenant", show_tenant, false},
-    {"state", show_state, false},     {"users", show_users, false},
+    {"help", show_help, false},
+    {"version", show_version, false},
+    {"config", show_config, false},
+    {"databases", show_databases, false},
+    {"pools", show_pools, false},
+    {"clients", show_clients, false},
+    {"servers", show_servers, false},
+    {"lists", show_lists, false},
+    {"tenants", show_tenants, false},
+    {"tenant", show_tenant, false},
+    {"state", show_state, false},
+    {"users", show_users, false},
     {"mem", show_mem, false},
+    {"stats", show_stats, false},
+    {"stats_totals", show_stats_totals, false},
+    {"stats_averages", show_stats_averages, false},
+    {"totals", show_totals, false},
+    {"tenant_stats", show_tenant_stats, false},
 };
 
 static bool cmd_show(struct pgt_client *c, const char *arg)

@@ -659,9 +659,16 @@ static enum sbuf_verdict active_packet(struct pgt_client *c, struct pgt_pkt *pkt
 	}
 	struct pgt_pool_stats *st = &c->pool->stats;
 	switch (pkt->type) {
+	case 'P':
+		st->client_parse_count++;
+		st->server_parse_count++; /* every Parse is forwarded as is */
+		s->sent_since_rfq = true;
+		break;
+	case 'B':
+		st->bind_count++;
+		s->sent_since_rfq = true;
+		break;
 	case 'Q':
-		st->query_count++;
-		/* fallthrough */
 	case 'S':
 	case 'F':
 		s->expect_rfq++;
@@ -722,6 +729,7 @@ void client_linked(struct pgt_client *c, struct pgt_server *s)
 		c->pool->stats.wait_count++;
 		client_set_state(c, CL_ACTIVE, &c->pool->active_clients);
 	}
+	c->pool->stats.server_assignment_count++;
 	c->xact_start = now;
 	if (c->conn.hold)
 		sbuf_resume(&c->conn);

@@ -60,6 +60,10 @@ static const char *const unknown_tenant_modes[] = {"reject", "allow", NULL};
 	{                                                                                                    \
 #n, CF_TIME, OFF(n), r, d, 0, 0, NULL                                                        \
 	}
+#define TIME_MIN(n, r, d, lo)                                                                                \
+	{                                                                                                    \
+#n, CF_TIME, OFF(n), r, d, lo, 0, NULL                                                       \
+	}
 #define ENUM(n, r, d, c)                                                                                     \
 	{                                                                                                    \
 #n, CF_ENUM, OFF(n), r, d, 0, 0, c                                                           \
@@ -97,6 +101,8 @@ static const struct cf_key cf_keys[] = {
     INT(pkt_buf, false, "8192", 4096, 1048576),
     STR(ignore_startup_parameters, true, "extra_float_digits"),
     BOOL(tcp_keepalive, true, "yes"),
+    TIME_MIN(stats_period, true, "60", USEC_PER_SEC),
+    BOOL(log_stats, true, "yes"),
 
     BOOL(tenant_required, true, "yes"),
     STR(tenant_sources, true, "parameter, options, user, sni, jwt"),
@@ -160,15 +166,23 @@ static bool cf_set(struct pgt_config *cfg, const struct cf_key *k, const char *v
 			return false;
 		}
 		return true;
-	case CF_TIME:
-		if (!util_parse_duration(value, (usec_t *)field)) {
+	case CF_TIME: {
+		usec_t t;
+		if (!util_parse_duration(value, &t)) {
 			snprintf(err, errlen,
 			         "invalid value \"%s\" for %s: expected seconds, or a number with unit ms, "
 			         "s, min, h",
 			         value, k->name);
 			return false;
 		}
+		if (t < k->min) {
+			snprintf(err, errlen, "invalid value \"%s\" for %s: must be at least %ld s", value,
+			         k->name, k->min / USEC_PER_SEC);
+			return false;
+		}
+		*(usec_t *)field = t;
 		return true;
+	}
 	case CF_STR: {
 		char **s = field;
 		free(*s);

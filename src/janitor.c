@@ -16,6 +16,7 @@
 #include "loop.h"
 #include "pool.h"
 #include "server.h"
+#include "stats.h"
 
 static struct event janitor_ev;
 
@@ -102,6 +103,7 @@ void janitor_run(void)
 	check_clients(now);
 	check_servers(now);
 	admin_check_pending();
+	stats_tick(now);
 	if (pgt.shutting_down && pool_total_busy() == 0) {
 		log_info("no server connection in use: shutting down");
 		loop_shutdown(true);

@@ -262,14 +262,15 @@ int main(int argc, char **argv)
 		log_fatal("could not initialise DNS");
 		return 1;
 	}
-	if (!listener_open(cfg))
-		return 1;
-	if (!metrics_start(cfg->metrics_listen))
-		return 1;
-	if (user && !switch_user(user))
-		return 1;
+	/* the pidfile exists before the port accepts connections, so that whoever
+	 * waits for the port finds it */
 	if (!write_pidfile(cfg->pidfile))
 		return 1;
+	if (!listener_open(cfg) || !metrics_start(cfg->metrics_listen) || (user && !switch_user(user))) {
+		if (cfg->pidfile[0])
+			unlink(cfg->pidfile);
+		return 1;
+	}
 	struct event *sigs[3];
 	int signums[3] = {SIGHUP, SIGINT, SIGTERM};
 	for (int i = 0; i < 3; i++) {

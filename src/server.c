@@ -678,6 +678,7 @@ static enum sbuf_verdict server_on_packet(struct pgt_conn *conn, struct pgt_pkt 
 		struct pgt_pool *pool = s->pool;
 		usec_t now = loop_now();
 		if (s->query_start) {
+			pool->stats.query_count++;
 			pool->stats.query_time += (uint64_t)(now - s->query_start);
 			s->query_start = s->expect_rfq ? now : 0;
 		}

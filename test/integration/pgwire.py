@@ -113,3 +113,32 @@ def data_rows(msgs):
             (ln,) = struct.unpack("!i", body[2:6])
             rows.append(body[6:6 + ln].decode() if ln >= 0 else None)
     return rows
+
+
+def result(msgs):
+    """(columns as [(name, type oid)], rows as lists of text or None) of a
+    simple-query answer; raises on an ErrorResponse."""
+    cols, rows = [], []
+    for t, body in msgs:
+        if t == b"E":
+            raise AssertionError("error: %r" % error_fields(body))
+        if t == b"T":
+            (n,) = struct.unpack("!H", body[:2])
+            pos = 2
+            for _ in range(n):
+                end = body.index(b"\0", pos)
+                name = body[pos:end].decode()
+                pos = end + 1
+                _table, _col, oid, _len, _mod, _fmt = struct.unpack("!IHIhih", body[pos:pos + 18])
+                pos += 18
+                cols.append((name, oid))
+        elif t == b"D":
+            (n,) = struct.unpack("!H", body[:2])
+            pos, row = 2, []
+            for _ in range(n):
+                (ln,) = struct.unpack("!i", body[pos:pos + 4])
+                pos += 4
+                row.append(body[pos:pos + ln].decode() if ln >= 0 else None)
+                pos += max(ln, 0)
+            rows.append(row)
+    return cols, rows

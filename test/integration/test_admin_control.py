@@ -142,7 +142,9 @@ def test_show_state_users_mem(cb):
     with cb.connect() as conn:
         conn.execute("select 1")
         users = cb.admin("SHOW USERS")
-        assert list(users[0].keys()) == ["name", "pool_mode", "max_user_connections", "current_connections"]
+        assert list(users[0].keys()) == ["name", "pool_size", "reserve_pool_size", "pool_mode",
+                                         "max_user_connections", "current_connections",
+                                         "max_user_client_connections", "current_client_connections"]
         assert {u["name"]: u for u in users}["app"]["current_connections"] >= 1
         mem = {m["name"]: m for m in cb.admin("SHOW MEM")}
         assert list(cb.admin("SHOW MEM")[0].keys()) == ["name", "size", "used", "free", "memtotal"]

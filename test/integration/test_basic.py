@@ -160,11 +160,11 @@ def test_admin_console(bouncer):
         assert cols == ["database", "user", "cl_active", "cl_waiting", "cl_active_cancel_req",
                         "cl_waiting_cancel_req", "sv_active", "sv_active_cancel", "sv_being_canceled",
                         "sv_idle", "sv_used", "sv_tested", "sv_login", "maxwait", "maxwait_us",
-                        "pool_mode", "tenant"]
+                        "pool_mode", "load_balance_hosts", "tenant"]
         row = [p for p in pools if p["database"] == "appdb"][0]
         assert row["cl_active"] == 1 and row["sv_idle"] == 1 and row["user"] == "app"
         clients = bouncer.admin("SHOW CLIENTS")
-        assert list(clients[0].keys())[:6] == ["type", "user", "database", "state", "addr", "port"]
+        assert list(clients[0].keys())[:6] == ["type", "user", "database", "replication", "state", "addr"]
         assert any(c["user"] == "app" and c["database"] == "appdb" for c in clients)
         servers = bouncer.admin("SHOW SERVERS")
         assert any(s["database"] == "appdb" and s["state"] == "idle" and int(s["port"]) == bouncer.pg.port
