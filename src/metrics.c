@@ -150,8 +150,17 @@ static void render(struct evbuffer *b)
 	         server_values);
 	per_pool(b, "pgtenant_transactions_total", "Transactions completed.",
 	         offsetof(struct pgt_pool_stats, xact_count), 1.0);
-	per_pool(b, "pgtenant_queries_total", "Queries (simple protocol Query messages).",
+	per_pool(b, "pgtenant_queries_total", "Queries (requests answered with ReadyForQuery).",
 	         offsetof(struct pgt_pool_stats, query_count), 1.0);
+	per_pool(b, "pgtenant_query_seconds_total", "Time spent executing queries.",
+	         offsetof(struct pgt_pool_stats, query_time), 1e-6);
+	per_pool(b, "pgtenant_server_assignments_total",
+	         "Times a server connection was assigned to a client.",
+	         offsetof(struct pgt_pool_stats, server_assignment_count), 1.0);
+	per_pool(b, "pgtenant_parses_total", "Parse messages from clients (all forwarded).",
+	         offsetof(struct pgt_pool_stats, client_parse_count), 1.0);
+	per_pool(b, "pgtenant_binds_total", "Bind messages from clients.",
+	         offsetof(struct pgt_pool_stats, bind_count), 1.0);
 	per_pool(b, "pgtenant_received_bytes_total", "Bytes from clients to servers.",
 	         offsetof(struct pgt_pool_stats, bytes_in), 1.0);
 	per_pool(b, "pgtenant_sent_bytes_total", "Bytes from servers to clients.",

@@ -67,6 +67,8 @@ def test_metrics_after_traffic(mb):
     with mb.connect(options="-c tenant=acme") as conn:
         for _ in range(100):
             conn.execute("select 1")
+        for i in range(5):
+            conn.execute("select %s::int", [i])  # Parse/Bind
         with mb.connect(options="-c tenant=globex") as other:
             other.execute("select 1")
             text = scrape(mb)
@@ -74,6 +76,11 @@ def test_metrics_after_traffic(mb):
     assert value(s, "pgtenant_transactions_total", tenant="acme") >= 100
     assert value(s, "pgtenant_queries_total", tenant="acme") >= 100
     assert value(s, "pgtenant_transactions_total", tenant="globex") >= 1
+    assert value(s, "pgtenant_server_assignments_total", tenant="acme") >= 105
+    assert value(s, "pgtenant_parses_total", tenant="acme") == 5
+    assert value(s, "pgtenant_binds_total", tenant="acme") == 5
+    assert value(s, "pgtenant_parses_total", tenant="globex") == 0
+    assert value(s, "pgtenant_query_seconds_total", tenant="acme") > 0
     assert value(s, "pgtenant_client_connections", tenant="acme", state="active") == 1
     assert value(s, "pgtenant_client_connections", tenant="globex", state="active") == 1
     assert value(s, "pgtenant_server_connections", tenant="acme", state="idle") >= 1
