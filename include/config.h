@@ -180,6 +180,9 @@ bool config_set_key(struct pgt_config *cfg, const char *name, const char *value,
 
 /* Parse a [databases] connection string into db (fields not given keep their
  * defaults).  Returns false and fills err on error. */
+/* A database entry that outlives its config (a removed entry whose pool drains). */
+struct pgt_database *config_db_copy(const struct pgt_database *db);
+void config_db_free(struct pgt_database *db);
 bool connstr_parse(const char *s, struct pgt_database *db, char *err, size_t errlen);
 
 #endif

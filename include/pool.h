@@ -58,6 +58,9 @@ struct pgt_pool {
 	struct pgt_vars welcome; /* ParameterStatus values from the first login */
 	bool welcome_ready;
 	uint32_t generation; /* bumped by RECONNECT/changed backend */
+	/* the entry was removed by a reload: db points at this private copy, the
+	 * clients already in keep being served, servers close once they are gone */
+	struct pgt_database *removed_db;
 
 	usec_t last_fail_time; /* last server login failure (for back-off) */
 	char last_error[256];
@@ -87,6 +90,8 @@ void pool_slot_freed(struct pgt_dbstate *d);
 bool pool_should_yield(const struct pgt_pool *pool);
 /* A server login failed: fail clients that cannot be served otherwise. */
 void pool_login_failed(struct pgt_pool *pool, const char *reason);
+/* Client connections of the pool, in any state after login. */
+int pool_clients(const struct pgt_pool *pool);
 /* Effective sizes under the config in force. */
 int pool_size_limit(const struct pgt_pool *pool);
 int pool_mode(const struct pgt_pool *pool);

@@ -174,12 +174,6 @@ static bool show_config(struct pgt_client *c, const char *arg)
 	return admin_done(c, &o.b, "SHOW");
 }
 
-/* Client connections of a pool, in any state after login. */
-static int pool_clients(const struct pgt_pool *p)
-{
-	return p->nactive + p->nwaiting + p->nwelcome;
-}
-
 static bool show_databases(struct pgt_client *c, const char *arg)
 {
 	(void)arg;

@@ -316,6 +316,26 @@ static void db_free(struct pgt_database *db)
 	}
 }
 
+struct pgt_database *config_db_copy(const struct pgt_database *db)
+{
+	struct pgt_database *c = xcalloc(1, sizeof(*c));
+	*c = *db;
+	c->name = xstrdup(db->name);
+	c->host = db->host ? xstrdup(db->host) : NULL;
+	c->dbname = db->dbname ? xstrdup(db->dbname) : NULL;
+	c->user = db->user ? xstrdup(db->user) : NULL;
+	c->password = db->password ? xstrdup(db->password) : NULL;
+	return c;
+}
+
+void config_db_free(struct pgt_database *db)
+{
+	if (!db)
+		return;
+	db_free(db);
+	free(db);
+}
+
 bool connstr_parse(const char *s, struct pgt_database *db, char *err, size_t errlen)
 {
 	const char *p = s;

@@ -305,12 +305,35 @@ void pool_login_failed(struct pgt_pool *pool, const char *reason)
 	}
 }
 
+int pool_clients(const struct pgt_pool *pool)
+{
+	return pool->nactive + pool->nwaiting + pool->nwelcome;
+}
+
+/* Called before the old config is freed, so p->db is still valid here. */
 void pool_config_changed(void)
 {
 	struct list *i;
 	list_for_each (i, &pgt_pools) {
 		struct pgt_pool *p = container_of(i, struct pgt_pool, node);
 		const struct pgt_database *db = config_find_db(pgt.cfg, p->dbname);
+		if (!db && p->db) {
+			/* removed: keep serving the clients already in with the old
+			 * entry, refuse new ones (login finds no entry), and drain */
+			if (!p->removed_db) {
+				p->removed_db = config_db_copy(p->db);
+				if (pool_clients(p) || p->nservers)
+					log_info("database %s removed: pool %s/%s%s%s drains", p->dbname,
+					         p->dbname, p->user, p->tenant[0] ? "/" : "", p->tenant);
+			}
+			p->db = p->removed_db;
+			p->tconf = p->tenant[0] ? config_find_tenant(pgt.cfg, p->tenant) : NULL;
+			continue;
+		}
+		if (db && p->removed_db) {
+			config_db_free(p->removed_db);
+			p->removed_db = NULL;
+		}
 		/* entries are re-created by every load: compare what reaches the server */
 		if (!db || (db->host == NULL) != (p->db_host == NULL) ||
 		    (db->host && strcmp(db->host, p->db_host) != 0) || db->port != p->db_port ||
@@ -342,7 +365,9 @@ void pool_maintain(struct pgt_pool *pool, usec_t now)
 		struct pgt_server *s = container_of(i, struct pgt_server, node);
 		const char *why = NULL;
 		if (s->generation != pool->generation || !pool->db)
-			why = "backend changed or database removed";
+			why = "backend changed";
+		else if (pool->removed_db && pool_clients(pool) == 0)
+			why = "database removed by a reload, no client left";
 		else if (s->close_needed)
 			why = "close requested";
 		else if (cfg->server_lifetime > 0 && now - s->conn.connect_time > cfg->server_lifetime)
@@ -355,8 +380,8 @@ void pool_maintain(struct pgt_pool *pool, usec_t now)
 		if (why)
 			server_close(s, why);
 	}
-	if (pool->db && pool->nservers < min && !pool_in_backoff(pool) && db_has_room(pool) &&
-	    !pgt.shutting_down && pool->welcome_ready)
+	if (pool->db && !pool->removed_db && pool->nservers < min && !pool_in_backoff(pool) &&
+	    db_has_room(pool) && !pgt.shutting_down && pool->welcome_ready)
 		server_launch(pool);
 	if (!list_empty(&pool->waiting_clients))
 		pool_maybe_launch(pool);
