@@ -149,3 +149,42 @@ def test_show_state_users_mem(cb):
         mem = {m["name"]: m for m in cb.admin("SHOW MEM")}
         assert list(cb.admin("SHOW MEM")[0].keys()) == ["name", "size", "used", "free", "memtotal"]
         assert mem["client"]["used"] >= 1 and mem["iobuf"]["size"] == 8192
+
+
+def test_reload_from_the_console(cb):
+    kept = cb.connect(options="-c tenant=acme")
+    assert login_error(cb, server_settings={"tenant": "initech"})[0] == "08004"  # not configured yet
+    cb.settings.update({"default_pool_size": "4", "tenant_required": "yes"})
+    cb.tenants["initech"] = "pool_size=1"
+    cb.write_config()
+    assert cb.admin("RELOAD") is None
+    cfg = {r["key"]: r["value"] for r in cb.admin("SHOW CONFIG")}
+    assert cfg["default_pool_size"] == "4" and cfg["tenant_required"] == "yes"
+    assert login_error(cb, server_settings={"tenant": "initech"}) == (None, None)
+    code, msg = login_error(cb)
+    assert code == "08004" and msg.startswith("no tenant given")
+    assert kept.execute("select 1").fetchone()[0] == 1  # the session survived the reload
+    # a broken file: RELOAD reports it and the old config stays
+    cb.settings["pool_mode"] = "bogus"
+    cb.write_config()
+    with pytest.raises(psycopg.Error) as e:
+        cb.admin("RELOAD")
+    assert e.value.sqlstate == "F0000"
+    assert {r["key"]: r["value"] for r in cb.admin("SHOW CONFIG")}["pool_mode"] == "transaction"
+    kept.close()
+
+
+def test_shutdown_from_the_console(cb):
+    conn = cb.connect(options="-c tenant=acme")
+    conn.execute("select 1")
+    cb.admin("SHUTDOWN")
+    assert cb.proc.wait(10) == 0  # the process exits
+    with pytest.raises(psycopg.OperationalError):
+        cb.connect()
+    with pytest.raises(psycopg.Error):
+        conn.execute("select 1")  # its clients are disconnected
+    log = cb.log()
+    assert "SHUTDOWN requested from the admin console" in log
+    assert "AddressSanitizer" not in log and "runtime error" not in log
+    cb.proc.stdout.close()
+    cb.proc = None  # already stopped
