@@ -90,7 +90,9 @@ def start_pgtenant(workdir, pg, pool_size, binary, wrapper=()):
         extra += ("tenant_required = yes\ntenant_setting = app.tenant_id\ntenant_pool_size = %d\n"
                   "[tenants]\nacme = pool_size=%d\n" % (pool_size, pool_size))
     ini = write_config(os.path.join(workdir, "pgtenant"), "pgtenant", pg, port, pool_size, extra)
-    return Pooler("pgtenant", list(wrapper) + [binary, "-q", ini], port)
+    p = Pooler("pgtenant", list(wrapper) + [binary, "-q", ini], port)
+    p.metrics_port = METRICS["port"]  # later runs (callgrind) start pgtenants of their own
+    return p
 
 
 def start_pgbouncer(workdir, pg, pool_size, wrapper=()):
@@ -288,7 +290,7 @@ def main():
                       (p.name, args.idle_clients, before, after, (after - before) * 1024.0 / args.idle_clients))
                 if p.name == "pgtenant":
                     print("pgtenant  /metrics scrape with %d idle clients: %.2f ms (median of 10)" %
-                          (args.idle_clients, scrape_ms(METRICS["port"])))
+                          (args.idle_clients, scrape_ms(p.metrics_port)))
                 for s in socks:
                     s.close()
                 time.sleep(0.5)
