@@ -545,7 +545,8 @@ static const char *const stats_avg_cols[NSTAT] = {"avg_server_assignment_count",
                                                   "avg_server_parse_count",
                                                   "avg_bind_count"};
 /* SHOW STATS_TOTALS and STATS_AVERAGES drop the prefixes, except (as in
- * PgBouncer) on the averages of the prepared-statement counters. */
+ * PgBouncer) on the averages of the three prepared-statement counters. */
+#define NSTAT_PREFIXED 3
 static const char *const stats_totals_cols[NSTAT] = {"server_assignment_count",
                                                      "xact_count",
                                                      "query_count",
@@ -557,17 +558,6 @@ static const char *const stats_totals_cols[NSTAT] = {"server_assignment_count",
                                                      "client_parse_count",
                                                      "server_parse_count",
                                                      "bind_count"};
-static const char *const stats_averages_cols[NSTAT] = {"server_assignment_count",
-                                                       "xact_count",
-                                                       "query_count",
-                                                       "bytes_received",
-                                                       "bytes_sent",
-                                                       "xact_time",
-                                                       "query_time",
-                                                       "wait_time",
-                                                       "avg_client_parse_count",
-                                                       "avg_server_parse_count",
-                                                       "avg_bind_count"};
 /* SHOW TOTALS names rows after PgBouncer's struct fields. */
 static const char *const totals_rows[NSTAT] = {"server_assignment_count",
                                                "xact_count",
@@ -658,7 +648,8 @@ static bool show_stats_view(struct pgt_client *c, enum stats_view view)
 		oids[n++] = OID_NUMERIC;
 	}
 	for (int i = 0; avgs && i < NSTAT; i++) {
-		names[n] = view == VIEW_AVERAGES ? stats_averages_cols[i] : stats_avg_cols[i];
+		names[n] = view == VIEW_AVERAGES && i < NSTAT - NSTAT_PREFIXED ? stats_totals_cols[i]
+		                                                               : stats_avg_cols[i];
 		oids[n++] = OID_NUMERIC;
 	}
 	struct admin_out o;
@@ -684,29 +675,17 @@ static bool show_stats_view(struct pgt_client *c, enum stats_view view)
 	return admin_done(c, &o.b, "SHOW");
 }
 
-static bool show_stats(struct pgt_client *c, const char *arg)
-{
-	(void)arg;
-	return show_stats_view(c, VIEW_STATS);
-}
-
-static bool show_stats_totals(struct pgt_client *c, const char *arg)
-{
-	(void)arg;
-	return show_stats_view(c, VIEW_TOTALS);
-}
-
-static bool show_stats_averages(struct pgt_client *c, const char *arg)
-{
-	(void)arg;
-	return show_stats_view(c, VIEW_AVERAGES);
-}
-
-static bool show_tenant_stats(struct pgt_client *c, const char *arg)
-{
-	(void)arg;
-	return show_stats_view(c, VIEW_TENANTS);
-}
+/* The SHOW handlers of the four views. */
+#define STATS_VIEW_CMD(fn, view)                                                                             \
+	static bool fn(struct pgt_client *c, const char *arg)                                                \
+	{                                                                                                    \
+		(void)arg;                                                                                   \
+		return show_stats_view(c, view);                                                             \
+	}
+STATS_VIEW_CMD(show_stats, VIEW_STATS)
+STATS_VIEW_CMD(show_stats_totals, VIEW_TOTALS)
+STATS_VIEW_CMD(show_stats_averages, VIEW_AVERAGES)
+STATS_VIEW_CMD(show_tenant_stats, VIEW_TENANTS)
 
 /* SHOW TOTALS: SHOW STATS summed over all databases, one row per figure. */
 static bool show_totals(struct pgt_client *c, const char *arg)
