@@ -39,7 +39,7 @@ struct pgt_pool {
 	char *dbname;                        /* [databases] entry name */
 	char *user;                          /* server user */
 	char *tenant;                        /* "" until tenancy */
-	const struct pgt_database *db;       /* refreshed on reload; NULL = removed */
+	const struct pgt_database *db;       /* refreshed on reload; never NULL (see removed_db) */
 	const struct pgt_tenant_conf *tconf; /* the tenant's [tenants] entry, refreshed on reload */
 	char *db_host, *db_dbname;           /* the backend this pool's servers were opened to */
 	int db_port;

@@ -33,6 +33,10 @@ void stats_add(struct pgt_pool_stats *dst, const struct pgt_pool_stats *src);
 void stats_average(struct pgt_pool_stats *avg, const struct pgt_pool_stats *newer,
                    const struct pgt_pool_stats *older);
 
+/* All client pools summed (pgtenant's own registry pools left out): now,
+ * and at the end and start of the last period.  Any pointer may be NULL. */
+void stats_sum(struct pgt_pool_stats *cur, struct pgt_pool_stats *newer, struct pgt_pool_stats *older);
+
 /* Called by the janitor: rotate the snapshots when a period has passed. */
 void stats_tick(usec_t now);
 

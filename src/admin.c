@@ -696,15 +696,7 @@ static bool show_totals(struct pgt_client *c, const char *arg)
 	struct admin_out o;
 	cols(&o, 2, names, oids);
 	struct pgt_pool_stats cur = {0}, newer = {0}, older = {0}, avg;
-	struct list *it;
-	list_for_each (it, &pgt_pools) {
-		struct pgt_pool *p = container_of(it, struct pgt_pool, node);
-		if (p->internal)
-			continue;
-		stats_add(&cur, &p->stats);
-		stats_add(&newer, &p->newer_stats);
-		stats_add(&older, &p->older_stats);
-	}
+	stats_sum(&cur, &newer, &older);
 	stats_average(&avg, &newer, &older);
 	for (int pass = 0; pass < 2; pass++) {
 		for (int i = 0; i < NSTAT; i++) {

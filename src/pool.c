@@ -41,7 +41,7 @@ static struct pgt_dbstate *dbstate_get(const char *name)
 
 const char *pool_backend_dbname(const struct pgt_pool *pool)
 {
-	return pool->db && pool->db->dbname ? pool->db->dbname : pool->dbname;
+	return pool->db->dbname ? pool->db->dbname : pool->dbname;
 }
 
 struct pgt_pool *pool_get(const char *dbname, const struct pgt_database *db, const char *user,
@@ -51,14 +51,8 @@ struct pgt_pool *pool_get(const char *dbname, const struct pgt_database *db, con
 	list_for_each (i, &pgt_pools) {
 		struct pgt_pool *p = container_of(i, struct pgt_pool, node);
 		if (strcmp(p->dbname, dbname) == 0 && strcmp(p->user, user) == 0 &&
-		    strcmp(p->tenant, tenant) == 0) {
-			if (!p->db) {
-				p->db = db;
-				p->generation++;
-				pool_remember_backend(p);
-			}
+		    strcmp(p->tenant, tenant) == 0)
 			return p;
-		}
 	}
 	struct pgt_pool *p = xcalloc(1, sizeof(*p));
 	p->dbname = xstrdup(dbname);
@@ -85,14 +79,11 @@ int pool_mode(const struct pgt_pool *pool)
 {
 	if (pool->tconf && pool->tconf->pool_mode >= 0)
 		return pool->tconf->pool_mode;
-	/* a database removed by a reload keeps the global mode while it drains */
-	return pool->db ? config_db_pool_mode(pgt.cfg, pool->db) : pgt.cfg->pool_mode;
+	return config_db_pool_mode(pgt.cfg, pool->db);
 }
 
 int pool_size_limit(const struct pgt_pool *pool)
 {
-	if (!pool->db)
-		return 0;
 	if (pool->internal)
 		return 2; /* registry lookups are short: two in flight per database entry */
 	if (pool->tenant[0]) {
@@ -110,8 +101,6 @@ static int pool_min_size(const struct pgt_pool *pool)
 {
 	if (pool->tconf && pool->tconf->min_pool_size >= 0)
 		return pool->tconf->min_pool_size;
-	if (!pool->db)
-		return 0;
 	return pool->db->min_pool_size >= 0 ? pool->db->min_pool_size : pgt.cfg->min_pool_size;
 }
 
@@ -142,7 +131,7 @@ static bool db_has_room(const struct pgt_pool *pool)
  */
 static int launch_some(struct pgt_pool *pool, bool from_queue)
 {
-	if (!pool->db || pool_in_backoff(pool) || pgt.shutting_down || pool_paused(pool))
+	if (pool_in_backoff(pool) || pgt.shutting_down || pool_paused(pool))
 		return 0;
 	int want = pool->nwaiting + pool->internal_want;
 	if (!pool->welcome_ready && !list_empty(&pool->welcome_clients))
@@ -317,7 +306,8 @@ void pool_config_changed(void)
 	list_for_each (i, &pgt_pools) {
 		struct pgt_pool *p = container_of(i, struct pgt_pool, node);
 		const struct pgt_database *db = config_find_db(pgt.cfg, p->dbname);
-		if (!db && p->db) {
+		p->tconf = p->tenant[0] ? config_find_tenant(pgt.cfg, p->tenant) : NULL;
+		if (!db) {
 			/* removed: keep serving the clients already in with the old
 			 * entry, refuse new ones (login finds no entry), and drain */
 			if (!p->removed_db) {
@@ -327,23 +317,20 @@ void pool_config_changed(void)
 					         p->dbname, p->user, p->tenant[0] ? "/" : "", p->tenant);
 			}
 			p->db = p->removed_db;
-			p->tconf = p->tenant[0] ? config_find_tenant(pgt.cfg, p->tenant) : NULL;
 			continue;
 		}
-		if (db && p->removed_db) {
+		if (p->removed_db) {
 			config_db_free(p->removed_db);
 			p->removed_db = NULL;
 		}
 		/* entries are re-created by every load: compare what reaches the server */
-		if (!db || (db->host == NULL) != (p->db_host == NULL) ||
+		if ((db->host == NULL) != (p->db_host == NULL) ||
 		    (db->host && strcmp(db->host, p->db_host) != 0) || db->port != p->db_port ||
 		    strcmp(db->dbname ? db->dbname : p->dbname, p->db_dbname) != 0) {
 			p->generation++;
 		}
 		p->db = db;
-		p->tconf = p->tenant[0] ? config_find_tenant(pgt.cfg, p->tenant) : NULL;
-		if (db)
-			pool_remember_backend(p);
+		pool_remember_backend(p);
 	}
 }
 
@@ -364,7 +351,7 @@ void pool_maintain(struct pgt_pool *pool, usec_t now)
 	list_for_each_safe (i, tmp, &pool->idle_servers) {
 		struct pgt_server *s = container_of(i, struct pgt_server, node);
 		const char *why = NULL;
-		if (s->generation != pool->generation || !pool->db)
+		if (s->generation != pool->generation)
 			why = "backend changed";
 		else if (pool->removed_db && pool_clients(pool) == 0)
 			why = "database removed by a reload, no client left";
@@ -380,8 +367,8 @@ void pool_maintain(struct pgt_pool *pool, usec_t now)
 		if (why)
 			server_close(s, why);
 	}
-	if (pool->db && !pool->removed_db && pool->nservers < min && !pool_in_backoff(pool) &&
-	    db_has_room(pool) && !pgt.shutting_down && pool->welcome_ready)
+	if (!pool->removed_db && pool->nservers < min && !pool_in_backoff(pool) && db_has_room(pool) &&
+	    !pgt.shutting_down && pool->welcome_ready)
 		server_launch(pool);
 	if (!list_empty(&pool->waiting_clients))
 		pool_maybe_launch(pool);

@@ -780,7 +780,7 @@ void server_release(struct pgt_server *s)
 	}
 	usec_t now = loop_now();
 	const struct pgt_config *cfg = pgt.cfg;
-	if (s->close_needed || s->generation != pool->generation || !pool->db ||
+	if (s->close_needed || s->generation != pool->generation ||
 	    (cfg->server_lifetime > 0 && now - s->conn.connect_time > cfg->server_lifetime)) {
 		server_close(s,
 		             s->close_needed ? "close requested" : "server lifetime over or backend changed");

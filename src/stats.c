@@ -50,6 +50,22 @@ void stats_average(struct pgt_pool_stats *avg, const struct pgt_pool_stats *newe
 #undef MEAN
 }
 
+void stats_sum(struct pgt_pool_stats *cur, struct pgt_pool_stats *newer, struct pgt_pool_stats *older)
+{
+	struct list *i;
+	list_for_each (i, &pgt_pools) {
+		const struct pgt_pool *p = container_of(i, struct pgt_pool, node);
+		if (p->internal)
+			continue;
+		if (cur)
+			stats_add(cur, &p->stats);
+		if (newer)
+			stats_add(newer, &p->newer_stats);
+		if (older)
+			stats_add(older, &p->older_stats);
+	}
+}
+
 void stats_tick(usec_t now)
 {
 	usec_t period = (usec_t)pgt.cfg->stats_period;
@@ -60,21 +76,17 @@ void stats_tick(usec_t now)
 	usec_t last = period_end ? period_end : period_start;
 	if (now - last < period)
 		return;
-	struct pgt_pool_stats total = {0}, older_total = {0};
 	struct list *i;
 	list_for_each (i, &pgt_pools) {
 		struct pgt_pool *p = container_of(i, struct pgt_pool, node);
 		p->older_stats = p->newer_stats;
 		p->newer_stats = p->stats;
-		if (!p->internal) {
-			stats_add(&total, &p->newer_stats);
-			stats_add(&older_total, &p->older_stats);
-		}
 	}
 	period_start = last;
 	period_end = now;
 	if (pgt.cfg->log_stats) {
-		struct pgt_pool_stats avg;
+		struct pgt_pool_stats total = {0}, older_total = {0}, avg;
+		stats_sum(NULL, &total, &older_total);
 		stats_average(&avg, &total, &older_total);
 		log_info("stats: %llu xacts/s, %llu queries/s, %llu parses/s, %llu binds/s, in %llu B/s, "
 		         "out %llu B/s, xact %llu us, query %llu us, wait %llu us",
