@@ -24,6 +24,7 @@ enum pgt_sslmode {
 	PGT_SSL_VERIFY_FULL
 };
 enum pgt_unknown_tenant { PGT_UNKNOWN_REJECT = 0, PGT_UNKNOWN_ALLOW };
+enum pgt_transaction_reset { PGT_RESET_ALWAYS = 0 };
 
 /* One [databases] entry. */
 struct pgt_database {
@@ -53,6 +54,7 @@ struct pgt_tenant_conf {
 	bool disabled;
 	char *database;          /* [databases] entry to route to; NULL = the one asked for */
 	char *statement_timeout; /* pinned on the tenant's server connections; NULL = none */
+	char *server_user;       /* role the tenant's pool logs in as; NULL = tenant_server_user */
 	int line;
 };
 
@@ -131,6 +133,11 @@ struct pgt_config {
 	char *server_password_file;
 	int workers;
 
+	char *tenant_server_user; /* e.g. tenant_%s: each tenant's pool logs in as its own role */
+	int transaction_reset;    /* PGT_RESET_ALWAYS */
+	int max_login_clients; /* cap on unauthenticated connections; 0 = derived (config_max_login_clients) */
+	usec_t auth_failure_delay;
+
 	/* [databases] */
 	struct pgt_database *dbs;
 	int ndbs;
@@ -155,6 +162,8 @@ void config_free(struct pgt_config *cfg);
 
 /* [tenants] entry by id, or NULL. */
 const struct pgt_tenant_conf *config_find_tenant(const struct pgt_config *cfg, const char *id);
+/* A role name pgtenant may put in a startup packet (no quotes, blanks or controls, <= 63 bytes). */
+bool config_role_name_valid(const char *name);
 /* Whole-string match of tenant_id_pattern (and a length that fits a schema name). */
 bool config_tenant_id_valid(const struct pgt_config *cfg, const char *id);
 

@@ -42,6 +42,7 @@ static const char *const auth_types[] = {"trust", "md5", "scram-sha-256", "jwt",
 static const char *const sslmodes[] = {"disable",   "allow",       "prefer", "require",
                                        "verify-ca", "verify-full", NULL};
 static const char *const unknown_tenant_modes[] = {"reject", "allow", NULL};
+static const char *const transaction_resets[] = {"always", NULL};
 
 #define OFF(f) offsetof(struct pgt_config, f)
 #define INT(n, r, d, lo, hi)                                                                                 \
@@ -140,6 +141,11 @@ static const struct cf_key cf_keys[] = {
     INT(tenant_xact_rate, true, "0", 0, 100000000),
     STR(server_password_file, true, ""),
     INT(workers, false, "1", 1, 64),
+
+    STR(tenant_server_user, true, ""),
+    ENUM(transaction_reset, true, "always", transaction_resets),
+    INT(max_login_clients, true, "0", 0, 1000000),
+    TIME(auth_failure_delay, true, "0.5"),
 };
 
 /* Parse value into the field described by k; false with a message. */
@@ -451,6 +457,7 @@ static void tenant_conf_free(struct pgt_tenant_conf *t)
 	free(t->id);
 	free(t->database);
 	free(t->statement_timeout);
+	free(t->server_user);
 	memset(t, 0, sizeof(*t));
 }
 
@@ -510,6 +517,14 @@ static bool tenant_conf_parse(const char *id, const char *spec, struct pgt_tenan
 		} else if (strcmp(k, "database") == 0) {
 			free(t->database);
 			t->database = xstrdup(v);
+		} else if (strcmp(k, "server_user") == 0) {
+			if (!config_role_name_valid(v)) {
+				snprintf(err, errlen, "invalid server_user \"%s\"", v);
+				ok = false;
+			} else {
+				free(t->server_user);
+				t->server_user = xstrdup(v);
+			}
 		} else if (strcmp(k, "statement_timeout") == 0) {
 			/* goes into the server's startup options: digits and a unit only */
 			bool plain = strlen(v) < 32;
@@ -531,6 +546,17 @@ static bool tenant_conf_parse(const char *id, const char *spec, struct pgt_tenan
 	}
 	free(copy);
 	return ok;
+}
+
+bool config_role_name_valid(const char *name)
+{
+	size_t n = strlen(name);
+	if (n == 0 || n > 63)
+		return false;
+	for (const char *c = name; *c; c++)
+		if ((unsigned char)*c <= ' ' || *c == '"' || *c == '\'' || *c == '\\' || *c == 0x7f)
+			return false;
+	return true;
 }
 
 const struct pgt_tenant_conf *config_find_tenant(const struct pgt_config *cfg, const char *id)
@@ -691,6 +717,11 @@ static void cf_validate(struct pgt_config *cfg)
 		if (t->database && !config_find_db(cfg, t->database))
 			cf_error(cfg, t->line, "tenant \"%s\": no database entry \"%s\" in [databases]",
 			         t->id, t->database);
+	}
+	if (cfg->tenant_server_user[0]) {
+		const char *ps = strstr(cfg->tenant_server_user, "%s");
+		if (!ps || strchr(cfg->tenant_server_user, '%') != ps || strchr(ps + 2, '%'))
+			cf_error(cfg, 0, "tenant_server_user must contain %%s exactly once and no other %%");
 	}
 	if (cfg->auth_type != PGT_AUTH_TRUST && !*cfg->auth_file)
 		cf_error(cfg, 0, "auth_type %s needs auth_file", auth_types[cfg->auth_type]);
