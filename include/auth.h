@@ -2,6 +2,8 @@
  * Client authentication (trust, md5, scram-sha-256) against auth_file, and
  * the choice of method per user, as PgBouncer does: a user whose stored
  * password is an md5 hash can only do md5; a SCRAM secret can only do SCRAM.
+ * A failed authentication is answered after auth_failure_delay, growing with
+ * the failures of the client's address (addrstate.h).
  */
 #ifndef PGT_AUTH_H
 #define PGT_AUTH_H
@@ -9,25 +11,41 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <event2/event_struct.h>
+
 #include "scram.h"
 
 struct pgt_client;
 struct pgt_pkt;
 
-enum auth_step { AUTH_NONE, AUTH_MD5_WAIT, AUTH_SCRAM_INIT_WAIT, AUTH_SCRAM_FINAL_WAIT, AUTH_DONE };
+enum auth_step {
+	AUTH_NONE,
+	AUTH_MD5_WAIT,
+	AUTH_SCRAM_INIT_WAIT,
+	AUTH_SCRAM_FINAL_WAIT,
+	AUTH_FAILED, /* failed; the 28P01 waits for fail_timer, input is ignored */
+	AUTH_DONE
+};
 
 struct auth_state {
 	enum auth_step step;
 	uint8_t md5_salt[4];
 	char *stored; /* copy of the user's auth_file password (NULL = unknown user) */
 	struct scram_server scram;
+	/* Delays the answer to a failed authentication, so that guessing from
+	 * one address slows down; a timer, not a sleep, as the loop is shared. */
+	struct event fail_timer;
+	bool fail_armed;                /* fail_timer is added: auth_clear() must delete it */
+	struct pgt_client *fail_client; /* whom fail_timer answers */
 };
 
 /* Start authenticating c; returns false if c was closed. */
 bool auth_start(struct pgt_client *c, struct auth_state *st);
 /* A PasswordMessage/SASL response arrived; returns false if c was closed.
- * Sets st->step = AUTH_DONE on success. */
+ * Sets st->step = AUTH_DONE on success, AUTH_FAILED while a failure waits
+ * for its delayed answer (c stays open until then). */
 bool auth_message(struct pgt_client *c, struct auth_state *st, const uint8_t *body, uint32_t len);
+/* Free what st holds and disarm a pending failure answer; idempotent. */
 void auth_clear(struct auth_state *st);
 
 #endif

@@ -16,6 +16,7 @@
 #define SCRAM_KEY_LEN 32
 #define SCRAM_DEFAULT_ITER 4096
 #define SCRAM_NONCE_LEN 18 /* raw bytes; base64 makes 24 characters */
+#define SCRAM_SALT_LEN 16  /* salts pgtenant makes, as long as PostgreSQL's */
 
 struct scram_secret {
 	int iterations;
@@ -27,9 +28,16 @@ struct scram_secret {
 
 /* Parse "SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>". */
 bool scram_parse_secret(const char *s, struct scram_secret *out) _MUSTCHECK;
-/* Derive a secret from a plain password with the given salt. */
+/* Derive a secret from a plain password with the given salt (runs PBKDF2). */
 bool scram_secret_from_password(const char *password, const uint8_t *salt, size_t salt_len, int iterations,
                                 struct scram_secret *out) _MUSTCHECK;
+/* The secret of a user that does not exist: no proof matches it, and its salt
+ * is derived from the name with a per-process key, so that repeated attempts
+ * for one name see one salt, exactly as for a real user.  No PBKDF2. */
+bool scram_mock_secret(const char *user, struct scram_secret *out) _MUSTCHECK;
+/* How many PBKDF2 computations ran in this process: each is ~1 ms of the one
+ * event loop at 4096 iterations, so tests check that caches spare them. */
+uint64_t scram_pbkdf2_count(void);
 
 /* Server role: one exchange per client login. */
 struct scram_server {
@@ -59,7 +67,9 @@ struct scram_client {
 /* Build client-first-message (malloc'd); nonce NULL = random.  PostgreSQL
  * ignores the SCRAM user name (it has the startup packet's), so pass "". */
 char *scram_client_first(struct scram_client *st, const char *user, const char *nonce);
-/* Parse server-first and build client-final (malloc'd) from the password. */
+/* Parse server-first and build client-final (malloc'd) from the password.
+ * The SaltedPassword is cached per (password, salt, iterations), so PBKDF2
+ * runs at the first login with a given server secret only. */
 char *scram_client_final(struct scram_client *st, const char *password, const char *server_first, size_t len,
                          const char **reason);
 /* Check the server's signature in server-final. */

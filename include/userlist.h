@@ -12,9 +12,17 @@
 
 #include "util.h"
 
+struct scram_secret;
+
 struct pgt_user {
 	char *name;
 	char *password;
+	/* Plain-text password only (NULL for md5 and SCRAM entries): the SCRAM
+	 * secret derived from it at the user's first SCRAM login, so that PBKDF2
+	 * runs once per userlist and not once per attempt; iterations == 0 until
+	 * then.  Allocated at parse time so that the cache can be filled through
+	 * a const entry: it memoises the password, it is not part of the entry. */
+	struct scram_secret *scram;
 };
 
 struct pgt_userlist {
@@ -30,5 +38,12 @@ bool userlist_load(const char *path, struct pgt_userlist *out, int *errline, cha
                    size_t errlen) _MUSTCHECK;
 void userlist_free(struct pgt_userlist *ul);
 const struct pgt_user *userlist_find(const struct pgt_userlist *ul, const char *name);
+/* The secret a SCRAM login as name is checked against: the entry's SCRAM
+ * secret, or the one derived (once, with a random salt) from its plain
+ * password, or for a name that is not in the list (or whose secret is
+ * malformed) scram_mock_secret()'s, which no proof matches.  false only when
+ * no random bytes could be had. */
+bool userlist_scram_secret(const struct pgt_userlist *ul, const char *name,
+                           struct scram_secret *out) _MUSTCHECK;
 
 #endif

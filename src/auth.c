@@ -1,13 +1,23 @@
 /*
  * Client authentication.  An unknown user goes through the same exchange
- * with a throw-away secret and fails at the end with the same message as a
- * bad password, so that user names cannot be probed.
+ * with a mock secret (same salt at every attempt, same iteration count, no
+ * PBKDF2, as for a known user whose secret is cached) and fails at the end
+ * with the same message as a bad password, so that user names cannot be
+ * probed.
+ *
+ * A failure is answered after auth_failure_delay, doubling with the
+ * address's further failures: the client waits on a timer in AUTH_FAILED
+ * while the loop serves everyone else.
  */
 #include "auth.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/event.h>
+#include <openssl/crypto.h>
+
+#include "addrstate.h"
 #include "client.h"
 #include "config.h"
 #include "log.h"
@@ -35,11 +45,57 @@ static bool send_auth(struct pgt_client *c, uint32_t code, const void *data, siz
 	return ok;
 }
 
-static void fail_password(struct pgt_client *c, const char *why)
+static void answer_failure(struct pgt_client *c)
 {
-	client_log(c, PGT_LOG_WARNING, "authentication failed: %s", why);
-	metrics_refused(REFUSAL_AUTH_FAILED);
 	client_fail(c, "28P01", "password authentication failed for user \"%s\"", c->user);
+}
+
+static void fail_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct auth_state *st = arg;
+	st->fail_armed = false;
+	answer_failure(st->fail_client);
+}
+
+/* Returns false if c was closed, true if the answer waits on the timer. */
+static bool fail_password(struct pgt_client *c, struct auth_state *st, const char *why)
+{
+	usec_t base = pgt.cfg->auth_failure_delay;
+	struct addr_state *as = base > 0 ? addr_state_get(&c->conn.addr) : NULL;
+	usec_t delay = addr_state_failure_delay(as, base, loop_now());
+	if (as)
+		client_log(c, PGT_LOG_WARNING,
+		           "authentication failed: %s (failure %d in a row from this address)", why,
+		           as->failures);
+	else
+		client_log(c, PGT_LOG_WARNING, "authentication failed: %s", why);
+	addr_state_put(as);
+	metrics_refused(REFUSAL_AUTH_FAILED);
+	st->step = AUTH_FAILED;
+	if (delay > 0) {
+		/* libevent's default clock is CLOCK_MONOTONIC_COARSE, which lags by
+		 * up to a tick (<= 10 ms): pad, so that the delay is a lower bound */
+		delay += 10 * 1000;
+		struct timeval tv = {.tv_sec = delay / USEC_PER_SEC, .tv_usec = delay % USEC_PER_SEC};
+		st->fail_client = c;
+		evtimer_assign(&st->fail_timer, pgt.base, fail_timer_cb, st);
+		if (evtimer_add(&st->fail_timer, &tv) == 0) {
+			st->fail_armed = true;
+			return true;
+		}
+	}
+	answer_failure(c);
+	return false;
+}
+
+static void auth_succeeded(struct pgt_client *c, struct auth_state *st)
+{
+	struct addr_state *as = addr_state_get(&c->conn.addr);
+	addr_state_success(as);
+	addr_state_put(as);
+	st->step = AUTH_DONE;
 }
 
 bool auth_start(struct pgt_client *c, struct auth_state *st)
@@ -83,46 +139,18 @@ static bool md5_check(struct pgt_client *c, struct auth_state *st, const uint8_t
 		client_fail(c, "08P01", "protocol violation: malformed password message");
 		return false;
 	}
-	if (!st->stored) {
-		fail_password(c, "no such user");
-		return false;
-	}
+	if (!st->stored)
+		return fail_password(c, st, "no such user");
 	char hash[36], want[36];
 	if (strncmp(st->stored, "md5", 3) == 0 && strlen(st->stored) == 35)
 		memcpy(hash, st->stored, 36);
 	else
 		pg_md5_hash(st->stored, c->user, hash);
 	pg_md5_salted(hash, st->md5_salt, want);
-	if (strlen(resp) != 35 || !util_secure_eq(resp, want, 35)) {
-		fail_password(c, "md5 response does not match");
-		return false;
-	}
-	st->step = AUTH_DONE;
+	if (strlen(resp) != 35 || !util_secure_eq(resp, want, 35))
+		return fail_password(c, st, "md5 response does not match");
+	auth_succeeded(c, st);
 	return true;
-}
-
-static bool scram_secret_for(struct pgt_client *c, struct auth_state *st, struct scram_secret *sec)
-{
-	uint8_t salt[16];
-	if (st->stored && strncmp(st->stored, "SCRAM-SHA-256$", 14) == 0) {
-		if (scram_parse_secret(st->stored, sec))
-			return true;
-		client_log(c, PGT_LOG_WARNING, "invalid SCRAM secret in auth_file");
-	}
-	if (!util_random(salt, sizeof(salt)))
-		return false;
-	/* plain password, or a decoy for an unknown user that no proof can match */
-	char decoy[33];
-	const char *pw = st->stored;
-	if (!pw || strncmp(pw, "SCRAM-SHA-256$", 14) == 0) {
-		uint8_t rnd[16];
-		if (!util_random(rnd, sizeof(rnd)))
-			return false;
-		for (int i = 0; i < 16; i++)
-			snprintf(decoy + 2 * i, 3, "%02x", rnd[i]);
-		pw = decoy;
-	}
-	return scram_secret_from_password(pw, salt, sizeof(salt), SCRAM_DEFAULT_ITER, sec);
 }
 
 bool auth_message(struct pgt_client *c, struct auth_state *st, const uint8_t *body, uint32_t len)
@@ -146,11 +174,15 @@ bool auth_message(struct pgt_client *c, struct auth_state *st, const uint8_t *bo
 			return false;
 		}
 		struct scram_secret sec;
-		if (!scram_secret_for(c, st, &sec)) {
+		/* looked up again, not from st->stored: the config may have been
+		 * reloaded since auth_start, and the derived secret is cached in
+		 * the current userlist's entry */
+		if (!userlist_scram_secret(pgt.cfg->users, c->user, &sec)) {
 			client_fail(c, "58000", "could not prepare SCRAM exchange");
 			return false;
 		}
 		char *sf = scram_server_first(&st->scram, (const char *)data, n, &sec, NULL, &reason);
+		OPENSSL_cleanse(&sec, sizeof(sec));
 		if (!sf) {
 			client_fail(c, "08P01", "protocol violation: %s", reason);
 			return false;
@@ -164,15 +196,21 @@ bool auth_message(struct pgt_client *c, struct auth_state *st, const uint8_t *bo
 		char *v = scram_server_final(&st->scram, (const char *)body, len, NULL, &reason);
 		if (!v || !st->stored) {
 			free(v);
-			fail_password(c, reason ? reason : "no such user");
-			return false;
+			return fail_password(c, st,
+			                     !st->stored ? "no such user"
+			                     : reason    ? reason
+			                                 : "password does not match");
 		}
 		bool ok = send_auth(c, AUTH_SASL_FINAL, v, strlen(v));
 		free(v);
 		if (ok)
-			st->step = AUTH_DONE;
+			auth_succeeded(c, st);
 		return ok;
 	}
+	case AUTH_FAILED:
+		/* the answer is on its way (fail_timer): whatever the client says
+		 * meanwhile cannot change it */
+		return true;
 	default:
 		client_fail(c, "08P01", "protocol violation: unexpected password message");
 		return false;
@@ -181,6 +219,10 @@ bool auth_message(struct pgt_client *c, struct auth_state *st, const uint8_t *bo
 
 void auth_clear(struct auth_state *st)
 {
+	if (st->fail_armed) {
+		event_del(&st->fail_timer);
+		st->fail_armed = false;
+	}
 	scram_server_clear(&st->scram);
 	if (st->stored) {
 		memset(st->stored, 0, strlen(st->stored));

@@ -2,6 +2,11 @@
  * SCRAM-SHA-256 and md5 password hashing.  Message parsing follows RFC 5802
  * section 7; attributes must appear in the order the RFC gives, which is what
  * PostgreSQL and every driver send.
+ *
+ * PBKDF2 (4096 iterations, ~1 ms) is the one expensive step, and it runs on
+ * the single event loop: every path that would repeat it for the same input
+ * goes through a cache instead (the client role's SaltedPassword table here,
+ * the userlist's derived secrets, the mock secret of unknown users).
  */
 #include "scram.h"
 
@@ -9,9 +14,25 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/sha.h>
+
+static uint64_t pbkdf2_runs;
+
+uint64_t scram_pbkdf2_count(void)
+{
+	return pbkdf2_runs;
+}
+
+static bool pbkdf2(const char *password, const uint8_t *salt, size_t salt_len, int iterations,
+                   uint8_t out[SCRAM_KEY_LEN])
+{
+	pbkdf2_runs++;
+	return PKCS5_PBKDF2_HMAC(password, (int)strlen(password), salt, (int)salt_len, iterations,
+	                         EVP_sha256(), SCRAM_KEY_LEN, out) == 1;
+}
 
 size_t scram_b64_encode(const uint8_t *in, size_t n, char *out)
 {
@@ -57,8 +78,7 @@ bool scram_secret_from_password(const char *password, const uint8_t *salt, size_
 	uint8_t salted[SCRAM_KEY_LEN], client_key[SCRAM_KEY_LEN];
 	if (salt_len > sizeof(out->salt) || iterations < 1)
 		return false;
-	if (PKCS5_PBKDF2_HMAC(password, (int)strlen(password), salt, (int)salt_len, iterations, EVP_sha256(),
-	                      SCRAM_KEY_LEN, salted) != 1)
+	if (!pbkdf2(password, salt, salt_len, iterations, salted))
 		return false;
 	out->iterations = iterations;
 	memcpy(out->salt, salt, salt_len);
@@ -66,8 +86,122 @@ bool scram_secret_from_password(const char *password, const uint8_t *salt, size_
 	hmac256(salted, sizeof(salted), "Client Key", 10, client_key);
 	sha256(client_key, sizeof(client_key), out->stored_key);
 	hmac256(salted, sizeof(salted), "Server Key", 10, out->server_key);
-	memset(salted, 0, sizeof(salted));
-	memset(client_key, 0, sizeof(client_key));
+	OPENSSL_cleanse(salted, sizeof(salted));
+	OPENSSL_cleanse(client_key, sizeof(client_key));
+	return true;
+}
+
+/* Per-process random material of the mock secret.  The keys are random
+ * bytes, not derived from any password, so no proof can match them; the salt
+ * key makes the salt a function of the name that outsiders cannot compute. */
+static struct {
+	bool ready;
+	uint8_t salt_key[SCRAM_KEY_LEN];
+	uint8_t stored_key[SCRAM_KEY_LEN];
+	uint8_t server_key[SCRAM_KEY_LEN];
+} mock;
+
+bool scram_mock_secret(const char *user, struct scram_secret *out)
+{
+	if (!mock.ready) {
+		if (!util_random(mock.salt_key, SCRAM_KEY_LEN) ||
+		    !util_random(mock.stored_key, SCRAM_KEY_LEN) ||
+		    !util_random(mock.server_key, SCRAM_KEY_LEN))
+			return false;
+		mock.ready = true;
+	}
+	uint8_t mac[SCRAM_KEY_LEN];
+	hmac256(mock.salt_key, SCRAM_KEY_LEN, user, strlen(user), mac);
+	memset(out, 0, sizeof(*out));
+	/* what a real user's secret derived by pgtenant looks like */
+	out->iterations = SCRAM_DEFAULT_ITER;
+	memcpy(out->salt, mac, SCRAM_SALT_LEN);
+	out->salt_len = SCRAM_SALT_LEN;
+	memcpy(out->stored_key, mock.stored_key, SCRAM_KEY_LEN);
+	memcpy(out->server_key, mock.server_key, SCRAM_KEY_LEN);
+	return true;
+}
+
+/*
+ * SaltedPassword cache of the client role.  PostgreSQL answers every login
+ * of a role with the same salt and iteration count, so without it each new
+ * server connection would pay the same PBKDF2 again.  An entry is found by
+ * an HMAC, under a per-process random key, of (password, salt, iterations):
+ * the password is not kept, and the tag is no cheaper to attack than the
+ * SaltedPassword next to it.  Set-associative with LRU replacement inside a
+ * set: fixed memory, a lookup reads at most SALTED_WAYS entries.  Entries for
+ * a changed server password are never hit again and age out.
+ */
+#define SALTED_SETS 64
+#define SALTED_WAYS 4
+
+struct salted_entry {
+	uint8_t tag[SCRAM_KEY_LEN];
+	uint8_t salted[SCRAM_KEY_LEN];
+	uint64_t used; /* LRU clock at the last hit; 0 = empty slot */
+};
+
+static struct {
+	bool ready;
+	uint8_t key[SCRAM_KEY_LEN];
+	uint64_t clock;
+	struct salted_entry sets[SALTED_SETS][SALTED_WAYS];
+} salted_cache;
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+/* Lengths are part of the tagged message, so that no two different triples
+ * can be spelt with the same bytes. */
+static bool salted_tag(const char *password, const uint8_t *salt, size_t salt_len, int iterations,
+                       uint8_t tag[SCRAM_KEY_LEN])
+{
+	if (!salted_cache.ready) {
+		if (!util_random(salted_cache.key, SCRAM_KEY_LEN))
+			return false;
+		salted_cache.ready = true;
+	}
+	size_t pl = strlen(password), n = 12 + pl + salt_len;
+	uint8_t *msg = xmalloc(n);
+	put_be32(msg, (uint32_t)pl);
+	memcpy(msg + 4, password, pl);
+	put_be32(msg + 4 + pl, (uint32_t)salt_len);
+	memcpy(msg + 8 + pl, salt, salt_len);
+	put_be32(msg + 8 + pl + salt_len, (uint32_t)iterations);
+	hmac256(salted_cache.key, SCRAM_KEY_LEN, msg, n, tag);
+	OPENSSL_cleanse(msg, n);
+	free(msg);
+	return true;
+}
+
+static bool salted_password(const char *password, const uint8_t *salt, size_t salt_len, int iterations,
+                            uint8_t out[SCRAM_KEY_LEN])
+{
+	uint8_t tag[SCRAM_KEY_LEN];
+	if (!salted_tag(password, salt, salt_len, iterations, tag))
+		return pbkdf2(password, salt, salt_len, iterations, out);
+	struct salted_entry *set = salted_cache.sets[tag[0] % SALTED_SETS], *victim = &set[0];
+	for (int w = 0; w < SALTED_WAYS; w++) {
+		struct salted_entry *e = &set[w];
+		if (e->used && util_secure_eq(e->tag, tag, SCRAM_KEY_LEN)) {
+			e->used = ++salted_cache.clock;
+			memcpy(out, e->salted, SCRAM_KEY_LEN);
+			return true;
+		}
+		if (e->used < victim->used)
+			victim = e;
+	}
+	if (!pbkdf2(password, salt, salt_len, iterations, out))
+		return false;
+	OPENSSL_cleanse(victim, sizeof(*victim));
+	memcpy(victim->tag, tag, SCRAM_KEY_LEN);
+	memcpy(victim->salted, out, SCRAM_KEY_LEN);
+	victim->used = ++salted_cache.clock;
 	return true;
 }
 
@@ -284,8 +418,7 @@ char *scram_client_final(struct scram_client *st, const char *password, const ch
 	}
 	uint8_t salted[SCRAM_KEY_LEN], client_key[SCRAM_KEY_LEN], stored[SCRAM_KEY_LEN], sig[SCRAM_KEY_LEN],
 	    proof[SCRAM_KEY_LEN];
-	if (PKCS5_PBKDF2_HMAC(password, (int)strlen(password), salt, salt_len, (int)iter, EVP_sha256(),
-	                      SCRAM_KEY_LEN, salted) != 1) {
+	if (!salted_password(password, salt, (size_t)salt_len, (int)iter, salted)) {
 		*reason = "PBKDF2 failed";
 		goto done;
 	}
@@ -302,8 +435,9 @@ char *scram_client_final(struct scram_client *st, const char *password, const ch
 	scram_b64_encode(proof, SCRAM_KEY_LEN, p64);
 	out = xasprintf("%s,p=%s", without_proof, p64);
 	free(without_proof);
-	memset(salted, 0, sizeof(salted));
-	memset(client_key, 0, sizeof(client_key));
+	OPENSSL_cleanse(salted, sizeof(salted));
+	OPENSSL_cleanse(client_key, sizeof(client_key));
+	OPENSSL_cleanse(stored, sizeof(stored));
 done:
 	free(sf);
 	return out;

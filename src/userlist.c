@@ -1,5 +1,6 @@
 /*
- * PgBouncer-compatible auth_file reader (see userlist.h for the format).
+ * PgBouncer-compatible auth_file reader (see userlist.h for the format), and
+ * the SCRAM secret each entry (or a missing one) stands for.
  */
 #include "userlist.h"
 
@@ -7,6 +8,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "log.h"
+#include "scram.h"
+
+static bool is_scram_secret(const char *pw)
+{
+	return strncmp(pw, "SCRAM-SHA-256$", 14) == 0;
+}
+
+/* the test auth.c uses to choose md5 */
+static bool is_md5_hash(const char *pw)
+{
+	return strncmp(pw, "md5", 3) == 0 && strlen(pw) == 35;
+}
 
 /* Read one quoted field starting at *pp; returns malloc'd value or NULL. */
 static char *read_field(const char **pp, char *err, size_t errlen)
@@ -88,6 +105,9 @@ bool userlist_parse(const char *text, struct pgt_userlist *out, int *errline, ch
 			    xrealloc(out->users, sizeof(*out->users) * (size_t)(cap = cap ? cap * 2 : 8));
 		out->users[out->n].name = user;
 		out->users[out->n].password = pass;
+		out->users[out->n].scram = is_scram_secret(pass) || is_md5_hash(pass)
+		                               ? NULL
+		                               : xcalloc(1, sizeof(struct scram_secret));
 		out->n++;
 		p = next;
 	}
@@ -127,8 +147,12 @@ void userlist_free(struct pgt_userlist *ul)
 		free(ul->users[i].name);
 		/* passwords are secrets: do not leave them in freed memory */
 		size_t l = strlen(ul->users[i].password);
-		memset(ul->users[i].password, 0, l);
+		OPENSSL_cleanse(ul->users[i].password, l);
 		free(ul->users[i].password);
+		if (ul->users[i].scram) {
+			OPENSSL_cleanse(ul->users[i].scram, sizeof(struct scram_secret));
+			free(ul->users[i].scram);
+		}
 	}
 	free(ul->users);
 	ul->users = NULL;
@@ -143,4 +167,27 @@ const struct pgt_user *userlist_find(const struct pgt_userlist *ul, const char *
 		if (strcmp(ul->users[i].name, name) == 0)
 			return &ul->users[i];
 	return NULL;
+}
+
+bool userlist_scram_secret(const struct pgt_userlist *ul, const char *name, struct scram_secret *out)
+{
+	const struct pgt_user *u = userlist_find(ul, name);
+	if (u && u->scram) {
+		if (u->scram->iterations == 0) {
+			/* a random salt, as PostgreSQL's CREATE ROLE ... PASSWORD makes */
+			uint8_t salt[SCRAM_SALT_LEN];
+			if (!util_random(salt, sizeof(salt)) ||
+			    !scram_secret_from_password(u->password, salt, sizeof(salt), SCRAM_DEFAULT_ITER,
+			                                u->scram))
+				return false;
+		}
+		*out = *u->scram;
+		return true;
+	}
+	if (u && is_scram_secret(u->password)) {
+		if (scram_parse_secret(u->password, out))
+			return true;
+		log_warning("auth_file: invalid SCRAM secret for user \"%s\"", name);
+	}
+	return scram_mock_secret(name, out);
 }

@@ -1,6 +1,7 @@
 /*
  * SCRAM-SHA-256 against the RFC 7677 test vector (section 3), in both roles,
- * plus md5 hashing and parsing of stored SCRAM secrets.
+ * plus md5 hashing and parsing of stored SCRAM secrets, and the client
+ * role's SaltedPassword cache.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +39,40 @@ static void client_role(void)
 	tap_ok(fin == NULL, "server-first with a foreign nonce is rejected");
 	free(first);
 	scram_client_clear(&st);
+}
+
+/* pgtenant logs in to PostgreSQL for every new server connection, with the
+ * same salt and iteration count each time: PBKDF2 must run only once. */
+static void client_role_cache(void)
+{
+	uint64_t n0 = scram_pbkdf2_count();
+	const char *reason = NULL;
+	for (int i = 0; i < 2; i++) {
+		struct scram_client st;
+		free(scram_client_first(&st, "user", CNONCE));
+		char *fin = scram_client_final(&st, "pencil", SERVER_FIRST, strlen(SERVER_FIRST), &reason);
+		TAP_IS_STR(fin, CLIENT_FINAL,
+		           i == 0 ? "client-role login: RFC 7677 proof"
+		                  : "client-role login again: still the RFC 7677 proof");
+		free(fin);
+		scram_client_clear(&st);
+	}
+	tap_ok(scram_pbkdf2_count() == n0 + 1, "two client-role logins with one server secret: one PBKDF2");
+
+	/* the key is the whole (password, salt, iterations): no false hit */
+	const char *other_iter = "r=" CNONCE SNONCE ",s=" SALT64 ",i=4097";
+	const char *inputs[][2] = {{"pencil2", SERVER_FIRST}, {"pencil", other_iter}};
+	for (int i = 0; i < 2; i++) {
+		struct scram_client st;
+		free(scram_client_first(&st, "user", CNONCE));
+		char *fin =
+		    scram_client_final(&st, inputs[i][0], inputs[i][1], strlen(inputs[i][1]), &reason);
+		tap_ok(fin && strcmp(fin, CLIENT_FINAL) != 0 && scram_pbkdf2_count() == n0 + 2 + (uint64_t)i,
+		       "another %s is another PBKDF2 and another proof",
+		       i == 0 ? "password" : "iteration count");
+		free(fin);
+		scram_client_clear(&st);
+	}
 }
 
 static void server_role(void)
@@ -130,6 +165,7 @@ static void md5(void)
 
 int main(void)
 {
+	client_role_cache(); /* first: the cache is empty */
 	client_role();
 	server_role();
 	secrets();
