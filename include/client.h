@@ -20,6 +20,7 @@ struct client_login;
 struct pgt_tenant_state;
 struct registry_lookup;
 struct admin_pending;
+struct addr_state;
 
 enum client_state {
 	CL_LOGIN,   /* startup and authentication */
@@ -49,12 +50,30 @@ struct pgt_client {
 	usec_t wait_start;                   /* when it started waiting for a server */
 	usec_t xact_start;                   /* when its current transaction/linking began */
 	bool is_admin_user;                  /* admin_users member (control commands allowed) */
+	bool unauthenticated;                /* counted in pgt.nlogin and its address's nlogin */
+	struct addr_state *addr;             /* per-address throttles; NULL for unix sockets */
+	usec_t login_touch;                  /* last login message (the login list is in this order) */
 	struct admin_pending *admin_pending; /* a PAUSE/WAIT_CLOSE reply is outstanding */
+	/* the Query that gives vars to a reset server of the pool opened with
+	 * parameters whose hash is `base`; [0] for servers opened without any
+	 * (the first of a pool), [1] for the others; built when first needed and
+	 * again when vars or the base differ */
+	struct client_sync {
+		uint8_t *msg;
+		uint32_t len;
+		uint16_t sets; /* SET statements in it */
+		bool valid;
+		uint64_t hash, base;
+	} sync[2];
 };
 
 extern struct list pgt_all_clients;
 
 void client_accept(int fd, const union pgt_addr *addr);
+/* Close the unauthenticated connection (of addr, or any if NULL) that has
+ * been silent longest, if it has been silent at least a second; false if
+ * there is none. */
+bool client_evict_silent_login(const struct addr_state *addr);
 /* The one exit door: send FATAL sqlstate + message, log with identity, close. */
 void client_fail(struct pgt_client *c, const char *sqlstate, const char *fmt, ...) PGT_PRINTF(3, 4);
 /* Close without an error message (client left, or shutdown). */
@@ -71,6 +90,18 @@ void client_registry_done(struct pgt_client *c);
 void client_linked(struct pgt_client *c, struct pgt_server *s);
 /* Called by the server when its client must be told the server failed. */
 void client_server_lost(struct pgt_client *c, const char *reason);
+
+/* The Query message that gives a reset server of c's pool, opened with the
+ * parameters `base`, c's session parameters; its len is 0 when none is
+ * needed.  Valid until the next call. */
+const struct client_sync *client_sync_build(struct pgt_client *c, const struct pgt_vars *base);
+static inline const struct client_sync *client_sync_message(struct pgt_client *c, const struct pgt_vars *base)
+{
+	const struct client_sync *cs = &c->sync[base->n > 0];
+	if (cs->valid && cs->hash == c->vars.hash && cs->base == base->hash)
+		return cs;
+	return client_sync_build(c, base);
+}
 
 /* Move c to the list of state st (keeps the pool's per-state counts). */
 void client_set_state(struct pgt_client *c, enum client_state st, struct list *lst);

@@ -170,6 +170,9 @@ bool config_tenant_id_valid(const struct pgt_config *cfg, const char *id);
 /* Database entry by name, else the `*` fallback, else NULL. */
 const struct pgt_database *config_find_db(const struct pgt_config *cfg, const char *name);
 
+/* max_login_clients, or its derived default when 0. */
+int config_max_login_clients(const struct pgt_config *cfg);
+
 /* Effective per-database settings. */
 int config_db_pool_size(const struct pgt_config *cfg, const struct pgt_database *db);
 int config_db_pool_mode(const struct pgt_config *cfg, const struct pgt_database *db);

@@ -22,13 +22,21 @@ struct pgt_loop {
 	bool shutting_down; /* SIGINT: no new clients, exit when no server is in use */
 	bool exit_now;
 	uint64_t next_conn_id;
-	int nclients; /* all client connections, admin included */
+	int nclients;      /* all client connections, admin included */
+	int nlogin;        /* ... of which not authenticated yet (max_login_clients) */
+	usec_t coarse_now; /* loop_now() as of the last janitor run (every 200 ms) */
 };
 
 extern struct pgt_loop pgt;
 
 /* Cached time of the current loop iteration (no syscall on the hot path). */
 usec_t loop_now(void);
+/* The time within the janitor's 200 ms: for stamps that only timeouts
+ * checked by the janitor read (one load instead of ~40 instructions). */
+static inline usec_t loop_coarse_now(void)
+{
+	return pgt.coarse_now;
+}
 
 /* Called from the admin console and signal handlers. */
 bool loop_reload(void);

@@ -28,7 +28,8 @@ struct pgt_dbstate {
 	char *name;
 	int nservers;
 	struct list slot_waiters;
-	bool paused; /* PAUSE: no new transactions start */
+	bool paused;            /* PAUSE: no new transactions start */
+	int server_version_num; /* of the first server login, 0 = none yet */
 };
 
 extern bool pgt_paused_all; /* PAUSE without a database */
@@ -53,9 +54,12 @@ struct pgt_pool {
 	struct list login_servers, idle_servers, active_servers, used_servers;
 	int nservers;      /* all server connections of this pool */
 	bool internal;     /* pgtenant's own connections (tenant registry): no pin, no clients */
+	bool tenant_role;  /* user is the tenant's own role (password from auth_file) */
+	usec_t full_until; /* the server refused a login with 53300: no new one before this */
 	int internal_want; /* queued registry lookups */
 
 	struct pgt_vars welcome; /* ParameterStatus values from the first login */
+	bool base_disabled;      /* a login with a client's parameters failed: open servers without */
 	bool welcome_ready;
 	uint32_t generation; /* bumped by RECONNECT/changed backend */
 	/* the entry was removed by a reload: db points at this private copy, the
@@ -88,6 +92,9 @@ void pool_slot_freed(struct pgt_dbstate *d);
 /* A clean server is about to go back to its pool: should it close instead,
  * so that another tenant waiting for a slot gets one? */
 bool pool_should_yield(const struct pgt_pool *pool);
+/* The server refused a login for lack of connection slots (53300): the
+ * pool holds what it has, clients wait, a new login is tried a second later. */
+void pool_server_limit(struct pgt_pool *pool, const char *reason);
 /* A server login failed: fail clients that cannot be served otherwise. */
 void pool_login_failed(struct pgt_pool *pool, const char *reason);
 /* Client connections of the pool, in any state after login. */

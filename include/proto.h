@@ -91,4 +91,8 @@ static inline void proto_put_be32(uint8_t *p, uint32_t v)
  * body; returns NULL if absent. */
 const char *proto_error_field(const uint8_t *body, size_t len, char code);
 
+/* server_version ("15.18", "14beta2", "16.1 (Debian 16.1-1)") as
+ * PG_VERSION_NUM (150018); 0 if unknown or unparsable. */
+int proto_version_num(const char *server_version);
+
 #endif

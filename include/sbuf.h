@@ -16,6 +16,12 @@
  *
  * Back-pressure: when the peer's socket would block, the source stops
  * reading until the peer drains (its write event resumes the source).
+ *
+ * Bytes pgtenant originates go out at once when the socket takes them, else
+ * into the connection's outq, a chain of chunks (appends are O(1) however
+ * much is queued).  A connection may also carry a prefix: bytes pgtenant
+ * wants in front of the next forwarded data, sent with it by one sendmsg()
+ * (the server-connection reset rides on the client's first message this way).
  */
 #ifndef PGT_SBUF_H
 #define PGT_SBUF_H
@@ -26,6 +32,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include "util.h"
 
@@ -41,9 +48,12 @@ enum conn_kind { CONN_CLIENT = 1, CONN_SERVER = 2, CONN_CANCEL = 3 };
 
 struct pgt_pkt {
 	uint8_t type;        /* 0 for startup-style packets */
-	uint32_t total;      /* bytes on the wire, type byte included */
+	uint32_t total;      /* bytes on the wire, type byte included; a handler
+	                      * returning SB_SKIP may raise it to cover several
+	                      * whole messages it has checked, up to avail */
 	const uint8_t *data; /* start of the message in the buffer */
 	bool full;           /* the whole message is in the buffer */
+	uint32_t avail;      /* bytes in the buffer from data on */
 };
 
 struct pgt_conn;
@@ -65,10 +75,20 @@ struct pgt_iobuf {
 	uint8_t data[];
 };
 
-/* Bytes pgtenant itself sends that could not be written at once. */
+/* Bytes pgtenant itself sends that could not be written at once: a chain
+ * of chunks; the first chunk also knows the last one. */
 struct pgt_outq {
-	uint32_t len, pos;
+	struct pgt_outq *next, *tail;
+	uint32_t len, pos, cap;
 	uint8_t data[];
+};
+
+/* Bytes to send in front of the next forwarded data.  The memory belongs to
+ * the connection's owner and must stay valid until sent; what a short write
+ * leaves over is copied into the outq. */
+struct pgt_prefix {
+	struct iovec iov[2];
+	int n;
 };
 
 union pgt_addr {
@@ -89,9 +109,11 @@ struct pgt_conn {
 	bool connecting : 1;   /* non-blocking connect() in progress */
 	bool dead : 1;         /* closed; memory is released after this loop turn */
 	bool in_pump : 1;
+	bool hold_outq : 1; /* input held until pgtenant's own output is sent */
 	struct pgt_iobuf *buf;
 	uint32_t recv_pos, parse_pos, send_pos, pkt_remain;
 	struct pgt_outq *outq;
+	struct pgt_prefix *pre; /* NULL = no prefix */
 	const struct conn_ops *ops;
 	struct event ev;
 	uint64_t id;
@@ -110,6 +132,14 @@ void sbuf_init(struct pgt_conn *c, int fd, uint8_t kind, const struct conn_ops *
 void sbuf_update_events(struct pgt_conn *c);
 /* Queue bytes pgtenant originates; false if the socket failed (caller closes). */
 bool sbuf_send_raw(struct pgt_conn *c, const void *data, size_t len) _MUSTCHECK;
+/* Set c's prefix (see above); the caller forwards data to c right after. */
+void sbuf_set_prefix(struct pgt_conn *c, struct pgt_prefix *pre);
+/* Stop parsing c's input until its outq is sent (then it resumes by itself).
+ * Returns the verdict for the handler to return. */
+enum sbuf_verdict sbuf_hold_until_sent(struct pgt_conn *c);
+/* Send what was parsed for the peer and is not sent yet, without waiting;
+ * false if c died. */
+bool sbuf_flush_parsed(struct pgt_conn *c);
 /* Parse and forward what is in the buffer; false if the connection died. */
 bool sbuf_pump(struct pgt_conn *c);
 /* Clear a hold and continue processing. */

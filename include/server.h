@@ -25,7 +25,8 @@ enum server_state {
 	SV_LOGIN,  /* connecting / authenticating */
 	SV_IDLE,   /* ready, in the pool */
 	SV_ACTIVE, /* linked to a client */
-	SV_USED,   /* running server_reset_query before going idle */
+	SV_USED,   /* no client, pgtenant still busy with it: session-mode
+	            * server_reset_query, or draining what a vanished client left */
 	SV_DEAD,
 };
 
@@ -37,31 +38,51 @@ struct pgt_server {
 	struct pgt_pool *pool;
 	struct pgt_client *client;
 	struct server_login *login;
-	struct pgt_vars vars; /* values the server has now */
-	uint64_t synced_hash; /* vars.hash of the client set it matches ... */
-	bool synced;          /* ... if true (false: compare one by one) */
+	struct pgt_vars vars; /* reported (ParameterStatus) values the server has now */
+	/* the reported settable parameters it was opened with (those of the
+	 * client it was opened for): a reset returns to them, so a client with
+	 * the same needs no SET after the reset (see the top of server.c) */
+	struct pgt_vars base;
 	uint32_t be_pid, be_key;
 	uint32_t generation; /* pool generation at connect time */
+	int version_num;     /* server_version as PG_VERSION_NUM (150018), 0 = unknown */
 	char txn;            /* last ReadyForQuery status: 'I', 'T', 'E' */
 	uint16_t expect_rfq; /* client Query/Sync/FunctionCall not yet answered */
-	uint8_t own_rfq;     /* ReadyForQuery of pgtenant's own queries still to swallow */
+	uint8_t own_rfq;     /* ReadyForQuery of pgtenant's own simple queries still to swallow */
+	uint16_t sync_sets;  /* SET statements in the parameter Query in flight */
 	bool sent_since_rfq; /* client bytes went in since the last ReadyForQuery */
 	bool close_needed;
-	bool pin_dirty;
-	struct registry_lookup *lookup;
-	/* running tenant_query for the registry */ /* the client may have changed a pinned setting: RESET before reuse */
-	char *setup_error; /* error from pgtenant's own SET, reported to the client */
+	/* the transaction-mode hand-over (see server.c for the whole model) */
+	bool dirty;                     /* a client has used it since its last reset */
+	bool need_setup;                /* linked; reset and parameters ride on the client's first message */
+	bool reset_pending;             /* the reset went out; its CommandComplete has not come back */
+	bool reset_simple;              /* an old server: the reset goes as a simple Query, confirmed first */
+	bool reset_fence;               /* a client Sync/Query went out behind the pending reset */
+	bool client_held;               /* the client's input is held until the reset is confirmed */
+	bool copy_in;                   /* the server waits for COPY data from the client */
+	bool cut;                       /* a client message reached the server only in part */
+	bool draining;                  /* the client left mid-transaction: finishing, then kept or closed */
+	bool cancel_sent;               /* a CancelRequest went out while draining */
+	struct pgt_prefix prefix;       /* what rides in front of the client's first message */
+	struct registry_lookup *lookup; /* running tenant_query for the registry */
+	char *setup_error;              /* error from pgtenant's own SET, reported to the client */
 	char setup_sqlstate[6];
 	usec_t idle_since;
 	usec_t query_start;
+	usec_t drain_start;
 };
 
 extern struct list pgt_all_servers;
 
 /* Open a new server connection for the pool. */
 void server_launch(struct pgt_pool *pool);
-/* Link to a client: sync session parameters, then forward. */
+/* Link to a client (nothing is sent until its first message). */
 bool server_link(struct pgt_server *s, struct pgt_client *c) _MUSTCHECK;
+/* The client's first message of the link is about to be forwarded: put
+ * the reset and its session parameters in front of it. */
+void server_begin(struct pgt_server *s, struct pgt_client *c);
+/* Drain timeout and other per-server checks (janitor). */
+void server_check(struct pgt_server *s, usec_t now);
 /* The client is done with it (transaction end or client gone). */
 void server_release(struct pgt_server *s);
 void server_fail(struct pgt_server *s, const char *fmt, ...) PGT_PRINTF(2, 3);

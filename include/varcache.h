@@ -35,14 +35,31 @@ void vars_free(struct pgt_vars *vs);
 /* A GUC name that can be written into SQL unquoted: [A-Za-z_][A-Za-z0-9_.]* */
 bool vars_valid_name(const char *key);
 
-/* Build a Query message that makes the server's values match the client's
- * (server values not wanted by the client go back to `defaults`).  Updates
- * server to what it will be.  Returns false if nothing needs to be sent. */
-bool vars_sync_query(struct pgt_vars *server, const struct pgt_vars *client, const struct pgt_vars *defaults,
-                     struct pktbuf *out);
+/* May a value the server reported while a client was linked be replayed on
+ * the client's next server connections?  Only parameters a client can SET
+ * (not is_superuser or session_authorization after a SET ROLE, nor a pinned
+ * search_path on a tenant connection). */
+bool vars_replayable(const char *key, bool search_path_pinned);
+
+/* A Query message of SETs that takes a server whose values are `defaults`,
+ * overridden by `base` (NULL = none), to the client's values; a base value
+ * the client did not ask for goes back to its default.  Returns the number
+ * of SETs (0: nothing to do). */
+int vars_build_sync(const struct pgt_vars *client, const struct pgt_vars *defaults,
+                    const struct pgt_vars *base, struct pktbuf *out);
+
+/* A key that must not be given twice with different values in `options`
+ * (the tenant: the last one must not silently win). */
+struct vars_watch {
+	const char *key; /* in */
+	bool conflict;   /* out: given twice, differently (parsing stops) */
+	char other[64];  /* out: the second value */
+};
 
 /* Parse the `options` startup parameter ("-c a=b --c=d", backslash escapes)
- * into key/value pairs; returns false with a reason on malformed input. */
-bool vars_parse_options(const char *options, struct pgt_vars *out, const char **reason);
+ * into key/value pairs; returns false with a reason on malformed input or
+ * a conflict on watch->key (watch may be NULL). */
+bool vars_parse_options(const char *options, struct pgt_vars *out, struct vars_watch *watch,
+                        const char **reason);
 
 #endif

@@ -24,6 +24,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "addrstate.h"
 #include "admin.h"
 #include "auth.h"
 #include "metrics.h"
@@ -91,6 +92,47 @@ void client_log(const struct pgt_client *c, int level, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* Silent this long, an unauthenticated connection may make room for a new one. */
+#define LOGIN_EVICT_SILENCE USEC_PER_SEC
+
+/* c authenticated or is going away: it no longer counts against the caps
+ * on unauthenticated connections. */
+static void login_uncount(struct pgt_client *c)
+{
+	if (!c->unauthenticated)
+		return;
+	c->unauthenticated = false;
+	pgt.nlogin--;
+	if (c->addr)
+		c->addr->nlogin--;
+}
+
+/*
+ * Over max_login_clients (addr == NULL) or over an address's share of it:
+ * close the unauthenticated connection (of that address) that has been
+ * silent longest, if it has been silent a while.  Silent sockets thus cannot
+ * hold the places of clients that really log in, while a burst of real
+ * logins (all of them talking) is never cut short or refused.  Returns
+ * false if nothing could be closed.
+ */
+bool client_evict_silent_login(const struct addr_state *addr)
+{
+	usec_t now = loop_now();
+	struct list *i;
+	list_for_each (i, &login_clients) {
+		struct pgt_client *o = container_of(i, struct pgt_client, node);
+		if (!o->unauthenticated || (addr && o->addr != addr))
+			continue;
+		/* the list is in order of last activity: o is the quietest one */
+		if (now - o->login_touch < LOGIN_EVICT_SILENCE)
+			return false;
+		client_fail(o, "08P01", "login too slow: closed to make room for another connection (%s)",
+		            addr ? "per-address share of max_login_clients" : "max_login_clients");
+		return true;
+	}
+	return false;
+}
+
 void client_accept(int fd, const union pgt_addr *addr)
 {
 	struct pgt_client *c = calloc(1, sizeof(*c));
@@ -102,10 +144,21 @@ void client_accept(int fd, const union pgt_addr *addr)
 	c->conn.addr = *addr;
 	c->conn.startup_mode = true;
 	c->state = CL_LOGIN;
+	c->login_touch = loop_now();
+	c->addr = addr_state_get(addr);
+	c->unauthenticated = true;
+	pgt.nlogin++;
+	if (c->addr)
+		c->addr->nlogin++;
 	list_append(&login_clients, &c->node);
 	list_append(&pgt_all_clients, &c->all_node);
 	pgt.nclients++;
 	client_log(c, PGT_LOG_DEBUG, "new connection");
+	int cap = config_max_login_clients(pgt.cfg);
+	if (pgt.nlogin > cap)
+		client_evict_silent_login(NULL);
+	if (c->addr && c->addr->nlogin > PGT_MAX(1, cap / 2))
+		client_evict_silent_login(c->addr);
 	sbuf_update_events(&c->conn);
 }
 
@@ -155,18 +208,28 @@ void client_close(struct pgt_client *c, const char *reason)
 	list_del(&c->all_node);
 	list_append(&dead_clients, &c->node);
 	pgt.nclients--;
+	login_uncount(c);
+	addr_state_put(c->addr);
+	c->addr = NULL;
 	if (c->tstate) {
 		c->tstate->nclients--;
 		c->tstate = NULL;
 	}
 	registry_forget_client(c);
-	bool client_clean = c->conn.pkt_remain == 0 && !c->conn.blocked;
+	if (s) {
+		/* what was parsed for the server goes out (a Terminate may follow
+		 * the last messages in the same read), so that the server's
+		 * bookkeeping matches what it really got */
+		sbuf_flush_parsed(&c->conn);
+		s = c->server; /* the flush may have lost the server */
+	}
+	bool client_clean = c->conn.pkt_remain == 0 && c->conn.send_pos == c->conn.parse_pos;
 	sbuf_close(&c->conn);
 	if (s) {
 		c->server = NULL;
 		s->client = NULL;
 		if (!client_clean)
-			s->sent_since_rfq = true; /* a message was cut short: the server is dirty */
+			s->cut = true; /* a message reached the server in part: it cannot go on */
 		server_release(s);
 	}
 	if (c->login)
@@ -212,6 +275,30 @@ bool client_send_error(struct pgt_client *c, const char *sqlstate, const char *m
 	return ok;
 }
 
+const struct client_sync *client_sync_build(struct pgt_client *c, const struct pgt_vars *base)
+{
+	struct client_sync *cs = &c->sync[base->n > 0];
+	{
+		struct pktbuf b;
+		pktbuf_init(&b);
+		free(cs->msg);
+		cs->msg = NULL;
+		cs->len = 0;
+		int sets = vars_build_sync(&c->vars, &c->pool->welcome, base, &b);
+		if (sets) {
+			cs->msg = xmalloc(b.len);
+			memcpy(cs->msg, b.data, b.len);
+			cs->len = (uint32_t)b.len;
+		}
+		cs->sets = (uint16_t)sets;
+		pktbuf_free(&b);
+		cs->valid = true;
+		cs->hash = c->vars.hash;
+		cs->base = base->hash;
+	}
+	return cs;
+}
+
 void client_server_lost(struct pgt_client *c, const char *reason)
 {
 	client_fail(c, "08006", "server connection failed: %s", reason);
@@ -228,6 +315,8 @@ void client_free_dead(void)
 			free(c->login);
 		}
 		vars_free(&c->vars);
+		free(c->sync[0].msg);
+		free(c->sync[1].msg);
 		free(c->user);
 		free(c->dbname);
 		free(c->tenant);
@@ -360,10 +449,6 @@ static bool handle_startup(struct pgt_client *c, const struct proto_startup *st)
 		client_fail(c, "57P03", "pgtenant is shutting down");
 		return false;
 	}
-	if (pgt.nclients > cfg->max_client_conn) {
-		client_fail(c, "53300", "no more connections allowed (max_client_conn)");
-		return false;
-	}
 	bool admin = admin_is_admin_db(db && *db ? db : user);
 	for (int i = 0; i < st->nparams; i++) {
 		const char *k = st->params[i].name, *v = st->params[i].value;
@@ -377,7 +462,15 @@ static bool handle_startup(struct pgt_client *c, const struct proto_startup *st)
 		    strcmp(k, cfg->tenant_parameter) == 0)
 			continue;
 		if (strcmp(k, "options") == 0) {
-			if (!vars_parse_options(v, &c->vars, &reason)) {
+			struct vars_watch watch = {cfg->tenant_parameter, false, ""};
+			if (!vars_parse_options(v, &c->vars, &watch, &reason)) {
+				if (watch.conflict) {
+					metrics_refused(REFUSAL_INVALID_TENANT);
+					client_fail(c, "08004",
+					            "conflicting tenant: options names \"%s\" and \"%s\"",
+					            vars_get(&c->vars, cfg->tenant_parameter), watch.other);
+					return false;
+				}
 				client_fail(c, "08P01", "unsupported startup parameter in options: %s",
 				            reason);
 				return false;
@@ -395,14 +488,7 @@ static bool handle_startup(struct pgt_client *c, const struct proto_startup *st)
 	/* PostgreSQL's default database is the user name (without the tenant suffix) */
 	c->dbname = xstrdup(db && *db ? db : c->user);
 	c->login = xcalloc(1, sizeof(*c->login));
-	if (admin) {
-		bool is_admin = util_list_contains(cfg->admin_users, c->user);
-		if (!is_admin && !util_list_contains(cfg->stats_users, c->user)) {
-			client_fail(c, "28000", "not allowed to connect to the admin console");
-			return false;
-		}
-		c->is_admin_user = is_admin;
-	} else {
+	if (!admin) {
 		c->login->db = config_find_db(cfg, c->dbname);
 		if (!c->login->db) {
 			client_fail(c, "3D000", "no such database: %s", c->dbname);
@@ -446,6 +532,20 @@ void client_welcome(struct pgt_client *c)
 
 static bool login_continue(struct pgt_client *c);
 
+/* A startup parameter or -c option of a tenant client that would set what
+ * the tenant's connections are pinned to; NULL if none. */
+static const char *pinned_parameter(const struct pgt_client *c, const struct pgt_tenant_conf *tc)
+{
+	const struct pgt_config *cfg = pgt.cfg;
+	const char *pins[] = {"search_path", cfg->tenant_setting[0] ? cfg->tenant_setting : NULL,
+	                      tc && tc->statement_timeout ? "statement_timeout" : NULL};
+	for (int i = 0; i < c->vars.n; i++)
+		for (size_t j = 0; j < PGT_ARRAY_SIZE(pins); j++)
+			if (pins[j] && strcasecmp(c->vars.v[i].key, pins[j]) == 0)
+				return pins[j];
+	return NULL;
+}
+
 void client_registry_done(struct pgt_client *c)
 {
 	if (c->state == CL_LOGIN)
@@ -457,7 +557,21 @@ static bool login_done(struct pgt_client *c)
 	auth_clear(&c->login->auth);
 	free(c->login);
 	c->login = NULL;
+	login_uncount(c);
+	/* only authenticated clients count against max_client_conn, so that
+	 * connections that never log in cannot lock out those that do */
+	if (pgt.nclients - pgt.nlogin > pgt.cfg->max_client_conn) {
+		client_fail(c, "53300", "no more connections allowed (max_client_conn)");
+		return false;
+	}
 	if (admin_is_admin_db(c->dbname)) {
+		/* membership is told only to a client that proved who it is */
+		const struct pgt_config *cfg = pgt.cfg;
+		c->is_admin_user = util_list_contains(cfg->admin_users, c->user);
+		if (!c->is_admin_user && !util_list_contains(cfg->stats_users, c->user)) {
+			client_fail(c, "28000", "not allowed to connect to the admin console");
+			return false;
+		}
 		client_set_state(c, CL_ADMIN, &admin_clients);
 		return admin_welcome(c);
 	}
@@ -497,6 +611,15 @@ static bool login_continue(struct pgt_client *c)
 			client_fail(c, "08004", "tenant disabled: \"%s\"", c->tenant);
 			return false;
 		}
+		const char *pinned = pinned_parameter(c, tc);
+		if (pinned) {
+			metrics_refused(REFUSAL_INVALID_TENANT);
+			client_fail(c, "08004",
+			            "cannot override %s: it is pinned for tenant \"%s\" (remove it from the "
+			            "startup parameters and options)",
+			            pinned, c->tenant);
+			return false;
+		}
 		int max = cfg->tenant_max_client_conn;
 		if (tc && tc->max_client_conn >= 0)
 			max = tc->max_client_conn;
@@ -519,8 +642,28 @@ static bool login_continue(struct pgt_client *c)
 		client_fail(c, "3D000", "no such database: %s", dbname);
 		return false;
 	}
-	struct pgt_pool *pool =
-	    pool_get(dbname, db, db->user ? db->user : c->user, c->tenant ? c->tenant : "");
+	/* the server role: the tenant's own (tenant_server_user, server_user=),
+	 * else the entry's user, else the client's */
+	const char *server_user = db->user ? db->user : c->user;
+	char role[128];
+	bool tenant_role = false;
+	if (c->tenant && ((tc && tc->server_user) || cfg->tenant_server_user[0])) {
+		if (tc && tc->server_user)
+			snprintf(role, sizeof(role), "%s", tc->server_user);
+		else
+			snprintf(role, sizeof(role), cfg->tenant_server_user, c->tenant);
+		if (!config_role_name_valid(role)) {
+			client_fail(
+			    c, "08006",
+			    "server connection failed: role name \"%s\" is not valid (at most 63 bytes)",
+			    role);
+			return false;
+		}
+		server_user = role;
+		tenant_role = true;
+	}
+	struct pgt_pool *pool = pool_get(dbname, db, server_user, c->tenant ? c->tenant : "");
+	pool->tenant_role = tenant_role;
 	c->pool = pool;
 	if (pool->welcome_ready) {
 		client_welcome(c);
@@ -538,6 +681,12 @@ static bool login_continue(struct pgt_client *c)
 
 static enum sbuf_verdict login_packet(struct pgt_client *c, struct pgt_pkt *pkt)
 {
+	if (c->unauthenticated) {
+		/* keep the login list in order of activity (see make_login_room) */
+		c->login_touch = loop_now();
+		list_del(&c->node);
+		list_append(&login_clients, &c->node);
+	}
 	if (!pkt->full)
 		return SB_NEED_FULL;
 	if (c->conn.startup_mode) {
@@ -590,51 +739,6 @@ static enum sbuf_verdict login_packet(struct pgt_client *c, struct pgt_pkt *pkt)
 
 /* ---- logged in ---- */
 
-/* Does word (lower case) start at p, case-insensitively, within [p, end)? */
-static bool word_at(const uint8_t *p, const uint8_t *end, const char *word)
-{
-	for (; *word; word++, p++)
-		if (p >= end || tolower(*p) != (unsigned char)*word)
-			return false;
-	return true;
-}
-
-/* Every occurrence of anchor in [b, end) where word starts `offset` bytes
- * before it.  memchr is vectorised in glibc: the common case (no hit, or a
- * hit that fails on its first byte) costs a few instructions per 32 bytes. */
-static bool anchored_word(const uint8_t *b, const uint8_t *end, uint8_t anchor, size_t offset,
-                          const char *word)
-{
-	for (const uint8_t *u = memchr(b, anchor, (size_t)(end - b)); u;
-	     u = memchr(u + 1, anchor, (size_t)(end - u - 1)))
-		if ((size_t)(u - b) >= offset && word_at(u - offset, end, word))
-			return true;
-	return false;
-}
-
-/* Could this message change a pinned setting (SET search_path, SET SCHEMA,
- * set_config(...), SET <tenant_setting>)?  A false positive only costs a
- * RESET when the server is released; there must be no false negative. */
-static bool touches_pin(const uint8_t *body, size_t n)
-{
-	const uint8_t *end = body + n;
-	if (anchored_word(body, end, '_', 6, "search_path") ||
-	    anchored_word(body, end, '_', 3, "set_config") || anchored_word(body, end, 'h', 2, "schema") ||
-	    anchored_word(body, end, 'H', 2, "schema"))
-		return true;
-	const char *setting = pgt.cfg->tenant_setting_lc;
-	if (!setting[0])
-		return false;
-	/* anchor on the setting's first '.' or '_' (custom settings always have a dot) */
-	size_t off = strcspn(setting, "._");
-	if (setting[off])
-		return anchored_word(body, end, (uint8_t)setting[off], off, setting);
-	for (const uint8_t *p = body; p < end; p++)
-		if (word_at(p, end, setting))
-			return true;
-	return false;
-}
-
 static enum sbuf_verdict active_packet(struct pgt_client *c, struct pgt_pkt *pkt)
 {
 	if (pkt->type == 'X') {
@@ -649,13 +753,15 @@ static enum sbuf_verdict active_packet(struct pgt_client *c, struct pgt_pkt *pkt
 		if (!s)
 			return SB_HOLD;
 	}
-	if (c->pool->tenant[0] && (pkt->type == 'Q' || pkt->type == 'P' || pkt->type == 'F')) {
-		if (pkt->type == 'F' || pkt->total > pgt.bufsize)
-			s->pin_dirty = true; /* cannot look inside: assume the worst */
-		else if (!pkt->full)
-			return SB_NEED_FULL;
-		else if (!s->pin_dirty && touches_pin(pkt->data + 5, pkt->total - 5))
-			s->pin_dirty = true;
+	if (s->need_setup) {
+		server_begin(s, c); /* the reset and c's parameters go out in front of this message */
+		if (c->conn.dead)
+			return SB_GONE;
+	}
+	if (s->reset_fence) {
+		/* nothing past the client's first Sync until the reset is confirmed */
+		s->client_held = true;
+		return SB_HOLD;
 	}
 	struct pgt_pool_stats *st = &c->pool->stats;
 	switch (pkt->type) {
@@ -675,6 +781,13 @@ static enum sbuf_verdict active_packet(struct pgt_client *c, struct pgt_pkt *pkt
 		s->sent_since_rfq = false;
 		if (s->query_start == 0)
 			s->query_start = loop_now();
+		if (s->reset_pending)
+			s->reset_fence = true;
+		break;
+	case 'c':
+	case 'f':
+		s->copy_in = false; /* CopyDone/CopyFail: the COPY no longer waits for data */
+		s->sent_since_rfq = true;
 		break;
 	default:
 		s->sent_since_rfq = true;
@@ -708,6 +821,8 @@ static enum sbuf_verdict client_on_packet(struct pgt_conn *conn, struct pgt_pkt 
 		}
 		if (c->admin_pending)
 			return SB_HOLD; /* answer the previous command first */
+		if (c->conn.outq)
+			return sbuf_hold_until_sent(&c->conn); /* a client that does not read stops here */
 		if (!pkt->full)
 			return SB_NEED_FULL;
 		if (pkt->total < 6 || pkt->data[pkt->total - 1] != '\0') {

@@ -831,6 +831,11 @@ const struct pgt_database *config_find_db(const struct pgt_config *cfg, const ch
 	return fallback;
 }
 
+int config_max_login_clients(const struct pgt_config *cfg)
+{
+	return cfg->max_login_clients > 0 ? cfg->max_login_clients : PGT_MAX(100, cfg->max_client_conn / 10);
+}
+
 int config_db_pool_size(const struct pgt_config *cfg, const struct pgt_database *db)
 {
 	return db->pool_size >= 0 ? db->pool_size : cfg->default_pool_size;

@@ -8,6 +8,7 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 
+#include "addrstate.h"
 #include "admin.h"
 #include "client.h"
 #include "config.h"
@@ -93,6 +94,8 @@ static void check_servers(usec_t now)
 				server_fail(
 				    s, "server_connect_timeout (could not log in to the server in time)");
 		}
+		list_for_each_safe (j, jt, &p->used_servers)
+			server_check(container_of(j, struct pgt_server, node), now);
 		pool_maintain(p, now);
 	}
 }
@@ -100,10 +103,12 @@ static void check_servers(usec_t now)
 void janitor_run(void)
 {
 	usec_t now = loop_now();
+	pgt.coarse_now = now;
 	check_clients(now);
 	check_servers(now);
 	admin_check_pending();
 	stats_tick(now);
+	addr_state_expire(now);
 	if (pgt.shutting_down && pool_total_busy() == 0) {
 		log_info("no server connection in use: shutting down");
 		loop_shutdown(true);

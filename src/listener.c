@@ -1,6 +1,9 @@
 /*
  * Listening sockets.  accept4() in a bounded loop per readable event, so a
- * connection storm cannot starve established clients of loop turns.
+ * connection storm cannot starve established clients of loop turns.  When
+ * the process runs out of file descriptors, the pending connection stays
+ * in the kernel's queue and the listening socket stays readable: accepting
+ * pauses for a moment instead of spinning, with one log line per pause.
  */
 #include "listener.h"
 
@@ -33,6 +36,50 @@ struct listener {
 };
 
 static struct listener *listeners;
+static struct event *resume_ev; /* re-enables accepting after a pause */
+
+#define ACCEPT_PAUSE_USEC 1000000
+
+static void resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	for (struct listener *l = listeners; l; l = l->next)
+		event_add(&l->ev, NULL);
+}
+
+static void pause_accepting(const char *why)
+{
+	/* silent connections that never logged in give their descriptors back
+	 * first; if there were some, accepting resumes almost at once */
+	int freed = 0;
+	while (freed < 16 && client_evict_silent_login(NULL))
+		freed++;
+	long usec = freed ? 10000 : ACCEPT_PAUSE_USEC;
+	/* one line per pause, but at most one a second */
+	static usec_t last_log;
+	static int unlogged;
+	usec_t now = loop_now();
+	if (now - last_log >= USEC_PER_SEC) {
+		log_error(
+		    "accept: %s: not accepting connections for %ld ms (raise the open file limit, ulimit "
+		    "-n, or lower max_client_conn)%s; %d more pauses since the last line",
+		    why, usec / 1000, freed ? "; closed silent connections that had not logged in" : "",
+		    unlogged);
+		last_log = now;
+		unlogged = 0;
+	} else {
+		unlogged++;
+	}
+	for (struct listener *l = listeners; l; l = l->next)
+		event_del(&l->ev);
+	if (!resume_ev)
+		resume_ev = evtimer_new(pgt.base, resume_cb, NULL);
+	struct timeval tv = {usec / 1000000, usec % 1000000};
+	if (resume_ev)
+		evtimer_add(resume_ev, &tv);
+}
 
 static void accept_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -44,9 +91,8 @@ static void accept_cb(evutil_socket_t fd, short what, void *arg)
 		socklen_t len = sizeof(ss);
 		int cfd = accept4(fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (cfd < 0) {
-			if (errno == EMFILE || errno == ENFILE)
-				log_error("accept: %s: raise the open file limit (ulimit -n)",
-				          strerror(errno));
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+				pause_accepting(strerror(errno));
 			return;
 		}
 		memset(&addr, 0, sizeof(addr));
@@ -167,6 +213,10 @@ bool listener_open(const struct pgt_config *cfg)
 
 void listener_close_all(void)
 {
+	if (resume_ev) {
+		event_free(resume_ev);
+		resume_ev = NULL;
+	}
 	while (listeners) {
 		struct listener *l = listeners;
 		listeners = l->next;

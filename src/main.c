@@ -252,6 +252,7 @@ int main(int argc, char **argv)
 	}
 	signal(SIGPIPE, SIG_IGN);
 	pgt.base = event_base_new();
+	pgt.coarse_now = util_now();
 	if (!pgt.base) {
 		log_fatal("could not create the event loop");
 		return 1;

@@ -138,6 +138,8 @@ static int launch_some(struct pgt_pool *pool, bool from_queue)
 		want = PGT_MAX(want, 1);
 	int nlogin = list_count(&pool->login_servers);
 	int limit = pool_size_limit(pool);
+	if (pool->full_until && loop_now() < pool->full_until)
+		limit = PGT_MIN(limit, pool->nservers); /* the server said it has no slot for us */
 	struct list *first = list_first(&pool->waiting_clients);
 	if (first) {
 		struct pgt_client *c = container_of(first, struct pgt_client, node);
@@ -180,8 +182,11 @@ static void make_room(struct pgt_pool *pool)
 	struct list *i;
 	list_for_each (i, &pgt_pools) {
 		struct pgt_pool *p = container_of(i, struct pgt_pool, node);
-		/* never from a pool at or below the asking pool's share */
-		if (p == pool || p->dbstate != pool->dbstate || p->nservers <= pool->nservers + 1)
+		/* only from a pool holding more than the asking one (an idle
+		 * connection is not in use; a pool with none gets one), never
+		 * below a pool's min_pool_size */
+		if (p == pool || p->dbstate != pool->dbstate || p->nservers <= pool->nservers ||
+		    p->nservers <= pool_min_size(p))
 			continue;
 		struct list *f = list_first(&p->idle_servers);
 		if (!f)
@@ -255,7 +260,7 @@ struct pgt_server *pool_assign(struct pgt_pool *pool, struct pgt_client *c)
 
 void pool_server_ready(struct pgt_pool *pool, struct pgt_server *s)
 {
-	s->idle_since = loop_now();
+	s->idle_since = loop_coarse_now();
 	if (pool->internal) {
 		list_del(&s->node);
 		s->state = SV_ACTIVE;
@@ -275,6 +280,16 @@ void pool_server_ready(struct pgt_pool *pool, struct pgt_server *s)
 	s->state = SV_IDLE;
 	list_append(&pool->idle_servers, &s->node);
 	sbuf_update_events(&s->conn);
+}
+
+void pool_server_limit(struct pgt_pool *pool, const char *reason)
+{
+	usec_t now = loop_now();
+	if (!pool->full_until || now >= pool->full_until)
+		log_info("pool %s/%s%s%s full at %d server connections (the server said: %s); clients wait",
+		         pool->dbname, pool->user, pool->tenant[0] ? "/" : "", pool->tenant,
+		         pool->nservers - 1, reason);
+	pool->full_until = now + USEC_PER_SEC;
 }
 
 void pool_login_failed(struct pgt_pool *pool, const char *reason)
@@ -370,7 +385,7 @@ void pool_maintain(struct pgt_pool *pool, usec_t now)
 	if (!pool->removed_db && pool->nservers < min && !pool_in_backoff(pool) && db_has_room(pool) &&
 	    !pgt.shutting_down && pool->welcome_ready)
 		server_launch(pool);
-	if (!list_empty(&pool->waiting_clients))
+	if (!list_empty(&pool->waiting_clients) || (!pool->welcome_ready && pool->nwelcome))
 		pool_maybe_launch(pool);
 }
 

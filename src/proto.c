@@ -5,6 +5,8 @@
  */
 #include "proto.h"
 
+#include <ctype.h>
+#include <stdlib.h>
 #include <string.h>
 
 enum proto_result proto_parse_header(const uint8_t *p, size_t avail, uint32_t max_total,
@@ -188,4 +190,18 @@ const char *proto_error_field(const uint8_t *body, size_t len, char code)
 		if (f == (uint8_t)code)
 			return v;
 	}
+}
+
+int proto_version_num(const char *v)
+{
+	if (!v || !isdigit((unsigned char)v[0]))
+		return 0;
+	char *end;
+	long major = strtol(v, &end, 10);
+	long minor = 0;
+	if (*end == '.' && isdigit((unsigned char)end[1]))
+		minor = strtol(end + 1, &end, 10);
+	if (major < 10 || major > 999 || minor < 0 || minor > 99)
+		return 0; /* before 10 the numbering had three parts; not supported */
+	return (int)(major * 10000 + minor);
 }

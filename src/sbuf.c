@@ -90,7 +90,7 @@ static bool wants_write(const struct pgt_conn *c)
 {
 	if (c->dead)
 		return false;
-	if (c->connecting || c->outq)
+	if (c->connecting || c->outq || c->pre)
 		return true;
 	struct pgt_conn *src = c->ops->peer ? c->ops->peer((struct pgt_conn *)c) : NULL;
 	return src && src->blocked && src->ops->peer(src) == c;
@@ -125,27 +125,97 @@ static void release_buf_if_empty(struct pgt_conn *c)
 
 bool sbuf_is_empty(const struct pgt_conn *c)
 {
-	return (!c->buf || c->recv_pos == c->send_pos) && !c->outq && c->pkt_remain == 0;
+	return (!c->buf || c->recv_pos == c->send_pos) && !c->outq && !c->pre && c->pkt_remain == 0;
+}
+
+#define OUTQ_CHUNK 8192
+
+/* Append to the outq: O(1), whatever is queued already. */
+static bool outq_append(struct pgt_conn *c, const uint8_t *data, size_t len)
+{
+	struct pgt_outq *head = c->outq, *t = head ? head->tail : NULL;
+	if (t && t->cap - t->len >= len) {
+		memcpy(t->data + t->len, data, len);
+		t->len += (uint32_t)len;
+		return true;
+	}
+	size_t cap = PGT_MAX(len, (size_t)OUTQ_CHUNK - sizeof(struct pgt_outq));
+	if (cap > UINT32_MAX)
+		return false;
+	struct pgt_outq *q = malloc(sizeof(*q) + cap);
+	if (!q)
+		return false;
+	q->next = q->tail = NULL;
+	q->pos = 0;
+	q->len = (uint32_t)len;
+	q->cap = (uint32_t)cap;
+	memcpy(q->data, data, len);
+	if (t) {
+		t->next = q;
+		head->tail = q;
+	} else {
+		q->tail = q;
+		c->outq = q;
+	}
+	return true;
+}
+
+static void outq_free(struct pgt_conn *c)
+{
+	while (c->outq) {
+		struct pgt_outq *q = c->outq;
+		c->outq = q->next;
+		free(q);
+	}
+}
+
+/* The prefix goes out before anything queued after it: move what is left
+ * of it into the outq. */
+static bool prefix_to_outq(struct pgt_conn *c)
+{
+	struct pgt_prefix *pre = c->pre;
+	c->pre = NULL;
+	for (int i = 0; pre && i < pre->n; i++)
+		if (pre->iov[i].iov_len && !outq_append(c, pre->iov[i].iov_base, pre->iov[i].iov_len))
+			return false;
+	return true;
 }
 
 /* Try to write the outq; false on socket error. */
 static bool flush_outq(struct pgt_conn *c)
 {
-	struct pgt_outq *q = c->outq;
-	while (q && q->pos < q->len) {
-		ssize_t n = send(c->fd, q->data + q->pos, q->len - q->pos, MSG_NOSIGNAL);
-		if (n < 0) {
-			if (errno == EINTR)
+	while (c->outq) {
+		struct pgt_outq *q = c->outq;
+		if (q->pos < q->len) {
+			ssize_t n = send(c->fd, q->data + q->pos, q->len - q->pos, MSG_NOSIGNAL);
+			if (n < 0) {
+				if (errno == EINTR)
+					continue;
+				if (errno == EAGAIN || errno == EWOULDBLOCK)
+					return true;
+				return false;
+			}
+			q->pos += (uint32_t)n;
+			if (q->pos < q->len)
 				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				return true;
-			return false;
 		}
-		q->pos += (uint32_t)n;
+		c->outq = q->next;
+		if (c->outq)
+			c->outq->tail = q->tail;
+		free(q);
 	}
-	free(q);
-	c->outq = NULL;
 	return true;
+}
+
+void sbuf_set_prefix(struct pgt_conn *c, struct pgt_prefix *pre)
+{
+	c->pre = pre;
+}
+
+enum sbuf_verdict sbuf_hold_until_sent(struct pgt_conn *c)
+{
+	c->hold_outq = true;
+	return SB_HOLD;
 }
 
 bool sbuf_send_raw(struct pgt_conn *c, const void *data, size_t len)
@@ -153,6 +223,8 @@ bool sbuf_send_raw(struct pgt_conn *c, const void *data, size_t len)
 	if (c->dead)
 		return false;
 	size_t done = 0;
+	if (c->pre && !prefix_to_outq(c))
+		return false;
 	if (!c->outq) {
 		while (done < len) {
 			ssize_t n = send(c->fd, (const uint8_t *)data + done, len - done, MSG_NOSIGNAL);
@@ -168,21 +240,53 @@ bool sbuf_send_raw(struct pgt_conn *c, const void *data, size_t len)
 		if (done == len)
 			return true;
 	}
-	/* append the rest to the queue (cold path: login, errors, admin output) */
-	struct pgt_outq *q = c->outq;
-	size_t old = q ? q->len - q->pos : 0;
-	struct pgt_outq *nq = malloc(sizeof(*nq) + old + (len - done));
-	if (!nq)
+	/* the rest waits for the socket (cold path: login, errors, admin output) */
+	if (!outq_append(c, (const uint8_t *)data + done, len - done))
 		return false;
-	if (q)
-		memcpy(nq->data, q->data + q->pos, old);
-	memcpy(nq->data + old, (const uint8_t *)data + done, len - done);
-	nq->pos = 0;
-	nq->len = (uint32_t)(old + len - done);
-	free(q);
-	c->outq = nq;
 	sbuf_update_events(c);
 	return true;
+}
+
+/* send() of data, preceded by dst's prefix if it has one, in one syscall.
+ * Returns the number of bytes of data sent (0 when the prefix is not all
+ * out: what is left of it then waits in the outq), or -1 with errno. */
+static ssize_t send_forward(struct pgt_conn *dst, const uint8_t *data, size_t len)
+{
+	struct pgt_prefix *pre = dst->pre;
+	if (!pre)
+		return send(dst->fd, data, len, MSG_NOSIGNAL);
+	struct iovec iov[3];
+	int n = 0;
+	size_t prelen = 0;
+	for (int i = 0; i < pre->n; i++) {
+		iov[n++] = pre->iov[i];
+		prelen += pre->iov[i].iov_len;
+	}
+	iov[n].iov_base = (void *)data;
+	iov[n++].iov_len = len;
+	struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+	ssize_t w = sendmsg(dst->fd, &mh, MSG_NOSIGNAL);
+	if (w < 0)
+		return w;
+	dst->pre = NULL;
+	if ((size_t)w >= prelen)
+		return w - (ssize_t)prelen;
+	/* a short write inside the prefix: keep the rest, in order, for later */
+	size_t skip = (size_t)w;
+	for (int i = 0; i < pre->n; i++) {
+		size_t l = pre->iov[i].iov_len;
+		if (skip >= l) {
+			skip -= l;
+			continue;
+		}
+		if (!outq_append(dst, (const uint8_t *)pre->iov[i].iov_base + skip, l - skip)) {
+			errno = ENOMEM;
+			return -1;
+		}
+		skip = 0;
+	}
+	errno = EAGAIN;
+	return -1;
 }
 
 /*
@@ -203,6 +307,10 @@ static bool flush(struct pgt_conn *c)
 		return !c->dead;
 	}
 	if (dst->outq) {
+		if (dst->pre && !prefix_to_outq(dst)) {
+			dst->ops->on_close(dst, "out of memory", false);
+			return !c->dead;
+		}
 		if (!flush_outq(dst)) {
 			dst->ops->on_close(dst, "send failed", false);
 			return !c->dead;
@@ -214,8 +322,7 @@ static bool flush(struct pgt_conn *c)
 		}
 	}
 	for (;;) {
-		ssize_t n =
-		    send(dst->fd, c->buf->data + c->send_pos, c->parse_pos - c->send_pos, MSG_NOSIGNAL);
+		ssize_t n = send_forward(dst, c->buf->data + c->send_pos, c->parse_pos - c->send_pos);
 		if (n > 0) {
 			c->send_pos += (uint32_t)n;
 			if (c->send_pos == c->parse_pos) {
@@ -237,6 +344,13 @@ static bool flush(struct pgt_conn *c)
 		dst->ops->on_close(dst, n < 0 ? strerror(errno) : "send returned 0", false);
 		return !c->dead;
 	}
+}
+
+bool sbuf_flush_parsed(struct pgt_conn *c)
+{
+	if (c->dead || !c->buf)
+		return !c->dead;
+	return flush(c);
 }
 
 void sbuf_set_barrier(struct pgt_conn *c)
@@ -281,7 +395,7 @@ static bool pump(struct pgt_conn *c)
 				c->ops->on_close(c, "invalid message length", true);
 				return false;
 			}
-			struct pgt_pkt pkt = {hdr.type, hdr.total, p, avail >= hdr.total};
+			struct pgt_pkt pkt = {hdr.type, hdr.total, p, avail >= hdr.total, avail};
 			enum sbuf_verdict v = c->ops->on_packet(c, &pkt);
 			if (v == SB_NEED_FULL) {
 				if (hdr.total > bufsize) {
@@ -306,8 +420,10 @@ static bool pump(struct pgt_conn *c)
 				c->pkt_remain = hdr.total;
 				break;
 			case SB_SKIP:
+				/* pkt.total: the handler may have taken several whole
+				 * messages it checked at once (never more than avail) */
 				c->pkt_skip = 1;
-				c->pkt_remain = hdr.total;
+				c->pkt_remain = PGT_MAX(hdr.total, PGT_MIN(pkt.total, avail));
 				break;
 			case SB_HOLD:
 				c->hold = true;
@@ -405,7 +521,7 @@ static void conn_read(struct pgt_conn *c)
 	}
 	c->recv_pos += (uint32_t)n;
 	c->bytes_in += (uint64_t)n;
-	c->request_time = loop_now();
+	c->request_time = loop_coarse_now();
 	sbuf_pump(c);
 }
 
@@ -421,9 +537,19 @@ static void conn_event_cb(evutil_socket_t fd, short what, void *arg)
 			c->ops->on_connected(c);
 			return;
 		}
+		if (c->pre && !prefix_to_outq(c)) {
+			c->ops->on_close(c, "out of memory", false);
+			return;
+		}
 		if (c->outq && !flush_outq(c)) {
 			c->ops->on_close(c, "send failed", false);
 			return;
+		}
+		if (!c->outq && c->hold_outq) {
+			/* pgtenant's own output is out: parse the input again */
+			c->hold_outq = false;
+			if (!sbuf_resume(c))
+				return;
 		}
 		/* the peer's data waits for room in this socket */
 		struct pgt_conn *src = c->ops->peer ? c->ops->peer(c) : NULL;
@@ -454,8 +580,8 @@ void sbuf_close(struct pgt_conn *c)
 		buf_put(c->buf);
 		c->buf = NULL;
 	}
-	free(c->outq);
-	c->outq = NULL;
+	outq_free(c);
+	c->pre = NULL;
 	c->dead = true;
 	c->recv_pos = c->parse_pos = c->send_pos = c->pkt_remain = 0;
 }

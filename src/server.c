@@ -1,15 +1,67 @@
 /*
- * Server connection state machine.
+ * Server connection state machine, and the model of how a server
+ * connection is handed from one client (and tenant) to the next.
  *
  *   server_launch -> SV_LOGIN (resolve, connect, startup, authentication,
  *                    ParameterStatus, BackendKeyData, ReadyForQuery)
  *                 -> SV_IDLE <-> SV_ACTIVE (linked to one client)
- *                 -> SV_USED (session mode: server_reset_query) -> SV_IDLE
+ *                 -> SV_USED (no client, pgtenant still busy with it:
+ *                    session-mode server_reset_query, or draining what a
+ *                    vanished client left running) -> SV_IDLE, or closed
  *
- * pgtenant's own queries (parameter sync, reset) are counted in own_rfq and
- * their results swallowed, so the client only sees its own traffic.
- * A server is handed to the next client only when it is provably clean:
- * ReadyForQuery 'I', every client Query/Sync answered, no message cut short.
+ * Hand-over model.  A connection belongs to one pool (database entry,
+ * server role, tenant) for its whole life, and is opened with the pool's
+ * pin in its startup options (search_path, tenant_setting, a tenant's
+ * statement_timeout), so that the server's own reset values are the pin.
+ * Within the pool the invariant is: every link (a transaction in
+ * transaction mode, a session in session mode) starts on a connection in
+ * the state of a freshly opened connection of the pool, plus the linked
+ * client's own session parameters.  Nothing here looks at query text, so
+ * no function, DO block, Unicode-escaped name or statement prepared earlier
+ * can get around it.
+ *
+ *  - `dirty`: a client's bytes were forwarded since the connection was
+ *    opened or last reset.  A dirty connection gets the reset in front of
+ *    the next client's first message: Parse/Bind/Execute of DISCARD ALL on
+ *    the unnamed statement, without Sync.  DISCARD ALL is the one statement
+ *    that resets everything a session holds (session authorization and
+ *    role, every setting back to its startup value, i.e. the pin, temporary
+ *    objects, prepared statements, cursors, LISTEN registrations, advisory
+ *    locks, sequence caches).  It may not run inside a transaction block,
+ *    so the server commits it as soon as it completes (PostgreSQL since the
+ *    August 2022 minor releases: 13.8, 14.5, 15): no Sync is needed, it
+ *    causes no ReadyForQuery and no flush, and its three answers ('1', '2',
+ *    'C') arrive with the client's results.  Older servers get a simple
+ *    Query instead, and the client waits for its ReadyForQuery.
+ *  - If the reset fails (a cancel, or a timeout the previous client set),
+ *    the server ignores everything up to the next Sync, i.e. the client's
+ *    first batch, and the connection is closed with an error to the client.
+ *    So that nothing the client sends after that Sync can run on an unclean
+ *    connection, its later messages are held (`reset_fence`) until the
+ *    reset's CommandComplete arrives; a client that waits for each answer
+ *    (all but pipelining ones) never notices.
+ *  - The client's session parameters (its startup parameters, and reported
+ *    ones it SET itself) follow the reset as one simple Query whose text is
+ *    built once per client (client.c): after a reset the connection is
+ *    always at the pool's defaults.  Only parameters that can be SET are
+ *    replayed (varcache.c).  Its answer is swallowed (own_rfq).
+ *  - Reset, parameters and the client's first message leave in one
+ *    sendmsg() (sbuf's prefix): no extra round trip, no extra syscall.
+ *  - The server's answers are consumed in the order they come: the reset's,
+ *    pgtenant's own queries', then the client's.
+ *
+ * A connection goes back to its pool only when provably between
+ * transactions: ReadyForQuery 'I', every client Query/Sync answered,
+ * nothing of pgtenant's own outstanding, no message cut short.  When the
+ * client vanishes mid-transaction the connection drains (SV_USED): a
+ * CopyFail if a COPY waits for data, a Sync if extended-protocol messages
+ * are unsynced, a CancelRequest if anything may be running; then it waits
+ * for the answers, its slot still counted against pool_size and
+ * max_db_connections.  Once idle it is closed if it was cancelled (a late
+ * cancel must not hit the next client) or is inside a transaction (an idle
+ * backend exits at once on EOF), else it goes back to the pool.  A client
+ * message cut short cannot be completed: that connection is closed at once
+ * (its backend is blocked reading the message and exits on EOF).
  */
 #include "server.h"
 
@@ -55,6 +107,13 @@ static void server_on_barrier(struct pgt_conn *conn);
 static void server_on_close(struct pgt_conn *conn, const char *reason, bool protocol_error);
 static struct pgt_conn *server_peer(struct pgt_conn *conn);
 static void server_on_connected(struct pgt_conn *conn);
+static bool server_drain_check(struct pgt_server *s);
+static bool commits_immediately(int version_num);
+static bool send_copy_fail(struct pgt_server *s);
+
+/* How long a vanished client's cancelled query may take to end before its
+ * connection is closed anyway. */
+#define SERVER_DRAIN_TIMEOUT (10 * USEC_PER_SEC)
 
 static const struct conn_ops server_ops = {
     .on_packet = server_on_packet,
@@ -116,6 +175,8 @@ static void server_close_internal(struct pgt_server *s, const char *reason, bool
 	list_append(&dead_servers, &s->node);
 	pool->nservers--;
 	pool->dbstate->nservers--;
+	if (old != SV_LOGIN)
+		pool->full_until = 0; /* one of ours is gone: the server has a slot again */
 	if (s->login && s->login->dns) {
 		dns_cancel(s->login->dns);
 		s->login->dns = NULL;
@@ -166,6 +227,7 @@ void server_free_dead(void)
 			free(s->login);
 		}
 		vars_free(&s->vars);
+		vars_free(&s->base);
 		free(s->setup_error);
 		free(s);
 	}
@@ -240,7 +302,9 @@ static void server_dns_cb(const struct dns_result *res, const char *error, void 
 static char *server_password(const struct pgt_pool *pool)
 {
 	const struct pgt_database *db = pool->db;
-	if (db->password)
+	/* the entry's password is for the entry's user; a tenant's own role
+	 * (tenant_server_user, server_user=) has its password in auth_file */
+	if (db->password && !pool->tenant_role)
 		return xstrdup(db->password);
 	const struct pgt_user *u = userlist_find(pgt.cfg->users, pool->user);
 	if (u)
@@ -261,6 +325,19 @@ void server_launch(struct pgt_pool *pool)
 	s->generation = pool->generation;
 	s->login = xcalloc(1, sizeof(*s->login));
 	s->login->password = server_password(pool);
+	/* opened with the parameters of the client it is opened for, so that a
+	 * reset brings it back to them: clients like it need no SET after it.
+	 * Only reported ones, whose defaults the pool knows from its first
+	 * login, so that another client can be given the default back. */
+	struct list *first = list_first(&pool->waiting_clients);
+	if (first && pool->welcome_ready && !pool->internal && !pool->base_disabled) {
+		const struct pgt_client *c = container_of(first, struct pgt_client, node);
+		for (int i = 0; i < c->vars.n; i++) {
+			const char *k = c->vars.v[i].key;
+			if (vars_replayable(k, pool->tenant[0] != '\0') && vars_get(&pool->welcome, k))
+				vars_set(&s->base, k, c->vars.v[i].value);
+		}
+	}
 	list_init(&s->node);
 	list_append(&pool->login_servers, &s->node);
 	list_append(&pgt_all_servers, &s->conn_all_node);
@@ -309,15 +386,19 @@ static void server_on_connected(struct pgt_conn *conn)
 	pktbuf_put_str(&b, s->pool->user);
 	pktbuf_put_str(&b, "database");
 	pktbuf_put_str(&b, pool_backend_dbname(s->pool));
-	if (s->pool->tenant[0] && !s->pool->internal) {
-		/* the pin lives in the startup options, so RESET ALL and DISCARD ALL
-		 * return to it instead of to the server's defaults */
-		char opts[1024];
-		if (!server_pin_options(s->pool, opts, sizeof(opts))) {
-			pktbuf_free(&b);
-			server_fail(s, "tenant pin does not fit in the startup options");
-			return;
-		}
+	for (int i = 0; i < s->base.n; i++) {
+		pktbuf_put_str(&b, s->base.v[i].key);
+		pktbuf_put_str(&b, s->base.v[i].value);
+	}
+	/* the pin lives in the startup options, so that RESET ALL and DISCARD
+	 * ALL return to it instead of to the server's defaults */
+	char opts[1024];
+	if (!server_pin_options(s->pool, opts, sizeof(opts))) {
+		pktbuf_free(&b);
+		server_fail(s, "tenant pin does not fit in the startup options");
+		return;
+	}
+	if (opts[0]) {
 		pktbuf_put_str(&b, "options");
 		pktbuf_put_str(&b, opts);
 	}
@@ -357,6 +438,15 @@ bool server_pin_options(const struct pgt_pool *pool, char *out, size_t outlen)
 	char path[512];
 	size_t o = 0;
 	out[0] = '\0';
+	/* PostgreSQL 14+ notices a vanished pgtenant while running a query
+	 * (a closed server socket then ends the query instead of letting it run
+	 * on); older servers would refuse the unknown setting at login.  The
+	 * version is learned from the first login to the database entry. */
+	if (pool->dbstate->server_version_num >= 140000 &&
+	    !put_option(out, outlen, &o, "client_connection_check_interval", "1s"))
+		return false;
+	if (!pool->tenant[0] || pool->internal)
+		return true;
 	if (!tenant_search_path(cfg, pool->tenant, path, sizeof(path)) ||
 	    !put_option(out, outlen, &o, "search_path", path))
 		return false;
@@ -513,18 +603,16 @@ static void param_status(struct pgt_server *s, const uint8_t *body, uint32_t len
 		return;
 	vars_set(&s->vars, k, v);
 	struct pgt_client *c = s->client;
-	if (c && s->own_rfq == 0 && s->pool->tenant[0] &&
-	    (strcmp(k, "search_path") == 0 || strcmp(k, pgt.cfg->tenant_setting) == 0))
-		s->pin_dirty = true; /* servers that report it (PostgreSQL 18) tell us directly */
-	if (c && s->own_rfq == 0) {
-		/* the client changed it (SET ...): it wants it on its next server too */
-		const char *dflt = vars_get(&s->pool->welcome, k);
-		if (vars_get(&c->vars, k) || !dflt || strcmp(dflt, v) != 0)
-			vars_set(&c->vars, k, v);
-		s->synced_hash = c->vars.hash;
-	} else if (!c) {
-		s->synced = false; /* changed on its own while idle */
-	}
+	if (!c || s->reset_pending || s->own_rfq > 0)
+		return; /* pgtenant's own doing */
+	/* the client changed it (SET ...): it wants it on its next server too,
+	 * if it is a parameter a client can SET (not is_superuser after a
+	 * SET ROLE, nor a pinned search_path) */
+	if (!vars_replayable(k, s->pool->tenant[0] != '\0'))
+		return;
+	const char *dflt = vars_get(&s->pool->welcome, k);
+	if (vars_get(&c->vars, k) || !dflt || strcmp(dflt, v) != 0)
+		vars_set(&c->vars, k, v);
 }
 
 static enum sbuf_verdict login_packet(struct pgt_server *s, struct pgt_pkt *pkt)
@@ -552,6 +640,21 @@ static enum sbuf_verdict login_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 	case 'E': {
 		const char *m = proto_error_field(body, len, 'M');
 		const char *code = proto_error_field(body, len, 'C');
+		if (code && strcmp(code, "53300") == 0) {
+			/* too many connections (for the role, e.g. its CONNECTION LIMIT
+			 * shared by several pgtenant instances, the database or the
+			 * server): the pool is full, not broken; clients wait */
+			pool_server_limit(s->pool, m ? m : "too many connections");
+			server_close(s, m ? m : "too many connections");
+			return SB_GONE;
+		}
+		if (s->base.n && !s->pool->base_disabled) {
+			/* perhaps a client's parameter the server refuses at login:
+			 * from now on this pool opens servers without them */
+			s->pool->base_disabled = true;
+			server_close(s, "login with a client's parameters refused; retrying without them");
+			return SB_GONE;
+		}
 		server_fail(s, "login failed: %s%s%s%s", m ? m : "unknown error", code ? " (" : "",
 		            code ? code : "", code ? ")" : "");
 		return SB_GONE;
@@ -566,8 +669,11 @@ static enum sbuf_verdict login_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 		free(s->login);
 		s->login = NULL;
 		s->txn = 'I';
-		s->synced = true; /* at the pool's defaults: matches a client with no parameters */
-		s->synced_hash = 0;
+		s->dirty = false;
+		s->version_num = proto_version_num(vars_get(&s->vars, "server_version"));
+		s->reset_simple = !commits_immediately(s->version_num);
+		if (!pool->dbstate->server_version_num)
+			pool->dbstate->server_version_num = s->version_num;
 		server_log(s, PGT_LOG_DEBUG, "login ok, backend pid %u", s->be_pid);
 		pool->last_fail_time = 0;
 		if (!pool->welcome_ready) {
@@ -590,6 +696,123 @@ static enum sbuf_verdict login_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 }
 
 /* ---- linked and idle ---- */
+
+/* Parse/Bind/Execute of DISCARD ALL on the unnamed statement and portal,
+ * no Sync (see the top of this file). */
+static const uint8_t reset_msg[] = {
+    'P', 0, 0, 0, 19, 0, 'D', 'I', 'S', 'C', 'A', 'R', 'D', ' ', 'A', 'L', 'L', 0, 0, 0, /* Parse */
+    'B', 0, 0, 0, 12, 0, 0,   0,   0,   0,   0,   0,   0,                                /* Bind */
+    'E', 0, 0, 0, 9,  0, 0,   0,   0,   0,                                               /* Execute */
+};
+static const uint8_t reset_query_msg[] = {
+    'Q', 0, 0, 0, 16, 'D', 'I', 'S', 'C', 'A', 'R', 'D', ' ', 'A', 'L', 'L', 0,
+};
+/* what the server answers to reset_msg when all goes well */
+static const uint8_t reset_answer[] = {
+    '1', 0,   0,   0,   4,   '2', 0,   0,   0,   4,   'C', 0,   0, 0,
+    16,  'D', 'I', 'S', 'C', 'A', 'R', 'D', ' ', 'A', 'L', 'L', 0,
+};
+/* ... and to each SET of a client's parameter Query, then its ReadyForQuery */
+static const uint8_t set_answer[] = {'C', 0, 0, 0, 8, 'S', 'E', 'T', 0};
+static const uint8_t idle_answer[] = {'Z', 0, 0, 0, 5, 'I'};
+/* each length word is the message's size minus its type byte */
+_Static_assert(sizeof(reset_msg) == (1 + 19) + (1 + 12) + (1 + 9), "reset message lengths");
+_Static_assert(sizeof(reset_query_msg) == 1 + 16, "reset query length");
+
+/* Does the server commit DISCARD ALL by itself in an unsynced pipeline?
+ * (PostgreSQL's fix of July 2022, in 13.8, 14.5 and 15.) */
+static bool commits_immediately(int v)
+{
+	return v >= 150000 || (v >= 140005 && v < 140100) || (v >= 130008 && v < 130100);
+}
+
+/* The reset is confirmed: let the held client go on. */
+static enum sbuf_verdict reset_done(struct pgt_server *s)
+{
+	s->reset_fence = false;
+	if (s->client_held && s->client) {
+		s->client_held = false;
+		sbuf_resume(&s->client->conn);
+		return s->conn.dead ? SB_GONE : SB_SKIP;
+	}
+	if (s->draining)
+		return server_drain_check(s) ? SB_SKIP : SB_GONE;
+	return SB_SKIP;
+}
+
+/* The common case in one step: the reset and the parameter Query answered
+ * exactly as expected, all in the buffer.  Taking them as one skip saves
+ * parsing five or more messages on every transaction. */
+static bool own_answers_at_once(struct pgt_server *s, struct pgt_pkt *pkt)
+{
+	uint32_t sets = s->own_rfq == 1 ? s->sync_sets : 0;
+	if (s->reset_simple || (s->own_rfq && !sets))
+		return false;
+	uint32_t need = sizeof(reset_answer) + (sets ? sets * sizeof(set_answer) + sizeof(idle_answer) : 0);
+	const uint8_t *p = pkt->data;
+	if (pkt->avail < need || memcmp(p, reset_answer, sizeof(reset_answer)) != 0)
+		return false;
+	p += sizeof(reset_answer);
+	if (sets) {
+		for (uint32_t i = 0; i < sets; i++, p += sizeof(set_answer))
+			if (memcmp(p, set_answer, sizeof(set_answer)) != 0)
+				return false;
+		if (memcmp(p, idle_answer, sizeof(idle_answer)) != 0)
+			return false;
+		s->own_rfq = 0;
+		s->txn = 'I';
+	}
+	s->reset_pending = false;
+	pkt->total = need;
+	return true;
+}
+
+/* The answers to the reset.  Nothing else is expected before its 'C'. */
+static enum sbuf_verdict reset_packet(struct pgt_server *s, struct pgt_pkt *pkt)
+{
+	if (pkt->type == '1' && own_answers_at_once(s, pkt)) {
+		enum sbuf_verdict v = reset_done(s);
+		return v == SB_GONE ? SB_GONE : SB_SKIP;
+	}
+	switch (pkt->type) {
+	case '1':
+	case '2':
+	case 'N':
+	case 'A': /* a notification for a channel the previous client listened to */
+		return SB_SKIP;
+	case 'S':
+		if (!pkt->full)
+			return SB_NEED_FULL;
+		param_status(s, pkt->data + 5, pkt->total - 5);
+		return SB_SKIP;
+	case 'C':
+		if (s->reset_simple)
+			return SB_SKIP; /* the ReadyForQuery that follows completes it */
+		s->reset_pending = false;
+		return reset_done(s);
+	case 'Z':
+		if (!s->reset_simple) {
+			server_fail(s, "unexpected ReadyForQuery in answer to the reset");
+			return SB_GONE;
+		}
+		if (!pkt->full)
+			return SB_NEED_FULL;
+		s->txn = (char)pkt->data[5];
+		s->reset_pending = false;
+		return reset_done(s);
+	case 'E': {
+		if (!pkt->full)
+			return SB_NEED_FULL;
+		const char *m = proto_error_field(pkt->data + 5, pkt->total - 5, 'M');
+		server_fail(s, "could not reset the connection for the next client: %s",
+		            m ? m : "unknown error");
+		return SB_GONE;
+	}
+	default:
+		server_fail(s, "unexpected message '%c' in answer to the reset", pkt->type);
+		return SB_GONE;
+	}
+}
 
 static enum sbuf_verdict own_query_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 {
@@ -616,6 +839,8 @@ static enum sbuf_verdict own_query_packet(struct pgt_server *s, struct pgt_pkt *
 	s->txn = (char)body[0];
 	if (--s->own_rfq > 0)
 		return SB_SKIP;
+	if (s->draining)
+		return server_drain_check(s) ? SB_SKIP : SB_GONE;
 	if (s->state == SV_USED) {
 		if (s->setup_error || s->txn != 'I') {
 			server_close(s, s->setup_error ? s->setup_error : "reset left a transaction open");
@@ -635,44 +860,76 @@ static enum sbuf_verdict own_query_packet(struct pgt_server *s, struct pgt_pkt *
 	return SB_SKIP;
 }
 
-static enum sbuf_verdict server_on_packet(struct pgt_conn *conn, struct pgt_pkt *pkt)
+/* What a vanished client left running: let it finish, answer nothing. */
+static enum sbuf_verdict drain_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 {
-	struct pgt_server *s = (struct pgt_server *)conn;
+	switch (pkt->type) {
+	case 'G': /* a COPY FROM STDIN the client started: end it */
+		if (!send_copy_fail(s))
+			return SB_GONE;
+		return SB_SKIP;
+	case 'Z':
+		if (!pkt->full)
+			return SB_NEED_FULL;
+		s->txn = (char)pkt->data[5];
+		s->copy_in = false;
+		if (s->expect_rfq > 0)
+			s->expect_rfq--;
+		return server_drain_check(s) ? SB_SKIP : SB_GONE;
+	default:
+		return SB_SKIP;
+	}
+}
+
+/* Everything but forwarding a linked client's answers. */
+static enum sbuf_verdict special_packet(struct pgt_server *s, struct pgt_pkt *pkt)
+{
 	if (s->state == SV_LOGIN)
 		return login_packet(s, pkt);
+	if (s->reset_pending)
+		return reset_packet(s, pkt);
 	if (s->own_rfq > 0)
 		return own_query_packet(s, pkt);
 	if (s->lookup)
 		return registry_packet(s, pkt);
-	struct pgt_client *c = s->client;
-	if (!c) {
-		/* idle: only asynchronous messages are expected */
-		switch (pkt->type) {
-		case 'S':
-			if (!pkt->full)
-				return SB_NEED_FULL;
-			param_status(s, pkt->data + 5, pkt->total - 5);
-			return SB_SKIP;
-		case 'N':
-		case 'A':
-			return SB_SKIP;
-		case 'E': {
-			if (!pkt->full)
-				return SB_NEED_FULL;
-			const char *m = proto_error_field(pkt->data + 5, pkt->total - 5, 'M');
-			server_close(s, m ? m : "error from idle server");
-			return SB_GONE;
-		}
-		default:
-			server_fail(s, "unexpected message '%c' from idle server", pkt->type);
-			return SB_GONE;
-		}
+	if (s->draining)
+		return drain_packet(s, pkt);
+	/* idle: only asynchronous messages are expected */
+	switch (pkt->type) {
+	case 'S':
+		if (!pkt->full)
+			return SB_NEED_FULL;
+		param_status(s, pkt->data + 5, pkt->total - 5);
+		return SB_SKIP;
+	case 'N':
+	case 'A':
+		return SB_SKIP;
+	case 'E': {
+		if (!pkt->full)
+			return SB_NEED_FULL;
+		const char *m = proto_error_field(pkt->data + 5, pkt->total - 5, 'M');
+		server_close(s, m ? m : "error from idle server");
+		return SB_GONE;
 	}
+	default:
+		server_fail(s, "unexpected message '%c' from idle server", pkt->type);
+		return SB_GONE;
+	}
+}
+
+static enum sbuf_verdict server_on_packet(struct pgt_conn *conn, struct pgt_pkt *pkt)
+{
+	struct pgt_server *s = (struct pgt_server *)conn;
+	struct pgt_client *c = s->client;
+	/* a login, a registry query, a drain or an idle server have no client */
+	if (__builtin_expect(!c || s->reset_pending || s->own_rfq, 0))
+		return special_packet(s, pkt);
 	switch (pkt->type) {
 	case 'Z': {
 		if (!pkt->full)
 			return SB_NEED_FULL;
 		s->txn = (char)pkt->data[5];
+		s->copy_in = false;
 		if (s->expect_rfq > 0)
 			s->expect_rfq--;
 		struct pgt_pool *pool = s->pool;
@@ -697,6 +954,10 @@ static enum sbuf_verdict server_on_packet(struct pgt_conn *conn, struct pgt_pkt 
 		if (!pkt->full)
 			return SB_NEED_FULL;
 		param_status(s, pkt->data + 5, pkt->total - 5);
+		return SB_FORWARD;
+	case 'G':
+		s->copy_in = true;
+		s->pool->stats.bytes_out += pkt->total;
 		return SB_FORWARD;
 	default:
 		s->pool->stats.bytes_out += pkt->total;
@@ -739,46 +1000,74 @@ bool server_link(struct pgt_server *s, struct pgt_client *c)
 	s->expect_rfq = 0;
 	s->sent_since_rfq = false;
 	s->query_start = 0;
-	/* the common case: this server was last set up for an identical set */
-	if (!s->synced || s->synced_hash != c->vars.hash) {
-		struct pktbuf b;
-		pktbuf_init(&b);
-		bool ok = true;
-		if (vars_sync_query(&s->vars, &c->vars, &pool->welcome, &b)) {
-			ok = sbuf_send_raw(&s->conn, b.data, b.len);
-			s->own_rfq++;
-		}
-		pktbuf_free(&b);
-		if (!ok) {
-			server_fail(s, "send failed");
-			return false;
-		}
-		s->synced = true;
-		s->synced_hash = c->vars.hash;
-	}
+	s->need_setup = true;
 	/* the server may have been blocked on this client before: re-evaluate */
 	sbuf_update_events(&s->conn);
 	return true;
 }
 
-void server_release(struct pgt_server *s)
+void server_begin(struct pgt_server *s, struct pgt_client *c)
+{
+	s->need_setup = false;
+	const struct client_sync *cs = client_sync_message(c, &s->base);
+	const uint8_t *sync = cs->msg;
+	size_t synclen = cs->len;
+	int n = 0;
+	if (s->dirty) {
+		s->reset_pending = true;
+		if (s->reset_simple) {
+			/* an old server: the reset must be confirmed before anything of
+			 * the client's goes out, so it leaves now, and the client waits */
+			s->reset_fence = true;
+			if (!sbuf_send_raw(&s->conn, reset_query_msg, sizeof(reset_query_msg)) ||
+			    (synclen && !sbuf_send_raw(&s->conn, sync, synclen)))
+				server_fail(s, "send failed"); /* the client learns it at once */
+			s->own_rfq += synclen ? 1 : 0;
+			return;
+		}
+		s->prefix.iov[n].iov_base = (void *)reset_msg;
+		s->prefix.iov[n++].iov_len = sizeof(reset_msg);
+	}
+	if (synclen) {
+		s->prefix.iov[n].iov_base = (void *)sync;
+		s->prefix.iov[n++].iov_len = synclen;
+		s->own_rfq++;
+		s->sync_sets = cs->sets;
+	}
+	s->dirty = true;
+	if (n) {
+		s->prefix.n = n;
+		sbuf_set_prefix(&s->conn, &s->prefix);
+	}
+}
+
+/* Tell a COPY FROM STDIN whose client is gone that no more data comes. */
+static bool send_copy_fail(struct pgt_server *s)
+{
+	static const uint8_t msg[] = {'f', 0,   0,   0,   21,  'c', 'l', 'i', 'e', 'n', 't',
+	                              ' ', 'w', 'e', 'n', 't', ' ', 'a', 'w', 'a', 'y', 0};
+	_Static_assert(sizeof(msg) == 1 + 21, "CopyFail length");
+	s->copy_in = false;
+	if (!sbuf_send_raw(&s->conn, msg, sizeof(msg))) {
+		server_close(s, "send failed while draining");
+		return false;
+	}
+	return true;
+}
+
+/* Is anything of the client's or pgtenant's still to be answered? */
+static bool server_busy(const struct pgt_server *s)
+{
+	return s->expect_rfq > 0 || s->sent_since_rfq || s->own_rfq > 0 || s->reset_pending || s->copy_in ||
+	       s->conn.pkt_remain > 0 || s->conn.outq || s->conn.pre;
+}
+
+/* After the server was released (or its client vanished) at a point where
+ * it is provably between transactions: back to the pool, or closed. */
+static inline void server_settle(struct pgt_server *s)
 {
 	struct pgt_pool *pool = s->pool;
-	struct pgt_client *c = s->client;
-	if (c) {
-		c->server = NULL;
-		s->client = NULL;
-		sbuf_update_events(&c->conn);
-	}
-	if (s->state == SV_DEAD)
-		return;
-	bool clean = s->txn == 'I' && s->expect_rfq == 0 && !s->sent_since_rfq && s->own_rfq == 0 &&
-	             sbuf_is_empty(&s->conn);
-	if (!clean) {
-		server_close(s, "client went away in the middle of a transaction or query");
-		return;
-	}
-	usec_t now = loop_now();
+	usec_t now = loop_coarse_now();
 	const struct pgt_config *cfg = pgt.cfg;
 	if (s->close_needed || s->generation != pool->generation ||
 	    (cfg->server_lifetime > 0 && now - s->conn.connect_time > cfg->server_lifetime)) {
@@ -790,20 +1079,83 @@ void server_release(struct pgt_server *s)
 		server_close(s, "yielding the connection slot to a waiting pool (max_db_connections)");
 		return;
 	}
-	bool session_reset = !c && pool_mode(pool) == PGT_POOL_SESSION && cfg->server_reset_query[0];
-	if (session_reset || s->pin_dirty) {
-		/* session mode: the client is gone, reset the session; transaction
-		 * mode: put the tenant's pinned settings back (RESET returns to the
-		 * startup options, i.e. to the pin) */
-		char restore[256];
-		snprintf(restore, sizeof(restore), "RESET search_path;%s%s%s",
-		         cfg->tenant_setting[0] ? " RESET " : "", cfg->tenant_setting,
-		         cfg->tenant_setting[0] ? ";" : "");
-		s->pin_dirty = false;
+	pool_server_ready(pool, s);
+}
+
+/* While draining: once everything is answered, keep or close.  Returns
+ * false if s was closed. */
+static bool server_drain_check(struct pgt_server *s)
+{
+	if (server_busy(s))
+		return true;
+	s->draining = false;
+	if (s->cancel_sent || s->txn != 'I') {
+		server_close(s, s->cancel_sent ? "query of a vanished client cancelled; closed once idle"
+		                               : "client went away inside a transaction");
+		return false;
+	}
+	server_log(s, PGT_LOG_DEBUG, "drained what a vanished client left");
+	server_settle(s);
+	return !s->conn.dead;
+}
+
+/* The client left while s was not between transactions. */
+static void server_abandon(struct pgt_server *s)
+{
+	if (s->cut) {
+		server_close(s, "client went away in the middle of a message");
+		return;
+	}
+	set_state(s, SV_USED, &s->pool->used_servers);
+	s->draining = true;
+	s->cancel_sent = false;
+	s->drain_start = loop_now();
+	bool running = s->expect_rfq > 0 || s->sent_since_rfq;
+	if (s->copy_in && !send_copy_fail(s))
+		return;
+	if (s->sent_since_rfq) {
+		/* extended-protocol messages without their Sync: end the batch */
+		static const uint8_t sync[] = {'S', 0, 0, 0, 4};
+		if (!sbuf_send_raw(&s->conn, sync, sizeof(sync))) {
+			server_close(s, "send failed while draining");
+			return;
+		}
+		s->sent_since_rfq = false;
+		s->expect_rfq++;
+	}
+	if (running) {
+		server_cancel(s);
+		s->cancel_sent = true;
+		server_log(s, PGT_LOG_INFO, "client went away mid-query: query cancelled, draining");
+	}
+	server_drain_check(s);
+}
+
+void server_release(struct pgt_server *s)
+{
+	struct pgt_pool *pool = s->pool;
+	struct pgt_client *c = s->client;
+	if (c) {
+		c->server = NULL;
+		s->client = NULL;
+		sbuf_update_events(&c->conn);
+	}
+	s->need_setup = false;
+	s->client_held = false;
+	if (s->state == SV_DEAD)
+		return;
+	if (s->txn != 'I' || server_busy(s)) {
+		server_abandon(s);
+		return;
+	}
+	if (!c && pool_mode(pool) == PGT_POOL_SESSION && pgt.cfg->server_reset_query[0] && !s->close_needed &&
+	    s->generation == pool->generation) {
+		/* session mode, the client is gone: the DBA's server_reset_query
+		 * (pgtenant's own reset comes anyway with the next link) */
 		struct pktbuf b;
 		pktbuf_init(&b);
 		pktbuf_start(&b, 'Q');
-		pktbuf_put_str(&b, session_reset ? cfg->server_reset_query : restore);
+		pktbuf_put_str(&b, pgt.cfg->server_reset_query);
 		pktbuf_finish(&b);
 		set_state(s, SV_USED, &pool->used_servers);
 		bool ok = sbuf_send_raw(&s->conn, b.data, b.len);
@@ -813,15 +1165,15 @@ void server_release(struct pgt_server *s)
 			return;
 		}
 		s->own_rfq++;
-		/* DISCARD ALL resets everything: the session is back to its defaults */
-		vars_free(&s->vars);
-		for (int i = 0; i < pool->welcome.n; i++)
-			vars_set(&s->vars, pool->welcome.v[i].key, pool->welcome.v[i].value);
-		s->synced = true;
-		s->synced_hash = 0;
 		return;
 	}
-	pool_server_ready(pool, s);
+	server_settle(s);
+}
+
+void server_check(struct pgt_server *s, usec_t now)
+{
+	if (s->draining && now - s->drain_start > SERVER_DRAIN_TIMEOUT)
+		server_close(s, "a vanished client's query did not end after its cancel");
 }
 
 /* ---- cancel requests ---- */

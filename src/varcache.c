@@ -5,6 +5,7 @@
 #include "varcache.h"
 
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -110,56 +111,62 @@ static void put_literal(struct pktbuf *b, const char *v)
 	pktbuf_put_u8(b, '\'');
 }
 
-bool vars_sync_query(struct pgt_vars *server, const struct pgt_vars *client, const struct pgt_vars *defaults,
-                     struct pktbuf *out)
+bool vars_replayable(const char *key, bool search_path_pinned)
 {
-	bool any = false;
-	size_t start = out->len;
+	static const char *const settable[] = {
+	    "application_name",
+	    "client_encoding",
+	    "DateStyle",
+	    "IntervalStyle",
+	    "TimeZone",
+	    "standard_conforming_strings",
+	    "default_transaction_read_only",
+	    "scram_iterations",
+	    NULL,
+	};
+	for (int i = 0; settable[i]; i++)
+		if (strcasecmp(key, settable[i]) == 0)
+			return true;
+	return !search_path_pinned && strcasecmp(key, "search_path") == 0;
+}
+
+static void put_set(struct pktbuf *out, const char *key, const char *value)
+{
+	pktbuf_put_bytes(out, "SET ", 4);
+	pktbuf_put_bytes(out, key, strlen(key));
+	pktbuf_put_bytes(out, " = ", 3);
+	put_literal(out, value);
+	pktbuf_put_bytes(out, ";", 1);
+}
+
+int vars_build_sync(const struct pgt_vars *client, const struct pgt_vars *defaults,
+                    const struct pgt_vars *base, struct pktbuf *out)
+{
+	int n = 0;
 	pktbuf_start(out, 'Q');
 	for (int i = 0; i < client->n; i++) {
-		const char *have = vars_get(server, client->v[i].key);
+		const char *have = base ? vars_get(base, client->v[i].key) : NULL;
+		if (!have)
+			have = vars_get(defaults, client->v[i].key);
 		if (have && strcmp(have, client->v[i].value) == 0)
 			continue;
-		pktbuf_put_bytes(out, "SET ", 4);
-		pktbuf_put_bytes(out, client->v[i].key, strlen(client->v[i].key));
-		pktbuf_put_bytes(out, " = ", 3);
-		put_literal(out, client->v[i].value);
-		pktbuf_put_bytes(out, ";", 1);
-		vars_set(server, client->v[i].key, client->v[i].value);
-		any = true;
+		put_set(out, client->v[i].key, client->v[i].value);
+		n++;
 	}
-	for (int i = 0; i < server->n;) {
-		const char *key = server->v[i].key;
-		if (vars_get(client, key)) {
-			i++;
+	for (int i = 0; base && i < base->n; i++) {
+		const char *dflt = vars_get(defaults, base->v[i].key);
+		if (vars_get(client, base->v[i].key) || !dflt || strcmp(dflt, base->v[i].value) == 0)
 			continue;
-		}
-		const char *dflt = vars_get(defaults, key);
-		if (dflt && strcmp(dflt, server->v[i].value) == 0) {
-			i++;
-			continue;
-		}
-		pktbuf_put_bytes(out, "RESET ", 6);
-		pktbuf_put_bytes(out, key, strlen(key));
-		pktbuf_put_bytes(out, ";", 1);
-		any = true;
-		if (dflt) {
-			vars_set(server, key, dflt);
-			i++;
-		} else {
-			vars_del(server, key); /* swaps the last entry into i */
-		}
-	}
-	if (!any) {
-		out->len = start;
-		return false;
+		put_set(out, base->v[i].key, dflt);
+		n++;
 	}
 	pktbuf_put_u8(out, 0);
 	pktbuf_finish(out);
-	return true;
+	return n;
 }
 
-bool vars_parse_options(const char *options, struct pgt_vars *out, const char **reason)
+bool vars_parse_options(const char *options, struct pgt_vars *out, struct vars_watch *watch,
+                        const char **reason)
 {
 	const char *p = options;
 	char word[1024];
@@ -213,6 +220,15 @@ bool vars_parse_options(const char *options, struct pgt_vars *out, const char **
 		if (!vars_valid_name(key)) {
 			*reason = "invalid option name";
 			return false;
+		}
+		if (watch && strcasecmp(key, watch->key) == 0) {
+			const char *before = vars_get(out, key);
+			if (before && strcmp(before, eq + 1) != 0) {
+				watch->conflict = true;
+				snprintf(watch->other, sizeof(watch->other), "%s", eq + 1);
+				*reason = "conflicting values";
+				return false;
+			}
 		}
 		vars_set(out, key, eq + 1);
 	}

@@ -176,9 +176,9 @@ class Bouncer:
             for k, v in self.tenants.items():
                 f.write("%s = %s\n" % (k, v))
 
-    def start(self, *extra):
+    def start(self, *extra, preexec_fn=None):
         self.proc = subprocess.Popen([PGTENANT_BIN, "-v"] + list(extra) + [self.ini],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
         wait_port(self.port, proc=self.proc)
 
     def reload(self, tenants=None, **settings):
@@ -225,6 +225,12 @@ class Bouncer:
 
     def log_contains(self, pattern):
         return len(re.findall(pattern, self.log()))
+
+    def cpu_seconds(self):
+        """User + system CPU time the process has used so far."""
+        with open("/proc/%d/stat" % self.proc.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def rss_kb(self, field="VmRSS"):
         with open("/proc/%d/status" % self.proc.pid) as f:

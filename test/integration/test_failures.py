@@ -62,7 +62,7 @@ def test_client_killed_mid_transaction_does_not_leak(bouncer_factory, pg):
         assert conn.execute("select count(*) from leak_t").fetchone()[0] == 0
         assert conn.execute("select now() = statement_timestamp()").fetchone()[0] is True
         assert conn.execute("show work_mem").fetchone()[0] == "4MB"
-    assert b.log_contains("client went away in the middle of a transaction") == 1
+    assert b.log_contains("client went away inside a transaction") == 1
 
 
 def test_client_vanishes_mid_copy(bouncer_factory):

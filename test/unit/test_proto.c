@@ -140,36 +140,72 @@ static void options(void)
 {
 	struct pgt_vars v = {0};
 	const char *reason = NULL;
-	tap_ok(vars_parse_options("-c work_mem=7MB --search-path=a\\ b -cstatement_timeout=5s", &v, &reason),
+	tap_ok(vars_parse_options("-c work_mem=7MB --search-path=a\\ b -cstatement_timeout=5s", &v, NULL,
+	                          &reason),
 	       "options parse");
 	TAP_IS_STR(vars_get(&v, "work_mem"), "7MB", "-c k=v");
 	TAP_IS_STR(vars_get(&v, "search_path"), "a b", "--k=v with escaped space and dash");
 	TAP_IS_STR(vars_get(&v, "statement_timeout"), "5s", "-ck=v");
 	vars_free(&v);
-	tap_ok(!vars_parse_options("-c", &v, &reason), "-c without argument");
-	tap_ok(!vars_parse_options("-c x;drop=1", &v, &reason), "invalid option name");
-	tap_ok(!vars_parse_options("-d 5", &v, &reason), "unsupported switch");
+	tap_ok(!vars_parse_options("-c", &v, NULL, &reason), "-c without argument");
+	tap_ok(!vars_parse_options("-c x;drop=1", &v, NULL, &reason), "invalid option name");
+	tap_ok(!vars_parse_options("-d 5", &v, NULL, &reason), "unsupported switch");
 	vars_free(&v);
 
-	/* server/client sync query */
-	struct pgt_vars server = {0}, client = {0}, dflt = {0};
+	/* a watched key given twice: the same value is fine, another is a conflict */
+	struct vars_watch w = {"tenant", false, ""};
+	tap_ok(vars_parse_options("-c tenant=acme -c work_mem=1MB --tenant=acme", &v, &w, &reason) &&
+	           !w.conflict,
+	       "the same tenant twice is no conflict");
+	vars_free(&v);
+	tap_ok(!vars_parse_options("-c tenant=acme -c Tenant=globex", &v, &w, &reason) && w.conflict &&
+	           strcmp(w.other, "globex") == 0 && strcmp(vars_get(&v, "tenant"), "acme") == 0,
+	       "two tenants in options conflict, case-insensitively");
+	vars_free(&v);
+
+	/* the parameters a client gets on each server: SETs from the pool's defaults */
+	struct pgt_vars client = {0}, dflt = {0}, none = {0};
 	vars_set(&dflt, "TimeZone", "UTC");
-	vars_set(&server, "TimeZone", "Europe/Paris");
-	vars_set(&server, "work_mem", "64MB");
+	vars_set(&dflt, "application_name", "");
 	vars_set(&client, "application_name", "it's");
+	vars_set(&client, "TimeZone", "UTC");
 	struct pktbuf b;
 	pktbuf_init(&b);
-	tap_ok(vars_sync_query(&server, &client, &dflt, &b), "sync needed");
+	tap_ok(vars_build_sync(&client, &dflt, &none, &b), "sync needed");
 	const char *sql = (const char *)b.data + 5;
-	tap_ok(strstr(sql, "SET application_name = 'it''s';") && strstr(sql, "RESET TimeZone;") &&
-	           strstr(sql, "RESET work_mem;"),
-	       "sync query quotes values and resets what the client did not ask for: %s", sql);
+	tap_ok(strstr(sql, "SET application_name = 'it''s';") && !strstr(sql, "TimeZone"),
+	       "sync quotes values and skips what equals the default: %s", sql);
 	pktbuf_reset(&b);
-	tap_ok(!vars_sync_query(&server, &client, &dflt, &b), "second sync is a no-op");
+	vars_set(&client, "application_name", "");
+	tap_ok(!vars_build_sync(&client, &dflt, &none, &b), "nothing to sync at the defaults");
+	/* a server opened with a base of parameters: what the client shares
+	 * with the base needs nothing, what the base has and the client lacks
+	 * goes back to the default */
+	struct pgt_vars base = {0};
+	vars_set(&base, "application_name", "pgbench");
+	vars_set(&base, "TimeZone", "Asia/Tokyo");
+	vars_set(&client, "application_name", "pgbench");
+	pktbuf_reset(&b);
+	tap_ok(vars_build_sync(&client, &dflt, &base, &b) == 1, "one SET from a base");
+	sql = (const char *)b.data + 5;
+	tap_ok(strstr(sql, "SET TimeZone = 'UTC';") && !strstr(sql, "application_name"),
+	       "a base value the client lacks goes back to the default: %s", sql);
+	vars_set(&client, "TimeZone", "Asia/Tokyo");
+	pktbuf_reset(&b);
+	tap_ok(vars_build_sync(&client, &dflt, &base, &b) == 0, "a client equal to the base needs nothing");
+	vars_free(&base);
 	pktbuf_free(&b);
-	vars_free(&server);
 	vars_free(&client);
 	vars_free(&dflt);
+
+	/* what may be replayed from a server's ParameterStatus */
+	tap_ok(vars_replayable("TimeZone", true) && vars_replayable("application_name", false),
+	       "settable reported parameters are replayed");
+	tap_ok(!vars_replayable("is_superuser", false) && !vars_replayable("session_authorization", false) &&
+	           !vars_replayable("server_version", false) && !vars_replayable("in_hot_standby", false),
+	       "read-only reported parameters are never replayed");
+	tap_ok(vars_replayable("search_path", false) && !vars_replayable("search_path", true),
+	       "search_path is replayed only where it is not pinned");
 }
 
 int main(void)

@@ -1,0 +1,294 @@
+"""Isolation that holds against any SQL: in transaction mode (and in session
+mode) the next client of a server connection finds it as a fresh connection
+of its pool would be, whatever the previous client ran and however it spelt
+it; pins cannot be overridden at login; read-only parameters are never
+replayed; per-tenant server roles are the privilege boundary."""
+import threading
+import time
+
+import psycopg
+import pytest
+
+import pgwire
+from conftest import login_error
+
+TENANTS = ["acme", "globex"]
+DEFAULT_WORK_MEM = "4MB"
+
+
+@pytest.fixture(scope="module")
+def schemas(pg):
+    with pg.connect("appdb", "postgres") as conn:
+        for t in TENANTS:
+            conn.execute("drop schema if exists tenant_%s cascade" % t)
+            conn.execute("create schema tenant_%s authorization app" % t)
+            conn.execute("create table tenant_%s.items(id int, owner text)" % t)
+            conn.execute("alter table tenant_%s.items owner to app" % t)
+            conn.execute("insert into tenant_%s.items select g, '%s' from generate_series(1, 3) g" % (t, t))
+        conn.execute("drop role if exists iso_other")
+        conn.execute("create role iso_other")
+        conn.execute("grant iso_other to app")
+        conn.execute("grant usage on schema tenant_globex to iso_other")
+        conn.execute("grant select on tenant_globex.items to iso_other")
+        conn.execute("create sequence if not exists public.iso_seq")
+        conn.execute("grant usage on sequence public.iso_seq to public")
+        conn.execute("""create or replace function public.iso_hop(t text) returns text language plpgsql as $$
+                        begin
+                          perform set_config('search_path', 'tenant_' || t, false);
+                          perform set_config('app.tenant_id', t, false);
+                          return t;
+                        end $$""")
+    return TENANTS
+
+
+def iso_bouncer(factory, mode="transaction", settings=None, tenants=None, databases=None):
+    s = {"tenant_required": "yes", "tenant_setting": "app.tenant_id", "pool_mode": mode,
+         "tenant_pool_size": "1", "default_pool_size": "1"}
+    s.update(settings or {})
+    t = {"acme": "pool_size=1", "globex": "pool_size=1"}
+    t.update(tenants or {})
+    return factory(settings=s, tenants=t, databases=databases)
+
+
+def one(conn, sql):
+    return conn.execute(sql).fetchone()[0]
+
+
+def fresh_state(conn):
+    """Everything a previous client could have left on a connection."""
+    state = {
+        "owners": {r[0] for r in conn.execute("select owner from items")},
+        "search_path": one(conn, "show search_path"),
+        "tenant_id": one(conn, "select current_setting('app.tenant_id', true)"),
+        "user": tuple(conn.execute("select current_user, session_user").fetchone()),
+        "work_mem": one(conn, "show work_mem"),
+        "statement_timeout": one(conn, "show statement_timeout"),
+        "read_only": one(conn, "show default_transaction_read_only"),
+        "prepared": one(conn, "select count(*) from pg_prepared_statements"),
+        "cursors": one(conn, "select count(*) from pg_cursors"),
+        "advisory_locks": one(conn, "select count(*) from pg_locks where locktype = 'advisory' "
+                                    "and pid = pg_backend_pid()"),
+        "listening": one(conn, "select count(*) from pg_listening_channels()"),
+        "temp_objects": one(conn, "select count(*) from pg_class where relnamespace = pg_my_temp_schema()"),
+    }
+    try:
+        conn.execute("select lastval()")
+        state["lastval"] = "defined"
+    except psycopg.errors.ObjectNotInPrerequisiteState:
+        state["lastval"] = "undefined"
+    return state
+
+
+def expected_state(tenant):
+    return {"owners": {tenant}, "search_path": '"tenant_%s", public' % tenant, "tenant_id": tenant,
+            "user": ("app", "app"), "work_mem": DEFAULT_WORK_MEM, "statement_timeout": "0", "read_only": "off",
+            "prepared": 0, "cursors": 0, "advisory_locks": 0, "listening": 0, "temp_objects": 0,
+            "lastval": "undefined"}
+
+
+# (name, statements run by the first acme client, each in its own transaction)
+MUTATIONS = [
+    ("unicode_escape", ['SET U&"\\0073earch_path" = tenant_globex']),
+    ("quoted_name", ['SET "search_path" = tenant_globex', "SET \"app.tenant_id\" = 'globex'"]),
+    ("spaced_name", ["SET   search_path   TO   tenant_globex  ,  public"]),
+    ("set_config", ["select set_config('search_path', 'tenant_globex', false)"]),
+    ("function", ["select public.iso_hop('globex')"]),
+    ("do_block", ["DO $$ BEGIN EXECUTE format('SET %s = %L', 'search' || '_path', 'tenant_globex'); "
+                  "EXECUTE 'SET app.tenant' || '_id = ''globex'''; END $$"]),
+    ("prepared_earlier", ["PREPARE hop AS SELECT set_config('search_path', 'tenant_globex', false); EXECUTE hop"]),
+    ("temp_table_shadow", ["CREATE TEMP TABLE items AS SELECT 1 AS id, 'globex'::text AS owner"]),
+    ("set_role", ["SET ROLE iso_other"]),
+    ("gucs", ["SET work_mem = '77MB'", "SET statement_timeout = '5s'",
+              "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"]),
+    ("sql_prepare", ["PREPARE p1 AS SELECT 1"]),
+    ("hold_cursor", ["DECLARE c1 CURSOR WITH HOLD FOR SELECT 1"]),
+    ("advisory_lock", ["SELECT pg_advisory_lock(4242)"]),
+    ("listen", ["LISTEN iso_chan"]),
+    ("sequence", ["SELECT nextval('public.iso_seq')"]),
+]
+
+
+@pytest.mark.parametrize("mode", ["transaction", "session"])
+@pytest.mark.parametrize("name,statements", MUTATIONS, ids=[m[0] for m in MUTATIONS])
+def test_next_client_finds_a_fresh_connection(bouncer_factory, schemas, mode, name, statements):
+    b = iso_bouncer(bouncer_factory, mode)
+    with b.connect(options="-c tenant=acme") as a:
+        pid = one(a, "select pg_backend_pid()")
+        for sql in statements:
+            a.execute(sql)
+        if mode == "session":
+            a.close()
+        # a globex client in between sees only globex
+        with b.connect(options="-c tenant=globex") as g:
+            assert fresh_state(g) == expected_state("globex")
+        # the next acme client gets the same single server connection, clean
+        with b.connect(options="-c tenant=acme") as nxt:
+            assert one(nxt, "select pg_backend_pid()") == pid, "the test must reuse the server connection"
+            assert fresh_state(nxt) == expected_state("acme")
+            if name == "sql_prepare":
+                nxt.execute("PREPARE p1 AS SELECT 2")  # the name is free again
+            if name == "listen":
+                got = []
+                nxt.add_notify_handler(got.append)
+                with b.connect(options="-c tenant=globex") as g:
+                    g.execute("NOTIFY iso_chan, 'from globex'")
+                for _ in range(5):
+                    nxt.execute("select 1")
+                    time.sleep(0.05)
+                assert got == []
+
+
+def test_protocol_parse_then_later_bind(bouncer_factory, schemas):
+    """A named statement Parsed in one message and Bound in a later one (one
+    link: the client keeps the transaction's pipeline open) changes nothing
+    for the next client."""
+    b = iso_bouncer(bouncer_factory)
+    s, _ = pgwire.login(b, extra={"options": "-c tenant=acme"})
+    sql = b"SELECT set_config('search_path', 'tenant_globex', false)"
+    s.sendall(pgwire.msg(b"P", b"s1\0" + sql + b"\0\0\0") + pgwire.msg(b"H", b""))
+    t, _ = pgwire.recv_msg(s)
+    assert t == b"1"
+    s.sendall(pgwire.msg(b"B", b"\0s1\0\0\0\0\0\0\0") + pgwire.msg(b"E", b"\0\0\0\0\0") + pgwire.msg(b"S", b""))
+    msgs = pgwire.read_until_ready(s)
+    assert [t for t, _ in msgs] == [b"2", b"D", b"C", b"Z"]
+    assert pgwire.data_rows(msgs) == ["tenant_globex"]
+    with b.connect(options="-c tenant=acme") as nxt:
+        assert fresh_state(nxt) == expected_state("acme")
+    s.close()
+
+
+def test_every_transaction_is_clean_under_concurrency(bouncer_factory, schemas):
+    """Two tenants, three clients each, pools of one: every client alternates
+    a random state-changing transaction and a transaction that checks it got
+    a clean connection.  Zero foreign rows or state."""
+    b = iso_bouncer(bouncer_factory, settings={"query_wait_timeout": "60"})
+    errors = []
+    # (a reported parameter a client SETs, like default_transaction_read_only,
+    # stays with that client by design, so the checker would see its own)
+    statements = [sql for _, stmts in MUTATIONS for sql in stmts if "CHARACTERISTICS" not in sql]
+
+    def worker(tenant, n):
+        try:
+            with b.connect(options="-c tenant=%s" % tenant) as conn:
+                for i in range(25):
+                    sql = statements[(n * 7 + i) % len(statements)]
+                    conn.execute(sql.replace("globex", "acme" if tenant == "globex" else "globex"))
+                    got = fresh_state(conn)
+                    if got != expected_state(tenant):
+                        errors.append((tenant, n, i, sql, {k: v for k, v in got.items() if expected_state(tenant)[k] != v}))
+        except Exception as e:  # noqa: BLE001 - report any failure
+            errors.append((tenant, n, repr(e)))
+
+    threads = [threading.Thread(target=worker, args=(t, n)) for t in TENANTS for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+
+
+@pytest.mark.parametrize("superuser", [False, True])
+def test_role_changes_never_reach_or_kill_other_clients(bouncer_factory, schemas, pg, superuser):
+    """After SET ROLE (or SET SESSION AUTHORIZATION on a superuser pool) by
+    one client, 20 other clients of the pool run normally as themselves:
+    is_superuser and session_authorization, which the server reports, are
+    never replayed, and no client gets the foreign role."""
+    db = {"sudb": "host=127.0.0.1 port=%d dbname=appdb user=postgres" % pg.port}
+    b = bouncer_factory(settings={"default_pool_size": "2", "query_wait_timeout": "60"}, databases=db)
+    dbname, me = ("sudb", "postgres") if superuser else ("appdb", "app")
+    with b.connect(dbname=dbname) as a:
+        with a.transaction():
+            if superuser:
+                a.execute("SET SESSION AUTHORIZATION app")
+                assert one(a, "select session_user") == "app"
+            a.execute("SET ROLE iso_other")
+            assert one(a, "select current_user") == "iso_other"
+        # the changer's own next transaction is clean too, and it still works
+        assert tuple(a.execute("select current_user, session_user").fetchone()) == (me, me)
+        errors = []
+
+        def client():
+            try:
+                with b.connect(dbname=dbname) as c:
+                    for _ in range(5):
+                        got = tuple(c.execute("select current_user, session_user").fetchone())
+                        if got != (me, me):
+                            errors.append(got)
+            except Exception as e:  # noqa: BLE001
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=client) for _ in range(20)]
+        for t in threads:
+            t.start()
+        for _ in range(10):
+            a.execute("SET ROLE iso_other; SET SESSION AUTHORIZATION DEFAULT" if superuser else "SET ROLE iso_other")
+        for t in threads:
+            t.join()
+        assert errors == []
+    assert b.log_contains("55P02") == 0
+
+
+def test_pins_cannot_be_overridden_at_login(bouncer_factory, schemas):
+    b = iso_bouncer(bouncer_factory, tenants={"acme": "pool_size=1 statement_timeout=30s"})
+    attempts = [
+        {"options": "-c tenant=acme -c search_path=tenant_globex"},
+        {"options": "-c tenant=acme -c SEARCH_PATH=tenant_globex"},
+        {"options": "-c tenant=acme --search-path=tenant_globex"},
+        {"tenant": "acme", "search_path": "tenant_globex"},
+        {"tenant": "acme", "options": "-c app.tenant_id=globex"},
+        {"tenant": "acme", "app.tenant_id": "globex"},
+        {"tenant": "acme", "options": "-c statement_timeout=0"},  # pinned for acme by [tenants]
+    ]
+    for settings in attempts:
+        code, msg = login_error(b, server_settings=settings)
+        assert code == "08004" and msg.startswith("cannot override"), (settings, code, msg)
+    # statement_timeout is not pinned for globex: a client may bring its own
+    assert login_error(b, server_settings={"tenant": "globex", "options": "-c statement_timeout=1s"}) == (None, None)
+    # two different tenants in one options value
+    code, msg = login_error(b, server_settings={"options": "-c tenant=acme -c tenant=globex"})
+    assert code == "08004" and msg.startswith("conflicting tenant"), msg
+    assert login_error(b, server_settings={"options": "-c tenant=acme -c tenant=acme"}) == (None, None)
+
+
+def test_plain_pool_may_set_search_path_at_login(bouncer_factory, schemas):
+    b = bouncer_factory(settings={"default_pool_size": "1"})
+    with b.connect(options="-c search_path=tenant_globex") as conn:
+        assert {r[0] for r in conn.execute("select owner from items")} == {"globex"}
+    with b.connect() as conn:  # the next client of the same server: back to the default
+        assert one(conn, "show search_path") == '"$user", public'
+
+
+def test_pipelined_client_after_a_dirty_client(bouncer_factory, schemas):
+    """A client that pipelines several synced batches right after another
+    client dirtied the connection: every batch runs on the clean connection
+    and gets its answers in order."""
+    b = iso_bouncer(bouncer_factory)
+    with b.connect(options="-c tenant=acme") as a:
+        a.execute("SET search_path = tenant_globex")
+    s, _ = pgwire.login(b, extra={"options": "-c tenant=acme"})
+    batch = b"".join(pgwire.msg(b"Q", b"select owner from items limit 1\0") for _ in range(5))
+    s.sendall(batch)
+    msgs = pgwire.read_until_ready(s, 5)
+    assert pgwire.data_rows(msgs) == ["acme"] * 5
+    s.close()
+
+
+def test_reset_failure_closes_only_that_connection(bouncer_factory, schemas, pg):
+    """If the reset fails (here: the backend is terminated while idle in the
+    pool), the next client gets a clear error or a new connection, and the
+    pool goes on."""
+    b = iso_bouncer(bouncer_factory, settings={"server_login_retry": "0"})
+    with b.connect(options="-c tenant=acme") as a:
+        pid = one(a, "select pg_backend_pid()")
+        a.execute("SET work_mem = '77MB'")
+    pg.sql("select pg_terminate_backend(%d)" % pid)
+    time.sleep(0.2)
+    for _ in range(3):
+        try:
+            with b.connect(options="-c tenant=acme") as nxt:
+                assert fresh_state(nxt) == expected_state("acme")
+                break
+        except psycopg.OperationalError as e:
+            assert "server connection failed" in str(e)
+    else:
+        pytest.fail("pool did not recover")
