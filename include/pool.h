@@ -30,6 +30,7 @@ struct pgt_dbstate {
 	struct list slot_waiters;
 	bool paused;            /* PAUSE: no new transactions start */
 	int server_version_num; /* of the first server login, 0 = none yet */
+	bool no_check_interval; /* the server refused client_connection_check_interval */
 };
 
 extern bool pgt_paused_all; /* PAUSE without a database */

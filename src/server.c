@@ -440,9 +440,10 @@ bool server_pin_options(const struct pgt_pool *pool, char *out, size_t outlen)
 	out[0] = '\0';
 	/* PostgreSQL 14+ notices a vanished pgtenant while running a query
 	 * (a closed server socket then ends the query instead of letting it run
-	 * on); older servers would refuse the unknown setting at login.  The
-	 * version is learned from the first login to the database entry. */
-	if (pool->dbstate->server_version_num >= 140000 &&
+	 * on).  Older servers refuse the unknown setting at login: then it is
+	 * left out for the database entry from then on. */
+	int v = pool->dbstate->server_version_num;
+	if (!pool->dbstate->no_check_interval && (v == 0 || v >= 140000) &&
 	    !put_option(out, outlen, &o, "client_connection_check_interval", "1s"))
 		return false;
 	if (!pool->tenant[0] || pool->internal)
@@ -646,6 +647,13 @@ static enum sbuf_verdict login_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 			 * server): the pool is full, not broken; clients wait */
 			pool_server_limit(s->pool, m ? m : "too many connections");
 			server_close(s, m ? m : "too many connections");
+			return SB_GONE;
+		}
+		if (code && strcmp(code, "42704") == 0 && m &&
+		    strstr(m, "client_connection_check_interval") && !s->pool->dbstate->no_check_interval) {
+			s->pool->dbstate->no_check_interval = true; /* before PostgreSQL 14 */
+			server_close(
+			    s, "the server does not know client_connection_check_interval; retrying without");
 			return SB_GONE;
 		}
 		if (s->base.n && !s->pool->base_disabled) {

@@ -11,6 +11,7 @@ import pytest
 
 import pgwire
 from conftest import login_error
+from faultproxy import FaultProxy, error_message
 
 TENANTS = ["acme", "globex"]
 DEFAULT_WORK_MEM = "4MB"
@@ -292,3 +293,57 @@ def test_reset_failure_closes_only_that_connection(bouncer_factory, schemas, pg)
             assert "server connection failed" in str(e)
     else:
         pytest.fail("pool did not recover")
+
+
+def test_failed_reset_fails_the_next_client_cleanly(bouncer_factory, schemas, pg):
+    """If the reset fails (a fault proxy turns the server's answer to it into
+    the error a cancel would give), the next client gets a clear error, that
+    server connection is closed, and the pool goes on with a new one.  (That
+    nothing the client sent runs is PostgreSQL's part: after an error in an
+    unsynced extended-protocol batch it skips all input up to the next Sync,
+    and the client's messages past its first Sync are held until the reset is
+    confirmed.)"""
+    armed = threading.Event()
+
+    def rewrite(t, body):
+        if t == b"C" and body == b"DISCARD ALL\0" and armed.is_set():
+            armed.clear()
+            return error_message("57014", "canceling statement due to user request")
+        return None
+
+    proxy = FaultProxy(pg.port, rewrite)
+    db = {"appdb": "host=127.0.0.1 port=%d dbname=appdb user=app password=apppass" % proxy.port}
+    b = iso_bouncer(bouncer_factory, databases=db)
+    try:
+        with b.connect(options="-c tenant=acme") as a:
+            pid = one(a, "select pg_backend_pid()")
+            a.execute("SET work_mem = '77MB'")
+        armed.set()
+        victim = b.connect(options="-c tenant=acme")
+        with pytest.raises(psycopg.OperationalError) as e:
+            victim.execute("select 1")
+        victim.close()
+        assert "server connection failed: could not reset the connection" in str(e.value), str(e.value)
+        with b.connect(options="-c tenant=acme") as nxt:
+            assert one(nxt, "select pg_backend_pid()") != pid
+            assert fresh_state(nxt) == expected_state("acme")
+            nxt.execute("SET work_mem = '77MB'")
+        # a pipelining client: its second batch never reaches the server
+        armed.set()
+        s, _ = pgwire.login(b, extra={"options": "-c tenant=acme"})
+        s.sendall(pgwire.msg(b"Q", b"select 'first batch'\0") + pgwire.msg(b"Q", b"select 'second batch'\0"))
+        t, body = pgwire.recv_msg(s)
+        assert t == b"E" and "could not reset" in pgwire.error_fields(body)["M"]
+        s.close()
+        time.sleep(0.2)
+        assert b"first batch" in proxy.upstream_bytes and b"second batch" not in proxy.upstream_bytes
+    finally:
+        proxy.close()
+
+
+def test_server_connections_watch_for_a_vanished_pgtenant(bouncer_factory, schemas):
+    """PostgreSQL 14+: server connections run with client_connection_check_interval,
+    so a query whose server socket pgtenant closed ends instead of running on."""
+    b = iso_bouncer(bouncer_factory)
+    with b.connect(options="-c tenant=acme") as conn:
+        assert one(conn, "show client_connection_check_interval") == "1s"
