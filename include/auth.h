@@ -34,8 +34,7 @@ struct auth_state {
 	struct scram_server scram;
 	/* Delays the answer to a failed authentication, so that guessing from
 	 * one address slows down; a timer, not a sleep, as the loop is shared. */
-	struct event fail_timer;
-	bool fail_armed;                /* fail_timer is added: auth_clear() must delete it */
+	struct event *fail_timer; /* allocated on a failure only: logins that succeed do not pay for it */
 	struct pgt_client *fail_client; /* whom fail_timer answers */
 };
 

@@ -56,15 +56,16 @@ struct pgt_client {
 	struct admin_pending *admin_pending; /* a PAUSE/WAIT_CLOSE reply is outstanding */
 	/* the Query that gives vars to a reset server of the pool opened with
 	 * parameters whose hash is `base`; [0] for servers opened without any
-	 * (the first of a pool), [1] for the others; built when first needed and
-	 * again when vars or the base differ */
+	 * (the first of a pool), [1] for the others; allocated at the client's
+	 * first transaction (an idle client does not pay for it), built when
+	 * first needed and again when vars or the base differ */
 	struct client_sync {
 		uint8_t *msg;
 		uint32_t len;
 		uint16_t sets; /* SET statements in it */
 		bool valid;
 		uint64_t hash, base;
-	} sync[2];
+	} * sync;
 };
 
 extern struct list pgt_all_clients;
@@ -97,8 +98,8 @@ void client_server_lost(struct pgt_client *c, const char *reason);
 const struct client_sync *client_sync_build(struct pgt_client *c, const struct pgt_vars *base);
 static inline const struct client_sync *client_sync_message(struct pgt_client *c, const struct pgt_vars *base)
 {
-	const struct client_sync *cs = &c->sync[base->n > 0];
-	if (cs->valid && cs->hash == c->vars.hash && cs->base == base->hash)
+	const struct client_sync *cs = c->sync ? &c->sync[base->n > 0] : NULL;
+	if (cs && cs->valid && cs->hash == c->vars.hash && cs->base == base->hash)
 		return cs;
 	return client_sync_build(c, base);
 }

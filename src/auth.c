@@ -55,7 +55,6 @@ static void fail_timer_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	struct auth_state *st = arg;
-	st->fail_armed = false;
 	answer_failure(st->fail_client);
 }
 
@@ -63,7 +62,7 @@ static void fail_timer_cb(evutil_socket_t fd, short what, void *arg)
 static bool fail_password(struct pgt_client *c, struct auth_state *st, const char *why)
 {
 	usec_t base = pgt.cfg->auth_failure_delay;
-	struct addr_state *as = base > 0 ? addr_state_get(&c->conn.addr) : NULL;
+	struct addr_state *as = base > 0 ? c->addr : NULL; /* the client holds a reference */
 	usec_t delay = addr_state_failure_delay(as, base, loop_now());
 	if (as)
 		client_log(c, PGT_LOG_WARNING,
@@ -71,7 +70,6 @@ static bool fail_password(struct pgt_client *c, struct auth_state *st, const cha
 		           as->failures);
 	else
 		client_log(c, PGT_LOG_WARNING, "authentication failed: %s", why);
-	addr_state_put(as);
 	metrics_refused(REFUSAL_AUTH_FAILED);
 	st->step = AUTH_FAILED;
 	if (delay > 0) {
@@ -80,11 +78,10 @@ static bool fail_password(struct pgt_client *c, struct auth_state *st, const cha
 		delay += 10 * 1000;
 		struct timeval tv = {.tv_sec = delay / USEC_PER_SEC, .tv_usec = delay % USEC_PER_SEC};
 		st->fail_client = c;
-		evtimer_assign(&st->fail_timer, pgt.base, fail_timer_cb, st);
-		if (evtimer_add(&st->fail_timer, &tv) == 0) {
-			st->fail_armed = true;
+		if (!st->fail_timer)
+			st->fail_timer = evtimer_new(pgt.base, fail_timer_cb, st);
+		if (st->fail_timer && evtimer_add(st->fail_timer, &tv) == 0)
 			return true;
-		}
 	}
 	answer_failure(c);
 	return false;
@@ -92,9 +89,7 @@ static bool fail_password(struct pgt_client *c, struct auth_state *st, const cha
 
 static void auth_succeeded(struct pgt_client *c, struct auth_state *st)
 {
-	struct addr_state *as = addr_state_get(&c->conn.addr);
-	addr_state_success(as);
-	addr_state_put(as);
+	addr_state_success(c->addr);
 	st->step = AUTH_DONE;
 }
 
@@ -219,9 +214,9 @@ bool auth_message(struct pgt_client *c, struct auth_state *st, const uint8_t *bo
 
 void auth_clear(struct auth_state *st)
 {
-	if (st->fail_armed) {
-		event_del(&st->fail_timer);
-		st->fail_armed = false;
+	if (st->fail_timer) {
+		event_free(st->fail_timer); /* deletes it if it is pending */
+		st->fail_timer = NULL;
 	}
 	scram_server_clear(&st->scram);
 	if (st->stored) {

@@ -277,6 +277,8 @@ bool client_send_error(struct pgt_client *c, const char *sqlstate, const char *m
 
 const struct client_sync *client_sync_build(struct pgt_client *c, const struct pgt_vars *base)
 {
+	if (!c->sync)
+		c->sync = xcalloc(2, sizeof(*c->sync));
 	struct client_sync *cs = &c->sync[base->n > 0];
 	{
 		struct pktbuf b;
@@ -315,8 +317,11 @@ void client_free_dead(void)
 			free(c->login);
 		}
 		vars_free(&c->vars);
-		free(c->sync[0].msg);
-		free(c->sync[1].msg);
+		if (c->sync) {
+			free(c->sync[0].msg);
+			free(c->sync[1].msg);
+			free(c->sync);
+		}
 		free(c->user);
 		free(c->dbname);
 		free(c->tenant);
@@ -784,10 +789,11 @@ static enum sbuf_verdict active_packet(struct pgt_client *c, struct pgt_pkt *pkt
 		if (s->reset_pending)
 			s->reset_fence = true;
 		break;
+	case 'd':
+		break; /* COPY data belongs to the Query (or Execute) that started the COPY */
 	case 'c':
 	case 'f':
 		s->copy_in = false; /* CopyDone/CopyFail: the COPY no longer waits for data */
-		s->sent_since_rfq = true;
 		break;
 	default:
 		s->sent_since_rfq = true;

@@ -49,6 +49,12 @@
  *    sendmsg() (sbuf's prefix): no extra round trip, no extra syscall.
  *  - The server's answers are consumed in the order they come: the reset's,
  *    pgtenant's own queries', then the client's.
+ *  - Statements pgtenant itself keeps prepared on a connection (for
+ *    transaction-mode prepared statement support) do not survive DISCARD
+ *    ALL: such a feature must prepare again after a reset, or replace the
+ *    reset by the pieces DISCARD ALL is made of, deallocating only what the
+ *    clients prepared.  The reset, its expected answers and the decision to
+ *    send it are all here (reset_msg, reset_answer, server_begin).
  *
  * A connection goes back to its pool only when provably between
  * transactions: ReadyForQuery 'I', every client Query/Sync answered,

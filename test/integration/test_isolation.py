@@ -347,3 +347,17 @@ def test_server_connections_watch_for_a_vanished_pgtenant(bouncer_factory, schem
     b = iso_bouncer(bouncer_factory)
     with b.connect(options="-c tenant=acme") as conn:
         assert one(conn, "show client_connection_check_interval") == "1s"
+
+
+def test_copy_from_stdin_releases_the_connection_at_its_end(bouncer_factory, schemas):
+    """COPY data belongs to the COPY's Query: when the COPY is answered the
+    server connection goes back to the pool (pool of one: the next client
+    gets it while the first stays connected and idle)."""
+    b = iso_bouncer(bouncer_factory, settings={"query_wait_timeout": "3"})
+    with b.connect(options="-c tenant=acme") as a:
+        a.execute("create table if not exists public.copy_release(x int)")
+        with a.cursor().copy("COPY public.copy_release FROM STDIN") as cp:
+            for i in range(100):
+                cp.write_row((i,))
+        with b.connect(options="-c tenant=acme") as other:
+            assert one(other, "select count(*) >= 100 from public.copy_release") is True
