@@ -1015,6 +1015,7 @@ bool server_link(struct pgt_server *s, struct pgt_client *c)
 	s->sent_since_rfq = false;
 	s->query_start = 0;
 	s->need_setup = true;
+	s->cut = false;
 	/* the server may have been blocked on this client before: re-evaluate */
 	sbuf_update_events(&s->conn);
 	return true;
@@ -1072,7 +1073,7 @@ static bool send_copy_fail(struct pgt_server *s)
 /* Is anything of the client's or pgtenant's still to be answered? */
 static bool server_busy(const struct pgt_server *s)
 {
-	return s->expect_rfq > 0 || s->sent_since_rfq || s->own_rfq > 0 || s->reset_pending || s->copy_in ||
+	return s->cut || s->expect_rfq > 0 || s->sent_since_rfq || s->own_rfq > 0 || s->reset_pending || s->copy_in ||
 	       s->conn.pkt_remain > 0 || s->conn.outq || s->conn.pre;
 }
 

@@ -357,7 +357,7 @@ def main():
             print("ratio = pgtenant TPS / PgBouncer TPS; cpu = pgtenant CPU per transaction / PgBouncer's")
         if args.syscalls:
             for p in poolers:
-                vals = [syscalls_per_xact(p.pid, p.port, 64, "simple", 2000, select_only,
+                vals = [syscalls_per_xact(p.pid, p.port, 64, "simple", 2000 if select_only else 100, select_only,
                                           PGTENANT_USER["user"] if p.name != "pgbouncer" else "app")
                         for _ in range(args.runs)]
                 m = spread(vals)

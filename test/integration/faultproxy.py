@@ -46,11 +46,7 @@ class FaultProxy:
                 dst.sendall(data)
         except OSError:
             pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        _shutdown(src, dst)
 
     def _server_to_client(self, up, down):
         buf = b""
@@ -71,11 +67,15 @@ class FaultProxy:
                 down.sendall(out)
         except OSError:
             pass
-        for s in (up, down):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        _shutdown(up, down)
+
+
+def _shutdown(*socks):
+    for s in socks:
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 def error_message(sqlstate, text, severity="ERROR"):
