@@ -1073,8 +1073,8 @@ static bool send_copy_fail(struct pgt_server *s)
 /* Is anything of the client's or pgtenant's still to be answered? */
 static bool server_busy(const struct pgt_server *s)
 {
-	return s->cut || s->expect_rfq > 0 || s->sent_since_rfq || s->own_rfq > 0 || s->reset_pending || s->copy_in ||
-	       s->conn.pkt_remain > 0 || s->conn.outq || s->conn.pre;
+	return s->cut || s->expect_rfq > 0 || s->sent_since_rfq || s->own_rfq > 0 || s->reset_pending ||
+	       s->copy_in || s->conn.pkt_remain > 0 || s->conn.outq || s->conn.pre;
 }
 
 /* After the server was released (or its client vanished) at a point where
