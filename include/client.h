@@ -50,9 +50,6 @@ struct pgt_client {
 	usec_t wait_start;                   /* when it started waiting for a server */
 	usec_t xact_start;                   /* when its current transaction/linking began */
 	bool is_admin_user;                  /* admin_users member (control commands allowed) */
-	bool unauthenticated;                /* counted in pgt.nlogin and its address's nlogin */
-	struct addr_state *addr;             /* per-address throttles; NULL for unix sockets */
-	usec_t login_touch;                  /* last login message (the login list is in this order) */
 	struct admin_pending *admin_pending; /* a PAUSE/WAIT_CLOSE reply is outstanding */
 	/* the Query that gives vars to a reset server of the pool opened with
 	 * parameters whose hash is `base`; [0] for servers opened without any
@@ -69,12 +66,18 @@ struct pgt_client {
 };
 
 extern struct list pgt_all_clients;
+struct slab;
+/* where logins in progress live (SHOW MEM) */
+extern const struct slab *const client_login_slab;
 
 void client_accept(int fd, const union pgt_addr *addr);
 /* Close the unauthenticated connection (of addr, or any if NULL) that has
  * been silent longest, if it has been silent at least a second; false if
  * there is none. */
 bool client_evict_silent_login(const struct addr_state *addr);
+/* The per-address state of a client that has not authenticated yet (NULL
+ * for unix sockets, or once it has). */
+struct addr_state *client_login_addr(const struct pgt_client *c);
 /* The one exit door: send FATAL sqlstate + message, log with identity, close. */
 void client_fail(struct pgt_client *c, const char *sqlstate, const char *fmt, ...) PGT_PRINTF(3, 4);
 /* Close without an error message (client left, or shutdown). */

@@ -24,6 +24,7 @@
 #include "sbuf.h"
 #include "stats.h"
 #include "server.h"
+#include "slab.h"
 #include "tenant_registry.h"
 #include "userlist.h"
 
@@ -494,7 +495,10 @@ static bool show_mem(struct pgt_client *c, const char *arg)
 	} r[] = {{"iobuf", bsize, bused, bfree},
 	         {"client", sizeof(struct pgt_client), ncl, 0},
 	         {"server", sizeof(struct pgt_server), nsv, 0},
-	         {"pool", sizeof(struct pgt_pool), npools, 0}};
+	         {"pool", sizeof(struct pgt_pool), npools, 0},
+	         {"login", client_login_slab->objsize, client_login_slab->nused,
+	          (int)(client_login_slab->npages * (65536 / client_login_slab->objsize)) -
+	              client_login_slab->nused}};
 	for (size_t i = 0; i < PGT_ARRAY_SIZE(r); i++) {
 		char s1[16], s2[16], s3[16], s4[24];
 		const char *v[] = {r[i].name, NUM(s1, r[i].size), NUM(s2, r[i].used), NUM(s3, r[i].free),

@@ -62,7 +62,7 @@ static void fail_timer_cb(evutil_socket_t fd, short what, void *arg)
 static bool fail_password(struct pgt_client *c, struct auth_state *st, const char *why)
 {
 	usec_t base = pgt.cfg->auth_failure_delay;
-	struct addr_state *as = base > 0 ? c->addr : NULL; /* the client holds a reference */
+	struct addr_state *as = base > 0 ? client_login_addr(c) : NULL; /* the client holds a reference */
 	usec_t delay = addr_state_failure_delay(as, base, loop_now());
 	if (as)
 		client_log(c, PGT_LOG_WARNING,
@@ -89,7 +89,7 @@ static bool fail_password(struct pgt_client *c, struct auth_state *st, const cha
 
 static void auth_succeeded(struct pgt_client *c, struct auth_state *st)
 {
-	addr_state_success(c->addr);
+	addr_state_success(client_login_addr(c));
 	st->step = AUTH_DONE;
 }
 

@@ -35,12 +35,21 @@
 #include "pool.h"
 #include "proto.h"
 #include "server.h"
+#include "slab.h"
 #include "tenant.h"
 #include "tenant_registry.h"
+/* What a client needs only until it is logged in; allocated at accept. */
 struct client_login {
 	struct auth_state auth;
+	struct addr_state *addr;       /* per-address throttles; NULL for unix sockets */
+	usec_t touch;                  /* last login message (the login list is in this order) */
+	bool counted;                  /* in pgt.nlogin and addr->nlogin: not authenticated yet */
 	const struct pgt_database *db; /* resolved at startup; re-resolved after auth */
 };
+
+/* logins in progress come and go by the thousand: their own pages */
+static struct slab login_slab = SLAB_INIT(struct client_login);
+const struct slab *const client_login_slab = &login_slab;
 
 struct list pgt_all_clients = {&pgt_all_clients, &pgt_all_clients};
 static struct list login_clients = {&login_clients, &login_clients};
@@ -99,12 +108,20 @@ void client_log(const struct pgt_client *c, int level, const char *fmt, ...)
  * on unauthenticated connections. */
 static void login_uncount(struct pgt_client *c)
 {
-	if (!c->unauthenticated)
+	struct client_login *l = c->login;
+	if (!l || !l->counted)
 		return;
-	c->unauthenticated = false;
+	l->counted = false;
 	pgt.nlogin--;
-	if (c->addr)
-		c->addr->nlogin--;
+	if (l->addr)
+		l->addr->nlogin--;
+	addr_state_put(l->addr);
+	l->addr = NULL;
+}
+
+struct addr_state *client_login_addr(const struct pgt_client *c)
+{
+	return c->login ? c->login->addr : NULL;
 }
 
 /*
@@ -121,10 +138,10 @@ bool client_evict_silent_login(const struct addr_state *addr)
 	struct list *i;
 	list_for_each (i, &login_clients) {
 		struct pgt_client *o = container_of(i, struct pgt_client, node);
-		if (!o->unauthenticated || (addr && o->addr != addr))
+		if (!o->login || !o->login->counted || (addr && o->login->addr != addr))
 			continue;
 		/* the list is in order of last activity: o is the quietest one */
-		if (now - o->login_touch < LOGIN_EVICT_SILENCE)
+		if (now - o->login->touch < LOGIN_EVICT_SILENCE)
 			return false;
 		client_fail(o, "08P01", "login too slow: closed to make room for another connection (%s)",
 		            addr ? "per-address share of max_login_clients" : "max_login_clients");
@@ -144,12 +161,18 @@ void client_accept(int fd, const union pgt_addr *addr)
 	c->conn.addr = *addr;
 	c->conn.startup_mode = true;
 	c->state = CL_LOGIN;
-	c->login_touch = loop_now();
-	c->addr = addr_state_get(addr);
-	c->unauthenticated = true;
+	struct client_login *l = c->login = slab_alloc(&login_slab);
+	if (!l) {
+		free(c);
+		close(fd);
+		return;
+	}
+	l->touch = loop_now();
+	l->addr = addr_state_get(addr);
+	l->counted = true;
 	pgt.nlogin++;
-	if (c->addr)
-		c->addr->nlogin++;
+	if (l->addr)
+		l->addr->nlogin++;
 	list_append(&login_clients, &c->node);
 	list_append(&pgt_all_clients, &c->all_node);
 	pgt.nclients++;
@@ -157,8 +180,8 @@ void client_accept(int fd, const union pgt_addr *addr)
 	int cap = config_max_login_clients(pgt.cfg);
 	if (pgt.nlogin > cap)
 		client_evict_silent_login(NULL);
-	if (c->addr && c->addr->nlogin > PGT_MAX(1, cap / 2))
-		client_evict_silent_login(c->addr);
+	if (l->addr && l->addr->nlogin > PGT_MAX(1, cap / 2))
+		client_evict_silent_login(l->addr);
 	sbuf_update_events(&c->conn);
 }
 
@@ -209,8 +232,6 @@ void client_close(struct pgt_client *c, const char *reason)
 	list_append(&dead_clients, &c->node);
 	pgt.nclients--;
 	login_uncount(c);
-	addr_state_put(c->addr);
-	c->addr = NULL;
 	if (c->tstate) {
 		c->tstate->nclients--;
 		c->tstate = NULL;
@@ -314,7 +335,7 @@ void client_free_dead(void)
 		list_del(&c->node);
 		if (c->login) {
 			auth_clear(&c->login->auth);
-			free(c->login);
+			slab_free(&login_slab, c->login);
 		}
 		vars_free(&c->vars);
 		if (c->sync) {
@@ -492,7 +513,6 @@ static bool handle_startup(struct pgt_client *c, const struct proto_startup *st)
 		return false;
 	/* PostgreSQL's default database is the user name (without the tenant suffix) */
 	c->dbname = xstrdup(db && *db ? db : c->user);
-	c->login = xcalloc(1, sizeof(*c->login));
 	if (!admin) {
 		c->login->db = config_find_db(cfg, c->dbname);
 		if (!c->login->db) {
@@ -559,10 +579,10 @@ void client_registry_done(struct pgt_client *c)
 
 static bool login_done(struct pgt_client *c)
 {
-	auth_clear(&c->login->auth);
-	free(c->login);
-	c->login = NULL;
 	login_uncount(c);
+	auth_clear(&c->login->auth);
+	slab_free(&login_slab, c->login);
+	c->login = NULL;
 	/* only authenticated clients count against max_client_conn, so that
 	 * connections that never log in cannot lock out those that do */
 	if (pgt.nclients - pgt.nlogin > pgt.cfg->max_client_conn) {
@@ -686,9 +706,9 @@ static bool login_continue(struct pgt_client *c)
 
 static enum sbuf_verdict login_packet(struct pgt_client *c, struct pgt_pkt *pkt)
 {
-	if (c->unauthenticated) {
-		/* keep the login list in order of activity (see make_login_room) */
-		c->login_touch = loop_now();
+	if (c->login && c->login->counted) {
+		/* keep the login list in order of activity (see client_evict_silent_login) */
+		c->login->touch = loop_now();
 		list_del(&c->node);
 		list_append(&login_clients, &c->node);
 	}
