@@ -144,7 +144,6 @@ struct pgt_config {
 	/* [tenants] */
 	struct pgt_tenant_conf *tenants;
 	int ntenants;
-	char tenant_setting_lc[64]; /* tenant_setting in lower case, for scanning client traffic */
 	/* tenant_id_pattern, anchored and compiled */
 	regex_t tenant_re;
 	bool tenant_re_ok;

@@ -145,8 +145,6 @@ bool sbuf_pump(struct pgt_conn *c);
 /* Clear a hold and continue processing. */
 bool sbuf_resume(struct pgt_conn *c);
 void sbuf_set_barrier(struct pgt_conn *c);
-/* Nothing buffered and nothing waiting to be sent in either direction. */
-bool sbuf_is_empty(const struct pgt_conn *c);
 /* Unregister, close the socket, release buffers. */
 void sbuf_close(struct pgt_conn *c);
 /* "addr:port" or "unix" for logs and SHOW output. */

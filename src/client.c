@@ -16,7 +16,6 @@
  */
 #include "client.h"
 
-#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -301,24 +300,22 @@ const struct client_sync *client_sync_build(struct pgt_client *c, const struct p
 	if (!c->sync)
 		c->sync = xcalloc(2, sizeof(*c->sync));
 	struct client_sync *cs = &c->sync[base->n > 0];
-	{
-		struct pktbuf b;
-		pktbuf_init(&b);
-		free(cs->msg);
-		cs->msg = NULL;
-		cs->len = 0;
-		int sets = vars_build_sync(&c->vars, &c->pool->welcome, base, &b);
-		if (sets) {
-			cs->msg = xmalloc(b.len);
-			memcpy(cs->msg, b.data, b.len);
-			cs->len = (uint32_t)b.len;
-		}
-		cs->sets = (uint16_t)sets;
-		pktbuf_free(&b);
-		cs->valid = true;
-		cs->hash = c->vars.hash;
-		cs->base = base->hash;
+	struct pktbuf b;
+	pktbuf_init(&b);
+	free(cs->msg);
+	cs->msg = NULL;
+	cs->len = 0;
+	int sets = vars_build_sync(&c->vars, &c->pool->welcome, base, &b);
+	if (sets) {
+		cs->msg = xmalloc(b.len);
+		memcpy(cs->msg, b.data, b.len);
+		cs->len = (uint32_t)b.len;
 	}
+	cs->sets = (uint16_t)sets;
+	pktbuf_free(&b);
+	cs->valid = true;
+	cs->hash = c->vars.hash;
+	cs->base = base->hash;
 	return cs;
 }
 

@@ -702,8 +702,6 @@ static void cf_validate(struct pgt_config *cfg)
 	free(anchored);
 	if (cfg->tenant_setting[0] && !vars_valid_name(cfg->tenant_setting))
 		cf_error(cfg, 0, "tenant_setting \"%s\" is not a valid setting name", cfg->tenant_setting);
-	for (size_t i = 0; cfg->tenant_setting[i] && i + 1 < sizeof(cfg->tenant_setting_lc); i++)
-		cfg->tenant_setting_lc[i] = (char)tolower((unsigned char)cfg->tenant_setting[i]);
 	if (!vars_valid_name(cfg->tenant_parameter))
 		cf_error(cfg, 0, "tenant_parameter \"%s\" is not a valid parameter name",
 		         cfg->tenant_parameter);

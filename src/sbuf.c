@@ -123,11 +123,6 @@ static void release_buf_if_empty(struct pgt_conn *c)
 	}
 }
 
-bool sbuf_is_empty(const struct pgt_conn *c)
-{
-	return (!c->buf || c->recv_pos == c->send_pos) && !c->outq && !c->pre && c->pkt_remain == 0;
-}
-
 #define OUTQ_CHUNK 8192
 
 /* Append to the outq: O(1), whatever is queued already. */
