@@ -21,6 +21,7 @@ struct pgt_tenant_state;
 struct registry_lookup;
 struct admin_pending;
 struct addr_state;
+struct ps_client;
 
 enum client_state {
 	CL_LOGIN,   /* startup and authentication */
@@ -46,6 +47,7 @@ struct pgt_client {
 	bool registry_asked;
 	char *dbname;         /* requested database */
 	struct pgt_vars vars; /* wanted session parameters */
+	struct ps_client *ps; /* its named prepared statements (transaction mode) */
 	uint32_t cancel_pid, cancel_key;
 	usec_t wait_start;                   /* when it started waiting for a server */
 	usec_t xact_start;                   /* when its current transaction/linking began */

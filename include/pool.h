@@ -62,6 +62,9 @@ struct pgt_pool {
 	struct pgt_vars welcome; /* ParameterStatus values from the first login */
 	bool base_disabled;      /* a login with a client's parameters failed: open servers without */
 	bool welcome_ready;
+	/* named Binds per link, a moving average in sixteenths: whether keeping
+	 * a connection's prepared statements over a reset pays (server.c) */
+	uint32_t ps_uses_avg;
 	uint32_t generation; /* bumped by RECONNECT/changed backend */
 	/* the entry was removed by a reload: db points at this private copy, the
 	 * clients already in keep being served, servers close once they are gone */

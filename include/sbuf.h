@@ -54,6 +54,11 @@ struct pgt_pkt {
 	const uint8_t *data; /* start of the message in the buffer */
 	bool full;           /* the whole message is in the buffer */
 	uint32_t avail;      /* bytes in the buffer from data on */
+	/* SB_FORWARD: leave out this many bytes at the start of the message
+	 * (the handler has sent its own replacement for them with sbuf_inject) */
+	uint32_t skip_head;
+	/* SB_NEED_FULL: only this many bytes are needed (0 = all of it) */
+	uint32_t want;
 };
 
 struct pgt_conn;
@@ -109,7 +114,8 @@ struct pgt_conn {
 	bool connecting : 1;   /* non-blocking connect() in progress */
 	bool dead : 1;         /* closed; memory is released after this loop turn */
 	bool in_pump : 1;
-	bool hold_outq : 1; /* input held until pgtenant's own output is sent */
+	bool inject_pending : 1; /* sbuf_inject() left bytes in the peer's outq */
+	bool hold_outq : 1;      /* input held until pgtenant's own output is sent */
 	struct pgt_iobuf *buf;
 	uint32_t recv_pos, parse_pos, send_pos, pkt_remain;
 	struct pgt_outq *outq;
@@ -137,6 +143,11 @@ void sbuf_set_prefix(struct pgt_conn *c, struct pgt_prefix *pre);
 /* Stop parsing c's input until its outq is sent (then it resumes by itself).
  * Returns the verdict for the handler to return. */
 enum sbuf_verdict sbuf_hold_until_sent(struct pgt_conn *c);
+/* Send pgtenant's own bytes to src's peer, after everything src has parsed
+ * for it so far (from a handler: in front of the current message).  Data
+ * that the peer's socket does not take waits in the peer's outq, in order.
+ * false if the peer failed (it is closed by then). */
+bool sbuf_inject(struct pgt_conn *src, const void *data, size_t len) _MUSTCHECK;
 /* Send what was parsed for the peer and is not sent yet, without waiting;
  * false if c died. */
 bool sbuf_flush_parsed(struct pgt_conn *c);

@@ -20,6 +20,7 @@ struct pgt_pool;
 struct pgt_client;
 struct server_login;
 struct registry_lookup;
+struct ps_server;
 
 enum server_state {
 	SV_LOGIN,  /* connecting / authenticating */
@@ -53,17 +54,22 @@ struct pgt_server {
 	bool sent_since_rfq; /* client bytes went in since the last ReadyForQuery */
 	bool close_needed;
 	/* the transaction-mode hand-over (see server.c for the whole model) */
-	bool dirty;                     /* a client has used it since its last reset */
-	bool need_setup;                /* linked; reset and parameters ride on the client's first message */
-	bool reset_pending;             /* the reset went out; its CommandComplete has not come back */
-	bool reset_simple;              /* an old server: the reset goes as a simple Query, confirmed first */
-	bool reset_fence;               /* a client Sync/Query went out behind the pending reset */
-	bool client_held;               /* the client's input is held until the reset is confirmed */
-	bool copy_in;                   /* the server waits for COPY data from the client */
-	bool cut;                       /* a client message reached the server only in part */
-	bool draining;                  /* the client left mid-transaction: finishing, then kept or closed */
-	bool cancel_sent;               /* a CancelRequest went out while draining */
-	struct pgt_prefix prefix;       /* what rides in front of the client's first message */
+	bool dirty;               /* a client has used it since its last reset */
+	bool need_setup;          /* linked; reset and parameters ride on the client's first message */
+	bool reset_pending;       /* the reset went out; its CommandComplete has not come back */
+	bool reset_simple;        /* an old server: the reset goes as a simple Query, confirmed first */
+	bool reset_fence;         /* a client Sync/Query went out behind the pending reset */
+	bool client_held;         /* the client's input is held until the reset is confirmed */
+	bool copy_in;             /* the server waits for COPY data from the client */
+	bool cut;                 /* a client message reached the server only in part */
+	bool draining;            /* the client left mid-transaction: finishing, then kept or closed */
+	bool cancel_sent;         /* a CancelRequest went out while draining */
+	bool ps_on;               /* the client's requests are tracked (prepare.c) */
+	bool reset_keep;          /* the reset in flight keeps pgtenant's statements */
+	bool superuser;           /* logged in as a superuser (clients can change session authorization) */
+	uint8_t reset_cmds;       /* CommandCompletes of the reset still to come */
+	struct ps_server *ps;     /* statements prepared on it, requests in flight */
+	struct pgt_prefix prefix; /* what rides in front of the client's first message */
 	struct registry_lookup *lookup; /* running tenant_query for the registry */
 	char *setup_error;              /* error from pgtenant's own SET, reported to the client */
 	char setup_sqlstate[6];

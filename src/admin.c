@@ -21,6 +21,7 @@
 #include "loop.h"
 #include "pktbuf.h"
 #include "pool.h"
+#include "prepare.h"
 #include "sbuf.h"
 #include "stats.h"
 #include "server.h"
@@ -320,10 +321,11 @@ static const uint32_t conn_oids[] = {OID_TEXT, OID_TEXT, OID_TEXT, OID_TEXT, OID
 
 static void conn_row(struct admin_out *o, const struct pgt_conn *conn, const char *type, const char *user,
                      const char *db, const char *state, usec_t wait, bool close_needed, const void *ptr,
-                     const void *link, uint32_t remote_pid, const char *app, const char *tenant)
+                     const void *link, uint32_t remote_pid, const char *app, const char *tenant,
+                     uint32_t nprepared)
 {
 	char addr[64], port[16], laddr[64] = "", lport[16] = "", ct[40], rt[40], w[16], wu[16], ptrs[32],
-	                         links[32] = "", pid[16], id[24];
+	                         links[32] = "", pid[16], id[24], nps[16];
 	int p = 0;
 	sbuf_addr_str(&conn->addr, addr, sizeof(addr), &p);
 	NUM(port, p);
@@ -358,7 +360,7 @@ static void conn_row(struct admin_out *o, const struct pgt_conn *conn, const cha
 	                   NUM(pid, remote_pid),
 	                   NULL,
 	                   app ? app : "",
-	                   "0", /* prepared statements are not tracked: each Parse is forwarded */
+	                   NUM(nps, nprepared), /* clients: by their names; servers: pgtenant's */
 	                   NUM(id, conn->id),
 	                   tenant};
 	row(o, v);
@@ -376,7 +378,8 @@ static bool show_clients(struct pgt_client *c, const char *arg)
 		usec_t wait = k->state == CL_WAITING ? now - k->wait_start : 0;
 		conn_row(&o, &k->conn, "C", k->user ? k->user : "", k->dbname ? k->dbname : "",
 		         client_state_name(k), wait, false, k, k->server, k->server ? k->server->be_pid : 0,
-		         vars_get(&k->vars, "application_name"), k->pool ? k->pool->tenant : "");
+		         vars_get(&k->vars, "application_name"), k->pool ? k->pool->tenant : "",
+		         ps_client_count(k));
 	}
 	return admin_done(c, &o.b, "SHOW");
 }
@@ -391,7 +394,7 @@ static bool show_servers(struct pgt_client *c, const char *arg)
 		struct pgt_server *s = container_of(it, struct pgt_server, conn_all_node);
 		conn_row(&o, &s->conn, "S", s->pool->user, s->pool->dbname, server_state_name(s), 0,
 		         s->close_needed, s, s->client, s->be_pid, vars_get(&s->vars, "application_name"),
-		         s->pool->tenant);
+		         s->pool->tenant, ps_server_count(s));
 	}
 	return admin_done(c, &o.b, "SHOW");
 }

@@ -32,6 +32,7 @@
 #include "loop.h"
 #include "pktbuf.h"
 #include "pool.h"
+#include "prepare.h"
 #include "proto.h"
 #include "server.h"
 #include "slab.h"
@@ -335,6 +336,7 @@ void client_free_dead(void)
 			slab_free(&login_slab, c->login);
 		}
 		vars_free(&c->vars);
+		ps_client_free(c);
 		if (c->sync) {
 			free(c->sync[0].msg);
 			free(c->sync[1].msg);
@@ -786,14 +788,23 @@ static enum sbuf_verdict active_packet(struct pgt_client *c, struct pgt_pkt *pkt
 		return SB_HOLD;
 	}
 	struct pgt_pool_stats *st = &c->pool->stats;
-	switch (pkt->type) {
-	case 'P':
+	enum sbuf_verdict v = SB_FORWARD;
+	if (s->ps_on) {
+		/* transaction mode: named statements live in pgtenant (prepare.c) */
+		v = ps_client_packet(c, s, pkt);
+		if (v == SB_NEED_FULL || v == SB_HOLD || v == SB_GONE)
+			return v;
+		if (c->conn.dead)
+			return SB_GONE;
+	} else if (pkt->type == 'P') {
 		st->client_parse_count++;
 		st->server_parse_count++; /* every Parse is forwarded as is */
-		s->sent_since_rfq = true;
-		break;
-	case 'B':
+	} else if (pkt->type == 'B') {
 		st->bind_count++;
+	}
+	switch (pkt->type) {
+	case 'P':
+	case 'B':
 		s->sent_since_rfq = true;
 		break;
 	case 'Q':

@@ -61,6 +61,9 @@ struct pgt_pool *pool_get(const char *dbname, const struct pgt_database *db, con
 	p->db = db;
 	p->tconf = tenant[0] ? config_find_tenant(pgt.cfg, tenant) : NULL;
 	p->dbstate = dbstate_get(db->name);
+	/* start by keeping prepared statements over resets: a pool whose
+	 * transactions use fewer drifts to discarding within a few dozen */
+	p->ps_uses_avg = 4 * 16;
 	list_init(&p->welcome_clients);
 	list_init(&p->active_clients);
 	list_init(&p->waiting_clients);

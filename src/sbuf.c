@@ -292,6 +292,19 @@ static bool flush(struct pgt_conn *c)
 {
 	if (c->send_pos == c->parse_pos) {
 		c->blocked = false;
+		if (c->inject_pending) {
+			/* bytes a handler injected, with nothing forwarded after them */
+			c->inject_pending = false;
+			struct pgt_conn *dst = c->ops->peer(c);
+			if (dst && !dst->dead && dst->outq) {
+				if (!flush_outq(dst)) {
+					dst->ops->on_close(dst, "send failed", false);
+					return !c->dead;
+				}
+				if (dst->outq)
+					sbuf_update_events(dst);
+			}
+		}
 		return true;
 	}
 	struct pgt_conn *dst = c->ops->peer(c);
@@ -301,12 +314,40 @@ static bool flush(struct pgt_conn *c)
 		c->blocked = false;
 		return !c->dead;
 	}
+	c->inject_pending = false;
 	if (dst->outq) {
 		if (dst->pre && !prefix_to_outq(dst)) {
 			dst->ops->on_close(dst, "out of memory", false);
 			return !c->dead;
 		}
-		if (!flush_outq(dst)) {
+		struct pgt_outq *q = dst->outq;
+		if (!q->next && !c->blocked) {
+			/* pgtenant's own bytes and the forwarded ones in one sendmsg() */
+			size_t ql = q->len - q->pos;
+			struct iovec iov[2] = {{q->data + q->pos, ql},
+			                       {c->buf->data + c->send_pos, c->parse_pos - c->send_pos}};
+			struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
+			ssize_t w;
+			do {
+				w = sendmsg(dst->fd, &mh, MSG_NOSIGNAL);
+			} while (w < 0 && errno == EINTR);
+			if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+				dst->ops->on_close(dst, strerror(errno), false);
+				return !c->dead;
+			}
+			if (w < (ssize_t)ql) {
+				if (w > 0)
+					q->pos += (uint32_t)w;
+				c->blocked = true;
+				sbuf_update_events(dst);
+				return true;
+			}
+			dst->outq = NULL;
+			free(q);
+			c->send_pos += (uint32_t)(w - (ssize_t)ql);
+			if (c->send_pos == c->parse_pos)
+				return true;
+		} else if (!flush_outq(dst)) {
 			dst->ops->on_close(dst, "send failed", false);
 			return !c->dead;
 		}
@@ -341,6 +382,44 @@ static bool flush(struct pgt_conn *c)
 	}
 }
 
+bool sbuf_inject(struct pgt_conn *src, const void *data, size_t len)
+{
+	struct pgt_conn *dst = src->ops->peer(src);
+	if (!dst || dst->dead)
+		return true; /* nobody to tell: the owner is closing */
+	if (src->buf && src->send_pos < src->parse_pos) {
+		if (!flush(src))
+			return false;
+		if (dst->dead)
+			return true;
+		if (src->send_pos < src->parse_pos) {
+			/* the peer's socket is full: what src parsed goes first, so it
+			 * joins the peer's outq (a copy only under back-pressure) */
+			if ((dst->pre && !prefix_to_outq(dst)) ||
+			    !outq_append(dst, src->buf->data + src->send_pos,
+			                 src->parse_pos - src->send_pos)) {
+				dst->ops->on_close(dst, "out of memory", false);
+				return false;
+			}
+			src->send_pos = src->parse_pos;
+		}
+	}
+	if (src->in_pump) {
+		/* the pump sends it with what it forwards next, or at its end */
+		if ((dst->pre && !prefix_to_outq(dst)) || !outq_append(dst, data, len)) {
+			dst->ops->on_close(dst, "out of memory", false);
+			return false;
+		}
+		src->inject_pending = true;
+		return true;
+	}
+	if (!sbuf_send_raw(dst, data, len)) {
+		dst->ops->on_close(dst, "send failed", false);
+		return false;
+	}
+	return true;
+}
+
 bool sbuf_flush_parsed(struct pgt_conn *c)
 {
 	if (c->dead || !c->buf)
@@ -353,7 +432,18 @@ void sbuf_set_barrier(struct pgt_conn *c)
 	c->barrier = true;
 }
 
+static bool pump_inner(struct pgt_conn *c);
+
 static bool pump(struct pgt_conn *c)
+{
+	bool was = c->in_pump;
+	c->in_pump = true;
+	bool ok = pump_inner(c);
+	c->in_pump = was;
+	return ok;
+}
+
+static bool pump_inner(struct pgt_conn *c)
 {
 	for (;;) {
 		if (c->dead)
@@ -390,9 +480,11 @@ static bool pump(struct pgt_conn *c)
 				c->ops->on_close(c, "invalid message length", true);
 				return false;
 			}
-			struct pgt_pkt pkt = {hdr.type, hdr.total, p, avail >= hdr.total, avail};
+			struct pgt_pkt pkt = {hdr.type, hdr.total, p, avail >= hdr.total, avail, 0, 0};
 			enum sbuf_verdict v = c->ops->on_packet(c, &pkt);
 			if (v == SB_NEED_FULL) {
+				if (pkt.want && pkt.want < hdr.total)
+					hdr.total = pkt.want;
 				if (hdr.total > bufsize) {
 					c->ops->on_close(c, "message too large", true);
 					return false;
@@ -413,6 +505,21 @@ static bool pump(struct pgt_conn *c)
 			case SB_FORWARD:
 				c->pkt_skip = 0;
 				c->pkt_remain = hdr.total;
+				if (pkt.skip_head) {
+					/* the handler injected a replacement for the head:
+					 * everything before it is sent, the head is dropped */
+					if (c->send_pos < c->parse_pos && !flush(c))
+						return false;
+					if (c->send_pos < c->parse_pos) {
+						c->ops->on_close(
+						    c, "internal error: head skip under back-pressure",
+						    false);
+						return false;
+					}
+					c->parse_pos += pkt.skip_head;
+					c->send_pos = c->parse_pos;
+					c->pkt_remain -= pkt.skip_head;
+				}
 				break;
 			case SB_SKIP:
 				/* pkt.total: the handler may have taken several whole

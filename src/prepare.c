@@ -1,0 +1,1019 @@
+/*
+ * Protocol-level prepared statements in transaction mode.
+ *
+ * Drivers prepare a statement once per connection (psycopg after five uses,
+ * asyncpg and postgres.js at once, pgjdbc after five, pgbench -M prepared)
+ * and then only Bind it.  In transaction mode the next transaction lands on
+ * another server connection, where that name means nothing or something
+ * else.  So in transaction mode (with max_prepared_statements > 0) a
+ * client's named statements never reach a server under the client's names:
+ *
+ *  - Every distinct statement (query text and parameter types) is kept once,
+ *    shared by all clients (`struct ps_stmt`), with a server-side name of
+ *    its own (PS_SERVER_PREFIX + a number), so clients of one server
+ *    connection that prepare the same text share one server statement.
+ *  - Each client maps its own names to those statements (`struct
+ *    ps_client`); each server connection knows which statements it has
+ *    (`struct ps_server`), at most max_prepared_statements, the least
+ *    recently used one closed to make room.
+ *  - A client's Parse is answered from that: the statement is prepared on
+ *    the current server connection if it lacks it (under the server-side
+ *    name), else not sent at all.  A Bind, Describe or Close of a client's
+ *    name is rewritten to the server-side name, after a Parse pgtenant puts
+ *    in front of it when the connection lacks the statement.  The client's
+ *    Close only forgets its name.
+ *
+ * The answers must look as they would from PostgreSQL: the ParseComplete of
+ * a Parse pgtenant sent for itself is swallowed, a ParseComplete or
+ * CloseComplete for a message it did not send is made up, in its place in
+ * the answer stream.  For that every request sent to the server is queued
+ * (one byte of kind, one pointer) and taken off when the message that ends
+ * its answer arrives; made-up answers wait in the queue until everything
+ * before them is answered.  An error makes the server skip everything up
+ * to the next Sync: the queued requests up to it are taken off as skipped,
+ * and what they registered is undone, so a failed Parse in a pipeline
+ * leaves nothing behind.  Errors pgtenant must report itself (a name
+ * prepared twice, an unknown name with pgtenant's prefix) are produced by
+ * sending a message that surely fails and replacing the server's error by
+ * the right one, so the server skips to the Sync as PostgreSQL would.
+ *
+ * Isolation does not rest on any of this: the hand-over reset (server.c)
+ * either keeps only statements with pgtenant's prefix that came through the
+ * protocol (never a client's SQL PREPARE) or discards everything, and
+ * then these maps are forgotten.  If a client removes a statement behind
+ * pgtenant's back (SQL DEALLOCATE of a pgtenant name), the server's error
+ * marks the connection to be closed once released.
+ */
+#include "prepare.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client.h"
+#include "config.h"
+#include "list.h"
+#include "log.h"
+#include "loop.h"
+#include "pktbuf.h"
+#include "pool.h"
+#include "proto.h"
+#include "server.h"
+
+/* ---- statements, shared by all clients ---- */
+
+struct ps_stmt {
+	struct ps_stmt *hnext;
+	uint64_t hash, id;
+	uint32_t refs, len;
+	uint8_t namelen;
+	char name[31];  /* PS_SERVER_PREFIX and the id */
+	uint8_t body[]; /* Parse message after the name: query, parameter types */
+};
+
+static struct {
+	struct ps_stmt **b;
+	uint32_t nb, n;
+	uint64_t next_id, bytes;
+} reg;
+
+static uint64_t hash_bytes(const void *p, size_t n)
+{
+	const uint8_t *s = p;
+	uint64_t h = 14695981039346656037ull;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ s[i]) * 1099511628211ull;
+	return h ^ (h >> 29);
+}
+
+static void reg_grow(void)
+{
+	uint32_t nb = reg.nb ? reg.nb * 2 : 64;
+	struct ps_stmt **b = xcalloc(nb, sizeof(*b));
+	for (uint32_t i = 0; i < reg.nb; i++) {
+		for (struct ps_stmt *st = reg.b[i], *next; st; st = next) {
+			next = st->hnext;
+			st->hnext = b[st->hash & (nb - 1)];
+			b[st->hash & (nb - 1)] = st;
+		}
+	}
+	free(reg.b);
+	reg.b = b;
+	reg.nb = nb;
+}
+
+/* The shared statement for this Parse body, with a reference taken. */
+static struct ps_stmt *stmt_get(const uint8_t *body, uint32_t len)
+{
+	uint64_t h = hash_bytes(body, len);
+	if (reg.nb) {
+		for (struct ps_stmt *st = reg.b[h & (reg.nb - 1)]; st; st = st->hnext) {
+			if (st->hash == h && st->len == len && memcmp(st->body, body, len) == 0) {
+				st->refs++;
+				return st;
+			}
+		}
+	}
+	if (reg.n >= reg.nb)
+		reg_grow();
+	struct ps_stmt *st = xmalloc(sizeof(*st) + len);
+	st->hash = h;
+	st->id = ++reg.next_id;
+	st->refs = 1;
+	st->len = len;
+	st->namelen = (uint8_t)snprintf(st->name, sizeof(st->name), "%s%llu", PS_SERVER_PREFIX,
+	                                (unsigned long long)st->id);
+	memcpy(st->body, body, len);
+	st->hnext = reg.b[h & (reg.nb - 1)];
+	reg.b[h & (reg.nb - 1)] = st;
+	reg.n++;
+	reg.bytes += len;
+	return st;
+}
+
+static void stmt_unref(struct ps_stmt *st)
+{
+	if (--st->refs > 0)
+		return;
+	struct ps_stmt **pp = &reg.b[st->hash & (reg.nb - 1)];
+	while (*pp != st)
+		pp = &(*pp)->hnext;
+	*pp = st->hnext;
+	reg.n--;
+	reg.bytes -= st->len;
+	free(st);
+}
+
+void ps_mem_stats(uint64_t *stmts, uint64_t *bytes)
+{
+	*stmts = reg.n;
+	*bytes = reg.bytes;
+}
+
+/* ---- a client's names ---- */
+
+struct ps_cent {
+	struct ps_cent *hnext;
+	struct ps_stmt *st;
+	uint32_t hash, refs; /* the map's reference, and one per queued request */
+	bool in_map;
+	char name[];
+};
+
+struct ps_client {
+	struct ps_cent **b;
+	uint32_t nb, n;
+};
+
+static uint32_t hash_name(const char *s)
+{
+	uint32_t h = 2166136261u;
+	for (; *s; s++)
+		h = (h ^ (uint8_t)*s) * 16777619u;
+	return h;
+}
+
+static struct ps_cent *cmap_find(const struct ps_client *m, const char *name, uint32_t h)
+{
+	if (!m || !m->nb)
+		return NULL;
+	for (struct ps_cent *e = m->b[h & (m->nb - 1)]; e; e = e->hnext)
+		if (e->hash == h && strcmp(e->name, name) == 0)
+			return e;
+	return NULL;
+}
+
+static void cent_unref(struct ps_cent *e)
+{
+	if (--e->refs > 0)
+		return;
+	stmt_unref(e->st);
+	free(e);
+}
+
+static void cmap_insert(struct ps_client *m, struct ps_cent *e)
+{
+	if (m->n >= m->nb) {
+		uint32_t nb = m->nb ? m->nb * 2 : 16;
+		struct ps_cent **b = xcalloc(nb, sizeof(*b));
+		for (uint32_t i = 0; i < m->nb; i++) {
+			for (struct ps_cent *x = m->b[i], *next; x; x = next) {
+				next = x->hnext;
+				x->hnext = b[x->hash & (nb - 1)];
+				b[x->hash & (nb - 1)] = x;
+			}
+		}
+		free(m->b);
+		m->b = b;
+		m->nb = nb;
+	}
+	e->hnext = m->b[e->hash & (m->nb - 1)];
+	m->b[e->hash & (m->nb - 1)] = e;
+	e->in_map = true;
+	e->refs++;
+	m->n++;
+}
+
+static void cmap_remove(struct ps_client *m, struct ps_cent *e)
+{
+	if (!e->in_map)
+		return;
+	struct ps_cent **pp = &m->b[e->hash & (m->nb - 1)];
+	while (*pp != e)
+		pp = &(*pp)->hnext;
+	*pp = e->hnext;
+	e->in_map = false;
+	m->n--;
+	cent_unref(e);
+}
+
+static void cmap_clear(struct ps_client *m)
+{
+	if (!m)
+		return;
+	for (uint32_t i = 0; i < m->nb; i++) {
+		for (struct ps_cent *e = m->b[i], *next; e; e = next) {
+			next = e->hnext;
+			e->in_map = false;
+			cent_unref(e);
+		}
+		m->b[i] = NULL;
+	}
+	m->n = 0;
+}
+
+void ps_client_free(struct pgt_client *c)
+{
+	if (!c->ps)
+		return;
+	cmap_clear(c->ps);
+	free(c->ps->b);
+	free(c->ps);
+	c->ps = NULL;
+}
+
+uint32_t ps_client_count(const struct pgt_client *c)
+{
+	return c->ps ? c->ps->n : 0;
+}
+
+/* ---- a server connection's statements and its queue of requests ---- */
+
+struct ps_sent {
+	struct ps_sent *hnext;
+	struct list lru; /* least recently used first */
+	struct ps_stmt *st;
+};
+
+enum ps_kind {
+	R_PARSE = 1, /* the client's Parse (p: its entry, NULL for the unnamed statement) */
+	R_BIND,      /* p: non-NULL when rewritten to a server-side name */
+	R_DESCRIBE,
+	R_EXECUTE,
+	R_CLOSE,
+	R_SYNC,
+	R_QUERY, /* p: non-NULL when pgtenant already acted on its effect */
+	R_FUNCTION,
+	R_OWN_PARSE,   /* pgtenant's Parse: its ParseComplete is swallowed (p: statement) */
+	R_OWN_CLOSE,   /* pgtenant's Close of a statement it evicts (p: statement) */
+	R_FAKE_PARSE,  /* answer ParseComplete; nothing was sent (p: client entry) */
+	R_FAKE_CLOSE,  /* answer CloseComplete; nothing was sent (p: client entry or NULL) */
+	R_FAIL,        /* a message sent to fail: its error is replaced (p: "SQLSTATE\0message") */
+	R_FORGET_USED, /* marks where a DISCARD ALL / DEALLOCATE ALL of the client's ran */
+};
+
+struct ps_req {
+	uint8_t kind;
+	void *p;
+};
+
+struct ps_server {
+	struct ps_sent **b;
+	uint32_t nb, n;
+	struct list lru;
+	struct ps_req *q; /* ring of requests sent and not yet answered */
+	uint32_t qcap, qhead, qtail;
+	uint32_t uses;   /* named Binds in the current link */
+	bool held;       /* the client is held because the queue is full */
+	bool emit_after; /* made-up answers wait for the current message to be sent */
+};
+
+/* A client that pipelines without reading can queue this many requests;
+ * then it is held until answers come back. */
+#define PS_QUEUE_MAX 65536
+
+static struct ps_server *ps_server_get(struct pgt_server *s)
+{
+	if (!s->ps) {
+		s->ps = xcalloc(1, sizeof(*s->ps));
+		list_init(&s->ps->lru);
+	}
+	return s->ps;
+}
+
+static struct ps_sent *smap_find(const struct ps_server *ps, const struct ps_stmt *st)
+{
+	if (!ps->nb)
+		return NULL;
+	for (struct ps_sent *e = ps->b[st->id & (ps->nb - 1)]; e; e = e->hnext)
+		if (e->st == st)
+			return e;
+	return NULL;
+}
+
+static void smap_add(struct ps_server *ps, struct ps_stmt *st)
+{
+	if (ps->n >= ps->nb) {
+		uint32_t nb = ps->nb ? ps->nb * 2 : 16;
+		struct ps_sent **b = xcalloc(nb, sizeof(*b));
+		for (uint32_t i = 0; i < ps->nb; i++) {
+			for (struct ps_sent *x = ps->b[i], *next; x; x = next) {
+				next = x->hnext;
+				x->hnext = b[x->st->id & (nb - 1)];
+				b[x->st->id & (nb - 1)] = x;
+			}
+		}
+		free(ps->b);
+		ps->b = b;
+		ps->nb = nb;
+	}
+	struct ps_sent *e = xmalloc(sizeof(*e));
+	e->st = st;
+	st->refs++;
+	e->hnext = ps->b[st->id & (ps->nb - 1)];
+	ps->b[st->id & (ps->nb - 1)] = e;
+	list_append(&ps->lru, &e->lru);
+	ps->n++;
+}
+
+static void smap_del(struct ps_server *ps, struct ps_sent *e)
+{
+	struct ps_sent **pp = &ps->b[e->st->id & (ps->nb - 1)];
+	while (*pp != e)
+		pp = &(*pp)->hnext;
+	*pp = e->hnext;
+	list_del(&e->lru);
+	stmt_unref(e->st);
+	free(e);
+	ps->n--;
+}
+
+static void smap_remove_stmt(struct ps_server *ps, const struct ps_stmt *st)
+{
+	struct ps_sent *e = smap_find(ps, st);
+	if (e)
+		smap_del(ps, e);
+}
+
+uint32_t ps_server_count(const struct pgt_server *s)
+{
+	return s->ps ? s->ps->n : 0;
+}
+
+uint32_t ps_server_take_uses(struct pgt_server *s)
+{
+	if (!s->ps)
+		return 0;
+	uint32_t n = s->ps->uses;
+	s->ps->uses = 0;
+	return n;
+}
+
+bool ps_server_busy(const struct pgt_server *s)
+{
+	return s->ps && s->ps->qhead != s->ps->qtail;
+}
+
+static uint32_t q_len(const struct ps_server *ps)
+{
+	return ps->qtail - ps->qhead;
+}
+
+static struct ps_req *q_head(struct ps_server *ps)
+{
+	return ps->qhead == ps->qtail ? NULL : &ps->q[ps->qhead & (ps->qcap - 1)];
+}
+
+/* Room for n more requests; false when the queue is at its limit. */
+static bool q_room(struct ps_server *ps, uint32_t n)
+{
+	uint32_t len = q_len(ps);
+	if (len + n <= ps->qcap)
+		return true;
+	uint32_t cap = ps->qcap ? ps->qcap : 16;
+	while (cap < len + n)
+		cap *= 2;
+	if (cap > PS_QUEUE_MAX)
+		return false;
+	struct ps_req *q = xmalloc(cap * sizeof(*q));
+	for (uint32_t i = 0; i < len; i++)
+		q[i] = ps->q[(ps->qhead + i) & (ps->qcap - 1)];
+	free(ps->q);
+	ps->q = q;
+	ps->qcap = cap;
+	ps->qhead = 0;
+	ps->qtail = len;
+	return true;
+}
+
+static void q_push(struct ps_server *ps, uint8_t kind, void *p)
+{
+	struct ps_req *r = &ps->q[ps->qtail++ & (ps->qcap - 1)];
+	r->kind = kind;
+	r->p = p;
+}
+
+/* Release what a request holds once it is done with (answered or skipped). */
+static void req_release(struct ps_req *r)
+{
+	switch (r->kind) {
+	case R_PARSE:
+	case R_FAKE_PARSE:
+	case R_FAKE_CLOSE:
+		if (r->p)
+			cent_unref(r->p);
+		break;
+	case R_OWN_PARSE:
+	case R_OWN_CLOSE:
+		if (r->p)
+			stmt_unref(r->p);
+		break;
+	case R_FAIL:
+		free(r->p);
+		break;
+	default:
+		break;
+	}
+}
+
+/* The server skipped (or failed) the request: undo what it registered. */
+static void req_undo(struct pgt_server *s, struct ps_req *r)
+{
+	struct ps_server *ps = s->ps;
+	struct pgt_client *c = s->client;
+	switch (r->kind) {
+	case R_PARSE:
+		if (r->p) {
+			struct ps_cent *e = r->p;
+			smap_remove_stmt(ps, e->st);
+			if (c && c->ps)
+				cmap_remove(c->ps, e);
+		}
+		break;
+	case R_FAKE_PARSE:
+		if (c && c->ps)
+			cmap_remove(c->ps, r->p);
+		break;
+	case R_FAKE_CLOSE:
+		/* PostgreSQL would not have closed it: the client keeps the name */
+		if (r->p && c && c->ps) {
+			struct ps_cent *e = r->p;
+			if (!e->in_map && !cmap_find(c->ps, e->name, e->hash))
+				cmap_insert(c->ps, e);
+		}
+		break;
+	case R_OWN_PARSE:
+		if (r->p)
+			smap_remove_stmt(ps, r->p);
+		break;
+	case R_OWN_CLOSE:
+		/* the statement is still there */
+		if (r->p && !smap_find(ps, r->p))
+			smap_add(ps, r->p);
+		break;
+	default:
+		break;
+	}
+}
+
+static void q_pop(struct ps_server *ps)
+{
+	struct ps_req *r = &ps->q[ps->qhead++ & (ps->qcap - 1)];
+	req_release(r);
+}
+
+static void q_clear(struct pgt_server *s)
+{
+	struct ps_server *ps = s->ps;
+	while (ps->qhead != ps->qtail)
+		q_pop(ps);
+}
+
+void ps_server_forget(struct pgt_server *s)
+{
+	struct ps_server *ps = s->ps;
+	if (!ps)
+		return;
+	while (!list_empty(&ps->lru))
+		smap_del(ps, container_of(list_first(&ps->lru), struct ps_sent, lru));
+	ps->uses = 0;
+}
+
+void ps_server_free(struct pgt_server *s)
+{
+	struct ps_server *ps = s->ps;
+	if (!ps)
+		return;
+	if (ps->q)
+		q_clear(s);
+	ps_server_forget(s);
+	free(ps->q);
+	free(ps->b);
+	free(ps);
+	s->ps = NULL;
+}
+
+/* ---- sending ---- */
+
+static bool inject_parse(struct pgt_client *c, const struct ps_stmt *st)
+{
+	uint8_t small[512];
+	size_t n = 1 + 4 + st->namelen + 1 + st->len;
+	uint8_t *m = n <= sizeof(small) ? small : xmalloc(n);
+	m[0] = 'P';
+	proto_put_be32(m + 1, (uint32_t)(n - 1));
+	memcpy(m + 5, st->name, st->namelen + 1u);
+	memcpy(m + 5 + st->namelen + 1, st->body, st->len);
+	bool ok = sbuf_inject(&c->conn, m, n);
+	if (m != small)
+		free(m);
+	return ok;
+}
+
+static bool inject_close(struct pgt_client *c, const struct ps_stmt *st)
+{
+	uint8_t m[1 + 4 + 1 + sizeof(st->name)];
+	size_t n = 1 + 4 + 1 + st->namelen + 1u;
+	m[0] = 'C';
+	proto_put_be32(m + 1, (uint32_t)(n - 1));
+	m[5] = 'S';
+	memcpy(m + 6, st->name, st->namelen + 1u);
+	return sbuf_inject(&c->conn, m, n);
+}
+
+/* Close the least recently used statements until one more fits. */
+static bool make_room(struct pgt_client *c, struct pgt_server *s)
+{
+	struct ps_server *ps = s->ps;
+	uint32_t max = (uint32_t)pgt.cfg->max_prepared_statements;
+	while (ps->n > 0 && ps->n >= max) {
+		struct ps_sent *old = container_of(list_first(&ps->lru), struct ps_sent, lru);
+		if (!inject_close(c, old->st))
+			return false;
+		old->st->refs++;
+		q_push(ps, R_OWN_CLOSE, old->st);
+		smap_del(ps, old);
+	}
+	return true;
+}
+
+/* A statement on s for the client's next message: prepared in front of it
+ * if s lacks it, after closing the least recently used one if s is full. */
+static bool ensure_on_server(struct pgt_client *c, struct pgt_server *s, struct ps_stmt *st)
+{
+	struct ps_server *ps = s->ps;
+	struct ps_sent *e = smap_find(ps, st);
+	if (e) {
+		list_del(&e->lru);
+		list_append(&ps->lru, &e->lru);
+		return true;
+	}
+	if (!make_room(c, s))
+		return false;
+	if (!inject_parse(c, st))
+		return false;
+	smap_add(ps, st);
+	st->refs++;
+	q_push(ps, R_OWN_PARSE, st);
+	c->pool->stats.server_parse_count++;
+	return true;
+}
+
+/* Make the server fail here, so that it skips to the client's Sync as
+ * PostgreSQL would after this error, and report `code`/`msg` instead of
+ * the server's error: a Bind of a statement that cannot exist. */
+static bool fail_here(struct pgt_client *c, struct pgt_server *s, const char *code, const char *fmt, ...)
+    PGT_PRINTF(4, 5);
+static bool fail_here(struct pgt_client *c, struct pgt_server *s, const char *code, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	size_t ml = strlen(msg);
+	char *p = xmalloc(6 + ml + 1);
+	memcpy(p, code, 5);
+	p[5] = '\0';
+	memcpy(p + 6, msg, ml + 1);
+	static const uint8_t bind[] = {
+	    'B', 0, 0, 0, 4 + 1 + 12 + 6, 0, '_', 'p', 'g', 't', 'e', 'n', 'a', 'n', 't', '_', '-', 0, 0, 0,
+	    0,   0, 0, 0};
+	_Static_assert(sizeof(bind) == 1 + 4 + 1 + 12 + 6, "failing Bind length");
+	if (!sbuf_inject(&c->conn, bind, sizeof(bind))) {
+		free(p);
+		return false;
+	}
+	q_push(s->ps, R_FAIL, p);
+	return true;
+}
+
+/* Made-up answers whose turn it is go to the client now. */
+static bool emit_ready(struct pgt_server *s)
+{
+	struct ps_server *ps = s->ps;
+	struct ps_req *r;
+	while ((r = q_head(ps)) && (r->kind == R_FAKE_PARSE || r->kind == R_FAKE_CLOSE)) {
+		static const uint8_t parse_complete[] = {'1', 0, 0, 0, 4};
+		static const uint8_t close_complete[] = {'3', 0, 0, 0, 4};
+		const uint8_t *m = r->kind == R_FAKE_PARSE ? parse_complete : close_complete;
+		q_pop(ps);
+		if (s->client && !sbuf_inject(&s->conn, m, 5))
+			return false;
+	}
+	return true;
+}
+
+/* ---- the client's messages ---- */
+
+static bool starts_with_prefix(const char *name)
+{
+	return strncmp(name, PS_SERVER_PREFIX, sizeof(PS_SERVER_PREFIX) - 1) == 0;
+}
+
+static enum sbuf_verdict client_parse(struct pgt_client *c, struct pgt_server *s, struct pgt_pkt *pkt)
+{
+	struct ps_server *ps = s->ps;
+	if (!pkt->full)
+		return SB_NEED_FULL;
+	struct proto_reader r;
+	proto_reader_init(&r, pkt->data + 5, pkt->total - 5);
+	const char *name = proto_get_str(&r);
+	c->pool->stats.client_parse_count++;
+	if (!name || !*name) {
+		c->pool->stats.server_parse_count++;
+		q_push(ps, R_PARSE, NULL);
+		return SB_FORWARD;
+	}
+	const uint8_t *body = r.p + r.pos;
+	uint32_t blen = (uint32_t)(r.len - r.pos);
+	/* a malformed body goes as it is: the server reports it, nothing is kept */
+	const char *query = proto_get_str(&r);
+	uint16_t ntypes = proto_get_u16(&r);
+	proto_get_bytes(&r, (size_t)ntypes * 4);
+	if (!query || r.bad || r.pos != r.len) {
+		c->pool->stats.server_parse_count++;
+		q_push(ps, R_PARSE, NULL);
+		return SB_FORWARD;
+	}
+	uint32_t h = hash_name(name);
+	if (cmap_find(c->ps, name, h))
+		return fail_here(c, s, "42P05", "prepared statement \"%s\" already exists", name) ? SB_SKIP
+		                                                                                  : SB_GONE;
+	int max = pgt.cfg->max_prepared_statements;
+	uint32_t limit = max < 100 ? 10000 : (uint32_t)max * 100;
+	if (c->ps && c->ps->n >= limit)
+		return fail_here(c, s, "53400",
+		                 "too many prepared statements: pgtenant keeps at most %u per client "
+		                 "connection; deallocate some",
+		                 limit)
+		           ? SB_SKIP
+		           : SB_GONE;
+	if (!c->ps)
+		c->ps = xcalloc(1, sizeof(*c->ps));
+	size_t nl = strlen(name);
+	struct ps_cent *e = xmalloc(sizeof(*e) + nl + 1);
+	memcpy(e->name, name, nl + 1);
+	e->hash = h;
+	e->refs = 0;
+	e->st = stmt_get(body, blen);
+	cmap_insert(c->ps, e);
+	e->refs++; /* the request's */
+	struct ps_sent *se = smap_find(ps, e->st);
+	if (se) {
+		list_del(&se->lru);
+		list_append(&ps->lru, &se->lru);
+		bool first = q_len(ps) == 0;
+		q_push(ps, R_FAKE_PARSE, e);
+		if (first && !emit_ready(s))
+			return c->conn.dead ? SB_GONE : SB_SKIP;
+		return SB_SKIP;
+	}
+	/* prepare it under its server-side name (the request is the client's:
+	 * its ParseComplete goes to the client) */
+	if (!make_room(c, s) || !inject_parse(c, e->st))
+		return SB_GONE;
+	smap_add(ps, e->st);
+	c->pool->stats.server_parse_count++;
+	q_push(ps, R_PARSE, e);
+	return SB_SKIP;
+}
+
+/* Bind and Describe/Close 'S' name the statement; find the client's name
+ * in the message: `off` is where it starts. */
+static enum sbuf_verdict client_bind(struct pgt_client *c, struct pgt_server *s, struct pgt_pkt *pkt)
+{
+	struct ps_server *ps = s->ps;
+	c->pool->stats.bind_count++;
+	uint32_t avail = PGT_MIN(pkt->avail, pkt->total);
+	const uint8_t *p = pkt->data + 5, *end = pkt->data + avail;
+	const uint8_t *z1 = memchr(p, 0, (size_t)(end - p));
+	const uint8_t *z2 = z1 ? memchr(z1 + 1, 0, (size_t)(end - z1 - 1)) : NULL;
+	if (!z2) {
+		if (!pkt->full && avail < 5 + 4096) {
+			pkt->want = PGT_MIN(pkt->total, 5 + 4096);
+			return SB_NEED_FULL;
+		}
+		q_push(ps, R_BIND, NULL); /* malformed or absurd names: the server says so */
+		return SB_FORWARD;
+	}
+	const char *stmt = (const char *)z1 + 1;
+	if (!*stmt) {
+		q_push(ps, R_BIND, NULL);
+		return SB_FORWARD;
+	}
+	struct ps_cent *e = cmap_find(c->ps, stmt, hash_name(stmt));
+	if (!e) {
+		if (starts_with_prefix(stmt))
+			return fail_here(c, s, "26000", "prepared statement \"%s\" does not exist", stmt)
+			           ? SB_SKIP
+			           : SB_GONE;
+		q_push(ps, R_BIND, NULL); /* perhaps one the client made with SQL PREPARE */
+		return SB_FORWARD;
+	}
+	if (!ensure_on_server(c, s, e->st))
+		return SB_GONE;
+	/* a new head (type, length, portal, server-side name); the rest of the
+	 * message is forwarded from the buffer as it is */
+	uint32_t portal_len = (uint32_t)(z1 - p) + 1, stmt_len = (uint32_t)(z2 - z1);
+	uint8_t head[5 + 4096 + sizeof(e->st->name)];
+	if (portal_len > 4096)
+		return client_fail(c, "08P01", "protocol violation: portal name too long"), SB_GONE;
+	uint32_t hl = 5 + portal_len + e->st->namelen + 1;
+	head[0] = 'B';
+	proto_put_be32(head + 1, pkt->total - 1 - stmt_len + e->st->namelen + 1);
+	memcpy(head + 5, p, portal_len);
+	memcpy(head + 5 + portal_len, e->st->name, e->st->namelen + 1u);
+	if (!sbuf_inject(&c->conn, head, hl))
+		return SB_GONE;
+	pkt->skip_head = 5 + portal_len + stmt_len;
+	q_push(ps, R_BIND, e->st);
+	ps->uses++;
+	return SB_FORWARD;
+}
+
+static enum sbuf_verdict client_describe_close(struct pgt_client *c, struct pgt_server *s,
+                                               struct pgt_pkt *pkt)
+{
+	struct ps_server *ps = s->ps;
+	uint8_t kind = pkt->type == 'D' ? R_DESCRIBE : R_CLOSE;
+	if (!pkt->full)
+		return SB_NEED_FULL;
+	struct proto_reader r;
+	proto_reader_init(&r, pkt->data + 5, pkt->total - 5);
+	uint8_t what = proto_get_u8(&r);
+	const char *name = proto_get_str(&r);
+	if (r.bad || what != 'S' || !*name) {
+		q_push(ps, kind, NULL);
+		return SB_FORWARD;
+	}
+	struct ps_cent *e = cmap_find(c->ps, name, hash_name(name));
+	if (!e) {
+		if (starts_with_prefix(name)) {
+			if (kind == R_CLOSE)
+				goto fake_close; /* closing a name that does not exist is no error */
+			return fail_here(c, s, "26000", "prepared statement \"%s\" does not exist", name)
+			           ? SB_SKIP
+			           : SB_GONE;
+		}
+		q_push(ps, kind, NULL); /* perhaps one the client made with SQL PREPARE */
+		return SB_FORWARD;
+	}
+	if (kind == R_CLOSE) {
+		/* the client forgets its name; the server keeps the statement for
+		 * others (or until evicted).  Undone if the server skips it. */
+		e->refs++;
+		cmap_remove(c->ps, e);
+		bool first = q_len(ps) == 0;
+		q_push(ps, R_FAKE_CLOSE, e);
+		if (first && !emit_ready(s))
+			return c->conn.dead ? SB_GONE : SB_SKIP;
+		return SB_SKIP;
+	}
+	if (!ensure_on_server(c, s, e->st))
+		return SB_GONE;
+	uint8_t m[1 + 4 + 1 + sizeof(e->st->name)];
+	size_t n = 1 + 4 + 1 + e->st->namelen + 1u;
+	m[0] = 'D';
+	proto_put_be32(m + 1, (uint32_t)(n - 1));
+	m[5] = 'S';
+	memcpy(m + 6, e->st->name, e->st->namelen + 1u);
+	if (!sbuf_inject(&c->conn, m, n))
+		return SB_GONE;
+	q_push(ps, R_DESCRIBE, e->st);
+	return SB_SKIP;
+fake_close : {
+	bool first = q_len(ps) == 0;
+	q_push(ps, R_FAKE_CLOSE, NULL);
+	if (first && !emit_ready(s))
+		return c->conn.dead ? SB_GONE : SB_SKIP;
+	return SB_SKIP;
+}
+}
+
+enum sbuf_verdict ps_client_packet(struct pgt_client *c, struct pgt_server *s, struct pgt_pkt *pkt)
+{
+	struct ps_server *ps = ps_server_get(s);
+	/* at most: a Close to make room, a Parse, and the message's own */
+	if (!q_room(ps, 4)) {
+		ps->held = true;
+		return SB_HOLD;
+	}
+	switch (pkt->type) {
+	case 'P':
+		return client_parse(c, s, pkt);
+	case 'B':
+		return client_bind(c, s, pkt);
+	case 'D':
+	case 'C':
+		return client_describe_close(c, s, pkt);
+	case 'E':
+		q_push(ps, R_EXECUTE, NULL);
+		return SB_FORWARD;
+	case 'S':
+		q_push(ps, R_SYNC, NULL);
+		return SB_FORWARD;
+	case 'Q':
+		q_push(ps, R_QUERY, NULL);
+		return SB_FORWARD;
+	case 'F':
+		q_push(ps, R_FUNCTION, NULL);
+		return SB_FORWARD;
+	default:
+		return SB_FORWARD;
+	}
+}
+
+/* ---- the server's answers ---- */
+
+static bool is_extended(uint8_t kind)
+{
+	return kind != R_SYNC && kind != R_QUERY && kind != R_FUNCTION;
+}
+
+/* Taken off the queue: a made-up answer next waits for this message. */
+static void popped(struct pgt_server *s)
+{
+	struct ps_server *ps = s->ps;
+	struct ps_req *r = q_head(ps);
+	if (r && (r->kind == R_FAKE_PARSE || r->kind == R_FAKE_CLOSE)) {
+		ps->emit_after = true;
+		sbuf_set_barrier(&s->conn);
+	}
+	if (ps->held && q_len(ps) < PS_QUEUE_MAX / 2 && s->client) {
+		ps->held = false;
+		sbuf_resume(&s->client->conn);
+	}
+}
+
+static int answer_error(struct pgt_server *s, struct pgt_pkt *pkt)
+{
+	struct ps_server *ps = s->ps;
+	struct ps_req *r = q_head(ps);
+	if (!r || !is_extended(r->kind))
+		return PS_PASS; /* in a simple Query, or at commit: no skipping */
+	if (!pkt->full)
+		return SB_NEED_FULL;
+	const char *code = proto_error_field(pkt->data + 5, pkt->total - 5, 'C');
+	int v = SB_FORWARD;
+	if (r->kind == R_FAIL) {
+		/* the error pgtenant provoked: the client gets the one it stands for */
+		const char *p = r->p;
+		struct pktbuf b;
+		pktbuf_init(&b);
+		pktbuf_error(&b, "ERROR", p, p + 6);
+		bool ok = !s->client || sbuf_inject(&s->conn, b.data, b.len);
+		pktbuf_free(&b);
+		if (!ok)
+			return SB_GONE;
+		v = SB_SKIP;
+	} else if (code && (strcmp(code, "26000") == 0 || strcmp(code, "42P05") == 0) &&
+	           (r->kind == R_OWN_PARSE || r->kind == R_PARSE || (r->kind == R_BIND && r->p) ||
+	            (r->kind == R_DESCRIBE && r->p))) {
+		/* the server's statements are not what pgtenant thinks (a client's
+		 * SQL DEALLOCATE of pgtenant's name?): not to be reused */
+		s->close_needed = true;
+		server_log(s, PGT_LOG_WARNING,
+		           "server-side prepared statements out of step; closing once released");
+	}
+	/* the failed request, and everything up to the Sync, did not happen */
+	req_undo(s, r);
+	q_pop(ps);
+	while ((r = q_head(ps)) && r->kind != R_SYNC) {
+		if (r->kind == R_QUERY || r->kind == R_FUNCTION) {
+			/* skipped too: no ReadyForQuery will answer it */
+			if (s->expect_rfq > 0)
+				s->expect_rfq--;
+		}
+		req_undo(s, r);
+		q_pop(ps);
+	}
+	popped(s);
+	return v;
+}
+
+int ps_server_packet(struct pgt_server *s, struct pgt_pkt *pkt)
+{
+	struct ps_server *ps = s->ps;
+	struct ps_req *r = q_head(ps);
+	if (!r)
+		return PS_PASS;
+	if (r->kind == R_FAKE_PARSE || r->kind == R_FAKE_CLOSE) {
+		if (pkt->type == 'N' || pkt->type == 'S' || pkt->type == 'A')
+			return PS_PASS;
+		if (!emit_ready(s))
+			return SB_GONE;
+		if (!(r = q_head(ps)))
+			return PS_PASS;
+	}
+	switch (pkt->type) {
+	case '1':
+		if (r->kind == R_OWN_PARSE) {
+			q_pop(ps);
+			popped(s);
+			return SB_SKIP;
+		}
+		if (r->kind != R_PARSE)
+			break;
+		q_pop(ps);
+		popped(s);
+		return PS_PASS;
+	case '3':
+		if (r->kind == R_OWN_CLOSE) {
+			q_pop(ps);
+			popped(s);
+			return SB_SKIP;
+		}
+		if (r->kind != R_CLOSE)
+			break;
+		q_pop(ps);
+		popped(s);
+		return PS_PASS;
+	case '2':
+		if (r->kind != R_BIND)
+			break;
+		q_pop(ps);
+		popped(s);
+		return PS_PASS;
+	case 'T':
+	case 'n':
+		if (r->kind == R_DESCRIBE) {
+			q_pop(ps);
+			popped(s);
+		}
+		return PS_PASS;
+	case 'C':
+	case 'I':
+	case 's':
+		if (pkt->type == 'C' && (r->kind == R_EXECUTE || r->kind == R_QUERY) && pkt->total < 64) {
+			if (!pkt->full)
+				return SB_NEED_FULL;
+			/* everything on the server went with these, and the client asked
+			 * to forget its own statements */
+			const char *tag = (const char *)pkt->data + 5;
+			if (pkt->data[pkt->total - 1] == '\0' &&
+			    (strcmp(tag, "DISCARD ALL") == 0 || strcmp(tag, "DEALLOCATE ALL") == 0)) {
+				ps_server_forget(s);
+				if (s->client)
+					cmap_clear(s->client->ps);
+			}
+		}
+		if (r->kind == R_EXECUTE) {
+			q_pop(ps);
+			popped(s);
+		}
+		return PS_PASS;
+	case 'E':
+		return answer_error(s, pkt);
+	case 'Z':
+		if (r->kind != R_SYNC && r->kind != R_QUERY && r->kind != R_FUNCTION)
+			break;
+		q_pop(ps);
+		popped(s);
+		return PS_PASS;
+	default:
+		return PS_PASS;
+	}
+	server_fail(s, "answer '%c' does not match the request it should answer (%d)", pkt->type, r->kind);
+	return SB_GONE;
+}
+
+void ps_server_barrier(struct pgt_server *s)
+{
+	struct ps_server *ps = s->ps;
+	if (!ps || !ps->emit_after)
+		return;
+	ps->emit_after = false;
+	emit_ready(s);
+}

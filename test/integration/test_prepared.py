@@ -1,0 +1,332 @@
+"""Transaction mode with prepared statements (issue P5): a client's named
+statements follow it from server connection to server connection, are
+shared between clients of one connection, evicted by LRU, and never seen by
+another client or tenant."""
+import struct
+import threading
+
+import psycopg
+import pytest
+
+import pgwire
+from pgwire import msg, recv_msg
+
+
+def tenant_bouncer(bouncer_factory, pg, size=2, **settings):
+    for t in ("acme", "globex"):
+        pg.sql("DROP SCHEMA IF EXISTS tenant_%s CASCADE; CREATE SCHEMA tenant_%s AUTHORIZATION app; "
+               "CREATE TABLE tenant_%s.t (id int primary key, who text); "
+               "ALTER TABLE tenant_%s.t OWNER TO app; "
+               "INSERT INTO tenant_%s.t SELECT g, '%s' FROM generate_series(1, 100) g" % ((t,) * 5 + (t,)),
+               dbname="appdb")
+    s = {"tenant_required": "yes", "default_pool_size": str(size)}
+    s.update(settings)
+    return bouncer_factory(settings=s, tenants={"acme": "pool_size=%d" % size, "globex": "pool_size=%d" % size},
+                           users={"app.acme": "apppass", "app.globex": "apppass"})
+
+
+def test_psycopg_default_prepare_threshold(bouncer_factory, pg):
+    b = tenant_bouncer(bouncer_factory, pg)
+    errors, foreign, done = [], [], []
+
+    def worker(tenant, n):
+        try:
+            with psycopg.connect(b.dsn(user="app." + tenant, password="apppass"), autocommit=True) as conn:
+                for i in range(n):
+                    row = conn.execute("SELECT who, id FROM t WHERE id = %s", (i % 100 + 1,)).fetchone()
+                    if row[0] != tenant:
+                        foreign.append(row)
+                done.append(1)
+        except Exception as e:  # noqa
+            errors.append(repr(e))
+
+    ts = [threading.Thread(target=worker, args=(("acme", "globex")[i % 2], 100)) for i in range(8)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(120)
+    assert not errors, errors[:3]
+    assert not foreign
+    assert len(done) == 8
+    stats = b.admin("SHOW STATS_TOTALS")
+    print(stats)
+
+
+# ---- the protocol, message by message (raw wire client) ----
+
+def P(name, sql, types=()):
+    return msg(b"P", name.encode() + b"\0" + sql.encode() + b"\0" + struct.pack("!H", len(types)) +
+               b"".join(struct.pack("!I", t) for t in types))
+
+
+def B(stmt, params=(), portal=""):
+    body = portal.encode() + b"\0" + stmt.encode() + b"\0" + struct.pack("!H", 0) + struct.pack("!H", len(params))
+    for p in params:
+        if p is None:
+            body += struct.pack("!i", -1)
+        else:
+            body += struct.pack("!i", len(p)) + p.encode()
+    return msg(b"B", body + struct.pack("!H", 0))
+
+
+def D(kind, name):
+    return msg(b"D", kind + name.encode() + b"\0")
+
+
+def C(kind, name):
+    return msg(b"C", kind + name.encode() + b"\0")
+
+
+E = msg(b"E", b"\0" + struct.pack("!I", 0))
+S = msg(b"S", b"")
+H = msg(b"H", b"")
+
+
+def answers(s, n=1):
+    """Message types and payloads up to the n-th ReadyForQuery."""
+    return [(t.decode(), body) for t, body in pgwire.read_until_ready(s, n)]
+
+
+def types(msgs):
+    return "".join(t for t, _ in msgs)
+
+
+def err(msgs):
+    for t, body in msgs:
+        if t == "E":
+            return pgwire.error_fields(body)
+    return None
+
+
+def rows(msgs):
+    return pgwire.data_rows([(t.encode(), b) for t, b in msgs])
+
+
+def one_pool(bouncer_factory, **settings):
+    s = {"default_pool_size": "1"}
+    s.update(settings)
+    return bouncer_factory(settings=s)
+
+
+def test_named_statement_follows_the_client(bouncer_factory):
+    """Two clients on a pool of one, each with its own statement named S1,
+    interleaved transaction by transaction: each always gets its own."""
+    b = one_pool(bouncer_factory)
+    a, _ = pgwire.login(b)
+    c, _ = pgwire.login(b)
+    a.sendall(P("S1", "SELECT 'a' || $1::text") + S)
+    assert types(answers(a)) == "1Z"
+    c.sendall(P("S1", "SELECT 'c' || $1::text") + S)
+    assert types(answers(c)) == "1Z"
+    for i in range(20):
+        for s, who in ((a, "a"), (c, "c")):
+            s.sendall(B("S1", [str(i)]) + E + S)
+            got = answers(s)
+            assert types(got) == "2DCZ", got
+            assert rows(got) == [who + str(i)]
+    st = b.admin("SHOW STATS_TOTALS")[0]
+    assert st["client_parse_count"] == 2 and st["bind_count"] == 40
+
+
+def test_same_text_is_shared_and_parse_answered_in_order(bouncer_factory):
+    """A Parse of a text the server connection already has is answered by
+    pgtenant itself, in its place among the server's answers."""
+    b = one_pool(bouncer_factory)
+    a, _ = pgwire.login(b)
+    c, _ = pgwire.login(b)
+    a.sendall(P("x", "SELECT 41 + 1") + B("x") + E + S)
+    assert types(answers(a)) == "12DCZ"
+    before = b.admin("SHOW STATS_TOTALS")[0]["server_parse_count"]
+    # pipelined behind a Bind/Execute of the unnamed statement: the made-up
+    # ParseComplete must come after their answers and before the Bind's
+    c.sendall(P("", "SELECT 1") + B("") + E + P("y", "SELECT 41 + 1") + B("y") + E + S)
+    got = answers(c)
+    assert types(got) == "12DC12DCZ", got
+    assert rows(got) == ["1", "42"]
+    after = b.admin("SHOW STATS_TOTALS")[0]["server_parse_count"]
+    assert after - before == 1  # only the unnamed one reached the server
+
+
+def test_failed_parse_in_pipeline_leaves_nothing(bouncer_factory):
+    b = one_pool(bouncer_factory)
+    s, _ = pgwire.login(b)
+    s.sendall(P("bad", "SELEC oops") + B("bad") + E + S)
+    got = answers(s)
+    assert types(got) == "EZ" and err(got)["C"] == "42601"
+    # nothing registered: the name is free, and binding it fails as on PostgreSQL
+    s.sendall(B("bad") + E + S)
+    got = answers(s)
+    assert err(got)["C"] == "26000" and '"bad"' in err(got)["M"]
+    s.sendall(P("bad", "SELECT 7") + B("bad") + E + S)
+    assert rows(answers(s)) == ["7"]
+    # an error before a Parse in the same batch: the Parse was skipped
+    s.sendall(B("nosuch") + E + P("later", "SELECT 8") + S)
+    got = answers(s)
+    assert types(got) == "EZ"
+    s.sendall(B("later") + E + S)
+    assert err(answers(s))["C"] == "26000"
+
+
+def test_duplicate_name_and_close(bouncer_factory):
+    b = one_pool(bouncer_factory)
+    s, _ = pgwire.login(b)
+    s.sendall(P("d", "SELECT 1") + S)
+    assert types(answers(s)) == "1Z"
+    s.sendall(P("d", "SELECT 2") + B("d") + E + S)
+    got = answers(s)
+    assert types(got) == "EZ", got
+    e = err(got)
+    assert e["C"] == "42P05" and e["M"] == 'prepared statement "d" already exists'
+    s.sendall(B("d") + E + S)
+    assert rows(answers(s)) == ["1"]
+    # Close answers CloseComplete, also for a name that does not exist
+    s.sendall(C(b"S", "d") + C(b"S", "never") + S)
+    assert types(answers(s)) == "33Z"
+    s.sendall(B("d") + E + S)
+    assert err(answers(s))["C"] == "26000"
+    # a Close skipped after an error did not happen
+    s.sendall(P("k", "SELECT 3") + S)
+    answers(s)
+    s.sendall(B("nosuch") + E + C(b"S", "k") + S)
+    assert types(answers(s)) == "EZ"
+    s.sendall(B("k") + E + S)
+    assert rows(answers(s)) == ["3"]
+
+
+def test_describe_statement_and_flush(bouncer_factory):
+    b = one_pool(bouncer_factory)
+    a, _ = pgwire.login(b)
+    c, _ = pgwire.login(b)
+    a.sendall(P("q", "SELECT $1::int + 1", [23]) + D(b"S", "q") + S)
+    assert types(answers(a)) == "1tTZ"
+    c.sendall(P("q2", "SELECT 5") + S)  # take the connection in between
+    answers(c)
+    # Flush instead of Sync: the made-up answer must come without waiting
+    a.sendall(P("q3", "SELECT 5") + H)
+    t, _ = pgwire.recv_msg(a)
+    assert t == b"1"
+    a.sendall(D(b"S", "q") + B("q", ["1"]) + E + S)
+    got = answers(a)
+    assert types(got) == "tT2DCZ" and rows(got) == ["2"]
+
+
+def test_pgtenant_names_are_not_the_clients(bouncer_factory):
+    """A client cannot use the statements pgtenant prepared for others by
+    guessing their names."""
+    b = one_pool(bouncer_factory)
+    a, _ = pgwire.login(b)
+    a.sendall(P("mine", "SELECT 'secret'") + B("mine") + E + S)
+    assert rows(answers(a)) == ["secret"]
+    names = pgwire.data_rows(pgwire.query(a, "SELECT name FROM pg_prepared_statements"))
+    c, _ = pgwire.login(b)
+    for n in names + ["_pgtenant_1"]:
+        c.sendall(B(n) + E + S)
+        got = answers(c)
+        assert err(got)["C"] == "26000", got
+        c.sendall(D(b"S", n) + S)
+        assert err(answers(c))["C"] == "26000"
+
+
+def test_lru_eviction(bouncer_factory, pg):
+    b = one_pool(bouncer_factory, max_prepared_statements="5")
+    clients = [pgwire.login(b)[0] for _ in range(3)]
+    for i in range(50):
+        for k, s in enumerate(clients):
+            s.sendall(P("s%d" % i, "SELECT %d + %d" % (i, k)) + B("s%d" % i) + E + S)
+            assert rows(answers(s)) == [str(i + k)]
+    # every statement still works, though the server holds at most 5
+    for i in range(0, 50, 7):
+        for k, s in enumerate(clients):
+            s.sendall(B("s%d" % i) + E + S)
+            assert rows(answers(s)) == [str(i + k)]
+            n = pgwire.data_rows(pgwire.query(s, "SELECT count(*) FROM pg_prepared_statements"))
+            assert int(n[0]) <= 5
+
+
+def test_deallocate_all_and_discard_all(bouncer_factory):
+    b = one_pool(bouncer_factory)
+    s, _ = pgwire.login(b)
+    for cmd in ("DEALLOCATE ALL", "DISCARD ALL"):
+        s.sendall(P("z", "SELECT 1") + S)
+        assert types(answers(s)) == "1Z"
+        pgwire.result(pgwire.query(s, cmd))
+        s.sendall(B("z") + E + S)
+        assert err(answers(s))["C"] == "26000"
+        s.sendall(P("z", "SELECT 2") + B("z") + E + S)
+        assert rows(answers(s)) == ["2"]
+        s.sendall(C(b"S", "z") + S)
+        answers(s)
+
+
+def test_sql_deallocate_of_pgtenant_name_does_not_break_others(bouncer_factory):
+    b = one_pool(bouncer_factory)
+    a, _ = pgwire.login(b)
+    a.sendall(P("v", "SELECT 'v'") + B("v") + E + S)
+    assert rows(answers(a)) == ["v"]
+    names = pgwire.data_rows(pgwire.query(a, "SELECT name FROM pg_prepared_statements"))
+    c, _ = pgwire.login(b)
+    for n in names:
+        pgwire.query(c, 'DEALLOCATE "%s"' % n)
+    # a's statement may fail once at most, then the connection is replaced
+    a.sendall(B("v") + E + S)
+    answers(a)
+    a.sendall(B("v") + E + S)
+    assert rows(answers(a)) == ["v"]
+
+
+def test_cross_tenant_statements_invisible(bouncer_factory, pg):
+    b = tenant_bouncer(bouncer_factory, pg, size=1)
+    a, _ = pgwire.login(b, user="app.acme")
+    g, _ = pgwire.login(b, user="app.globex")
+    a.sendall(P("acme_only", "SELECT who FROM t WHERE id = 1") + B("acme_only") + E + S)
+    assert rows(answers(a)) == ["acme"]
+    got = pgwire.data_rows(pgwire.query(g, "SELECT statement FROM pg_prepared_statements"))
+    assert not any("who FROM t" in x for x in got)
+    g.sendall(B("acme_only") + E + S)
+    assert err(answers(g))["C"] == "26000"
+    pgwire.query(a, "SET search_path = tenant_globex")  # lasts for its transaction at most
+    a.sendall(B("acme_only") + E + S)
+    assert rows(answers(a)) == ["acme"]
+
+
+def test_kept_statements_and_a_clean_hand_over(bouncer_factory, pg):
+    """Transactions that use several named statements keep them on the
+    server over the hand-over reset (server parses stay below client
+    parses), and the reset that keeps them still leaves nothing else of the
+    previous client: settings, role, temp tables, SQL-prepared statements
+    (also made inside a function), cursors, LISTEN, advisory locks."""
+    pg.sql("DROP ROLE IF EXISTS p5_other; CREATE ROLE p5_other; GRANT p5_other TO app")
+    b = one_pool(bouncer_factory)
+    a, _ = pgwire.login(b)
+    c, _ = pgwire.login(b)
+    stmts = ["SELECT %d" % i for i in range(4)]
+    for s in (a, c):
+        s.sendall(b"".join(P("k%d" % i, q) for i, q in enumerate(stmts)) + S)
+        assert types(answers(s)) == "1111Z"
+    for rnd in range(15):
+        for s in (a, c):
+            s.sendall(b"".join(B("k%d" % i) + E for i in range(4)) + S)
+            assert rows(answers(s)) == ["0", "1", "2", "3"]
+    st = b.admin("SHOW STATS_TOTALS")[0]
+    assert st["client_parse_count"] == 8
+    assert st["server_parse_count"] < st["client_parse_count"], st
+    # a leaves session state behind, in ways no text scan could see
+    pgwire.result(pgwire.query(
+        a, "SET statement_timeout = '7s'; SET ROLE p5_other; RESET ROLE; SET application_name = 'left';"
+           "CREATE TEMP TABLE left_behind(x int); PREPARE sqlprep AS SELECT 1;"
+           "DO $$BEGIN EXECUTE 'PREPARE fromdo AS SELECT 2'; END$$;"
+           "BEGIN; DECLARE held CURSOR WITH HOLD FOR SELECT 1; COMMIT;"
+           "LISTEN chan; SELECT pg_advisory_lock(4242)"))
+    a.sendall(B("k1") + E + S)
+    assert rows(answers(a)) == ["1"]
+    before = b.admin("SHOW STATS_TOTALS")[0]["server_parse_count"]
+    got = pgwire.result(pgwire.query(
+        c, "SELECT current_setting('statement_timeout'), current_setting('application_name'),"
+           " (SELECT count(*) FROM pg_class WHERE relname = 'left_behind'),"
+           " (SELECT string_agg(name, ',') FROM pg_prepared_statements WHERE name NOT LIKE '\\_pgtenant\\_%'),"
+           " (SELECT count(*) FROM pg_cursors), (SELECT count(*) FROM pg_listening_channels()),"
+           " (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid())"))
+    assert got[1] == [["0", "", "0", None, "0", "0", "0"]], got
+    c.sendall(b"".join(B("k%d" % i) + E for i in range(4)) + S)
+    assert rows(answers(c)) == ["0", "1", "2", "3"]
+    assert b.admin("SHOW STATS_TOTALS")[0]["server_parse_count"] == before  # kept over the reset
