@@ -28,7 +28,14 @@ struct scram_secret {
 
 /* Parse "SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>". */
 bool scram_parse_secret(const char *s, struct scram_secret *out) _MUSTCHECK;
-/* Derive a secret from a plain password with the given salt (runs PBKDF2). */
+/* SASLprep (RFC 4013) of a password, as PostgreSQL does before it derives
+ * SCRAM keys (CREATE ROLE ... PASSWORD, the server's and libpq's logins):
+ * an ASCII password is left as is; one that is not valid UTF-8, or that
+ * SASLprep refuses (prohibited or unassigned characters, broken bidi, an
+ * empty result), is used as its raw bytes.  Returns a malloc'd string. */
+char *scram_saslprep(const char *password);
+/* Derive a secret from a plain password with the given salt (runs PBKDF2
+ * on the SASLprepped password). */
 bool scram_secret_from_password(const char *password, const uint8_t *salt, size_t salt_len, int iterations,
                                 struct scram_secret *out) _MUSTCHECK;
 /* The secret of a user that does not exist: no proof matches it, and its salt

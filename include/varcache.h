@@ -32,8 +32,15 @@ const char *vars_get(const struct pgt_vars *vs, const char *key);
 void vars_set(struct pgt_vars *vs, const char *key, const char *value);
 void vars_del(struct pgt_vars *vs, const char *key);
 void vars_free(struct pgt_vars *vs);
-/* A GUC name that can be written into SQL unquoted: [A-Za-z_][A-Za-z0-9_.]* */
+/* A parameter name PostgreSQL accepts (dot-separated identifiers); it is
+ * written into SQL quoted, so keywords are fine (user.x, some.var). */
 bool vars_valid_name(const char *key);
+/* A byte that may appear in an identifier after its first. */
+static inline bool vars_ident_char(unsigned char ch)
+{
+	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+	       ch == '_' || ch == '$' || ch >= 0x80;
+}
 
 /* May a value the server reported while a client was linked be replayed on
  * the client's next server connections?  Only parameters a client can SET
@@ -47,6 +54,12 @@ bool vars_replayable(const char *key, bool search_path_pinned);
  * of SETs (0: nothing to do). */
 int vars_build_sync(const struct pgt_vars *client, const struct pgt_vars *defaults,
                     const struct pgt_vars *base, struct pktbuf *out);
+
+/* The name PostgreSQL reports for an encoding the client named in any of
+ * the spellings PostgreSQL accepts (case, punctuation, aliases: "utf-8",
+ * "Unicode" -> "UTF8", "euc-jp" -> "EUC_JP", "iso-8859-1" -> "LATIN1");
+ * NULL for a name PostgreSQL does not know. */
+const char *vars_encoding_name(const char *value);
 
 /* A key that must not be given twice with different values in `options`
  * (the tenant: the last one must not silently win). */

@@ -508,6 +508,14 @@ static bool handle_startup(struct pgt_client *c, const struct proto_startup *st)
 		}
 		vars_set(&c->vars, k, v);
 	}
+	/* the encoding under PostgreSQL's own name, whatever the client's
+	 * spelling ("utf8", "Unicode", "euc-jp"): it is what the server reports
+	 * in ParameterStatus, and what a server connection's value is compared
+	 * with before a SET is sent */
+	const char *enc = vars_get(&c->vars, "client_encoding");
+	const char *enc_name = enc ? vars_encoding_name(enc) : NULL;
+	if (enc_name)
+		vars_set(&c->vars, "client_encoding", enc_name);
 	if (!admin && !identify_tenant(c, st))
 		return false;
 	/* PostgreSQL's default database is the user name (without the tenant suffix) */
@@ -717,6 +725,11 @@ static enum sbuf_verdict login_packet(struct pgt_client *c, struct pgt_pkt *pkt)
 		struct proto_startup st;
 		const char *reason;
 		if (!proto_parse_startup(pkt->data, pkt->total, &st, &reason)) {
+			if (st.code == PROTO_CANCEL_CODE) {
+				/* PostgreSQL answers no cancel request, not even a bad one */
+				client_close(c, reason);
+				return SB_GONE;
+			}
 			client_fail(c, "08P01", "protocol violation: %s", reason);
 			return SB_GONE;
 		}
@@ -892,6 +905,18 @@ static void client_on_barrier(struct pgt_conn *conn)
 static void client_on_close(struct pgt_conn *conn, const char *reason, bool protocol_error)
 {
 	struct pgt_client *c = (struct pgt_client *)conn;
+	struct proto_hdr hdr;
+	if (protocol_error && c->state == CL_LOGIN && conn->startup_mode && conn->buf &&
+	    proto_parse_startup_header(conn->buf->data + conn->parse_pos, conn->recv_pos - conn->parse_pos,
+	                               &hdr) == PROTO_BAD) {
+		/* bytes that cannot start a startup packet (a Terminate, a port
+		 * scanner's probe, a lying length): PostgreSQL closes without an
+		 * answer, and so does pgtenant */
+		client_close(c,
+		             "protocol violation: invalid startup packet length (closed without an answer, "
+		             "as PostgreSQL does)");
+		return;
+	}
 	if (protocol_error)
 		client_fail(c, "08P01", "protocol violation: %s", reason);
 	else

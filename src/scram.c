@@ -7,6 +7,12 @@
  * the single event loop: every path that would repeat it for the same input
  * goes through a cache instead (the client role's SaltedPassword table here,
  * the userlist's derived secrets, the mock secret of unknown users).
+ *
+ * Passwords are SASLprepped before PBKDF2, as PostgreSQL and libpq do, so
+ * that a password with non-ASCII characters derives the same keys on both
+ * sides.  SASLprep needs Unicode 3.2's mapping, normalisation (NFKC),
+ * prohibition and bidi tables; libidn's stringprep has them, so pgtenant
+ * carries no Unicode table of its own.
  */
 #include "scram.h"
 
@@ -18,6 +24,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/sha.h>
+#include <stringprep.h>
 
 static uint64_t pbkdf2_runs;
 
@@ -26,12 +33,72 @@ uint64_t scram_pbkdf2_count(void)
 	return pbkdf2_runs;
 }
 
+/* Valid UTF-8 as PostgreSQL checks it: no overlong forms, no surrogates,
+ * nothing above U+10FFFF. */
+static bool utf8_valid(const unsigned char *p)
+{
+	while (*p) {
+		unsigned char c = *p;
+		int n;
+		unsigned char lo = 0x80, hi = 0xbf; /* range of the second byte */
+		if (c < 0x80)
+			n = 0;
+		else if (c >= 0xc2 && c <= 0xdf)
+			n = 1;
+		else if (c >= 0xe0 && c <= 0xef) {
+			n = 2;
+			if (c == 0xe0)
+				lo = 0xa0;
+			else if (c == 0xed)
+				hi = 0x9f;
+		} else if (c >= 0xf0 && c <= 0xf4) {
+			n = 3;
+			if (c == 0xf0)
+				lo = 0x90;
+			else if (c == 0xf4)
+				hi = 0x8f;
+		} else
+			return false;
+		p++;
+		for (int i = 0; i < n; i++, p++) {
+			if (*p < (i == 0 ? lo : 0x80) || *p > (i == 0 ? hi : 0xbf))
+				return false;
+		}
+	}
+	return true;
+}
+
+char *scram_saslprep(const char *password)
+{
+	bool ascii = true;
+	for (const unsigned char *p = (const unsigned char *)password; *p && ascii; p++)
+		ascii = *p < 0x80;
+	if (ascii || !utf8_valid((const unsigned char *)password))
+		return xstrdup(password);
+	char *out = NULL;
+	/* unassigned code points are refused, as PostgreSQL refuses them */
+	if (stringprep_profile(password, &out, "SASLprep", STRINGPREP_NO_UNASSIGNED) != STRINGPREP_OK ||
+	    !out || !out[0]) {
+		free(out);
+		return xstrdup(password);
+	}
+	char *r = xstrdup(out);
+	OPENSSL_cleanse(out, strlen(out));
+	free(out);
+	return r;
+}
+
 static bool pbkdf2(const char *password, const uint8_t *salt, size_t salt_len, int iterations,
                    uint8_t out[SCRAM_KEY_LEN])
 {
 	pbkdf2_runs++;
-	return PKCS5_PBKDF2_HMAC(password, (int)strlen(password), salt, (int)salt_len, iterations,
-	                         EVP_sha256(), SCRAM_KEY_LEN, out) == 1;
+	char *prepped = scram_saslprep(password);
+	size_t n = strlen(prepped);
+	bool ok = PKCS5_PBKDF2_HMAC(prepped, (int)n, salt, (int)salt_len, iterations, EVP_sha256(),
+	                            SCRAM_KEY_LEN, out) == 1;
+	OPENSSL_cleanse(prepped, n);
+	free(prepped);
+	return ok;
 }
 
 size_t scram_b64_encode(const uint8_t *in, size_t n, char *out)

@@ -81,6 +81,7 @@ class Postgres:
                     "host all app 127.0.0.1/32 scram-sha-256\n"
                     "host all md5user 127.0.0.1/32 md5\n"
                     "host all pwuser 127.0.0.1/32 password\n"
+                    "host all saslprep 127.0.0.1/32 scram-sha-256\n"
                     "host all all 127.0.0.1/32 trust\n")
         subprocess.run(as_pg_user() + [os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, "-l",
                                        os.path.join(self.dir, "log"), "-w", "start"],
@@ -162,10 +163,10 @@ class Bouncer:
             self.start()
 
     def write_config(self):
-        with open(os.path.join(self.dir, "userlist.txt"), "w") as f:
+        with open(os.path.join(self.dir, "userlist.txt"), "w", encoding="utf-8") as f:
             for u, p in self.users.items():
                 f.write('"%s" "%s"\n' % (u, p))
-        with open(self.ini, "w") as f:
+        with open(self.ini, "w", encoding="utf-8") as f:
             f.write("[databases]\n")
             for k, v in self.databases.items():
                 f.write("%s = %s\n" % (k, v))

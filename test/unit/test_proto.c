@@ -173,7 +173,7 @@ static void options(void)
 	pktbuf_init(&b);
 	tap_ok(vars_build_sync(&client, &dflt, &none, &b), "sync needed");
 	const char *sql = (const char *)b.data + 5;
-	tap_ok(strstr(sql, "SET application_name = 'it''s';") && !strstr(sql, "TimeZone"),
+	tap_ok(strstr(sql, "SET \"application_name\" = 'it''s';") && !strstr(sql, "TimeZone"),
 	       "sync quotes values and skips what equals the default: %s", sql);
 	pktbuf_reset(&b);
 	vars_set(&client, "application_name", "");
@@ -188,15 +188,88 @@ static void options(void)
 	pktbuf_reset(&b);
 	tap_ok(vars_build_sync(&client, &dflt, &base, &b) == 1, "one SET from a base");
 	sql = (const char *)b.data + 5;
-	tap_ok(strstr(sql, "SET TimeZone = 'UTC';") && !strstr(sql, "application_name"),
+	tap_ok(strstr(sql, "SET \"TimeZone\" = 'UTC';") && !strstr(sql, "application_name"),
 	       "a base value the client lacks goes back to the default: %s", sql);
 	vars_set(&client, "TimeZone", "Asia/Tokyo");
 	pktbuf_reset(&b);
 	tap_ok(vars_build_sync(&client, &dflt, &base, &b) == 0, "a client equal to the base needs nothing");
 	vars_free(&base);
-	pktbuf_free(&b);
 	vars_free(&client);
+
+	/* names are quoted identifiers, part by part: USER and SOME are
+	 * reserved words; lists of identifiers are written as such */
+	static const struct {
+		const char *key, *value, *want;
+	} sets[] = {
+	    {"user.x", "1", "SET \"user\".\"x\" = '1';"},
+	    {"some.var", "it's", "SET \"some\".\"var\" = 'it''s';"},
+	    {"My.Var$2", "v", "SET \"My\".\"Var$2\" = 'v';"},
+	    {"search_path", "\"$user\", public", "SET \"search_path\" = \"$user\", \"public\";"},
+	    {"search_path", " Sch_A ,public", "SET \"search_path\" = \"sch_a\", \"public\";"},
+	    {"search_path", "\"a\"\"b\", c\"d", "SET \"search_path\" = \"a\"\"b\", \"c\"\"d\";"},
+	    {"search_path", "a;drop table t", "SET \"search_path\" = 'a;drop table t';"},
+	    {"search_path", "", "SET \"search_path\" = '';"},
+	    {"search_path", "a,,b", "SET \"search_path\" = 'a,,b';"},
+	    {"search_path", "\"unterminated", "SET \"search_path\" = '\"unterminated';"},
+	    {"temp_tablespaces", "x, y", "SET \"temp_tablespaces\" = \"x\", \"y\";"},
+	    {"DateStyle", "ISO, MDY", "SET \"DateStyle\" = 'ISO, MDY';"},
+	};
+	for (size_t i = 0; i < PGT_ARRAY_SIZE(sets); i++) {
+		struct pgt_vars one = {0};
+		vars_set(&one, sets[i].key, sets[i].value);
+		pktbuf_reset(&b);
+		int n = vars_build_sync(&one, &dflt, &none, &b);
+		sql = (const char *)b.data + 5;
+		tap_ok(n == 1 && strcmp(sql, sets[i].want) == 0, "SET for %s = %s: %s", sets[i].key,
+		       sets[i].value, sql);
+		vars_free(&one);
+	}
+	pktbuf_free(&b);
 	vars_free(&dflt);
+
+	/* PostgreSQL's parameter names: dot-separated identifiers */
+	static const char *const good[] = {"work_mem", "user.x", "some.var",      "a.b.c",
+	                                   "My.Var$2", "_x._y",  "caf\xc3\xa9.x", NULL};
+	static const char *const bad[] = {"",      "a..b",   "x.",    ".x",    "1a.b", "a.$b",
+	                                  "a b.c", "a\"b.c", "a.b;c", "a-b.c", NULL};
+	for (int i = 0; good[i]; i++)
+		tap_ok(vars_valid_name(good[i]), "valid parameter name %s", good[i]);
+	for (int i = 0; bad[i]; i++)
+		tap_ok(!vars_valid_name(bad[i]), "invalid parameter name \"%s\"", bad[i]);
+	char long_part[80];
+	memset(long_part, 'a', 64);
+	strcpy(long_part + 64, ".x");
+	tap_ok(!vars_valid_name(long_part), "a part longer than an identifier is invalid");
+	strcpy(long_part + 63, ".x");
+	tap_ok(vars_valid_name(long_part), "a part of 63 bytes is valid");
+
+	/* client_encoding under PostgreSQL's own name */
+	static const struct {
+		const char *in, *want;
+	} encs[] = {
+	    {"utf8", "UTF8"},
+	    {"UTF-8", "UTF8"},
+	    {"Unicode", "UTF8"},
+	    {"UNICODE", "UNICODE"},
+	    {"euc-jp", "EUC_JP"},
+	    {"ISO-8859-1", "LATIN1"},
+	    {"latin1", "LATIN1"},
+	    {"iso_8859_15", "LATIN9"},
+	    {"windows-1252", "WIN1252"},
+	    {"koi8", "KOI8R"},
+	    {"sql_ascii", "SQL_ASCII"},
+	    {"Shift_JIS", "SJIS"},
+	    {"mule-internal", "MULE_INTERNAL"},
+	    {"utf-16", NULL},
+	    {"", NULL},
+	    {"cp1252", NULL},
+	    {"utf8utf8utf8utf8utf8utf8utf8utf8", NULL},
+	};
+	for (size_t i = 0; i < PGT_ARRAY_SIZE(encs); i++) {
+		const char *got = vars_encoding_name(encs[i].in);
+		tap_ok(encs[i].want ? got && strcmp(got, encs[i].want) == 0 : got == NULL,
+		       "encoding \"%s\" is reported as %s", encs[i].in, encs[i].want ? encs[i].want : "is");
+	}
 
 	/* what may be replayed from a server's ParameterStatus */
 	tap_ok(vars_replayable("TimeZone", true) && vars_replayable("application_name", false),

@@ -1,7 +1,8 @@
 /*
  * SCRAM-SHA-256 against the RFC 7677 test vector (section 3), in both roles,
- * plus md5 hashing and parsing of stored SCRAM secrets, and the client
- * role's SaltedPassword cache.
+ * plus md5 hashing and parsing of stored SCRAM secrets, the client role's
+ * SaltedPassword cache, and SASLprep of passwords against secrets that
+ * PostgreSQL 15 stored.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -152,6 +153,99 @@ static void secrets(void)
 	tap_ok(!scram_parse_secret("md5abc", &b), "md5 hash is not a SCRAM secret");
 }
 
+/* secrets PostgreSQL 15 stored for CREATE ROLE ... PASSWORD 'IX-\u2168' (ROMAN
+ * NUMERAL NINE, NFKC "IX") and 'a\u00a0b\u00adc' (NO-BREAK SPACE maps to a
+ * space, SOFT HYPHEN to nothing) */
+#define PG_SECRET_IX                                                                                         \
+	"SCRAM-SHA-256$4096:LYosZMz2PJN/+wEqzaJ0QQ==$PUhp3NnYcYYjkvSWgwQ4LHmSvdNuoyBbpahI4WdeHDo=:m+kh1/"    \
+	"VwLB27pKQDVvmwxCcHxeeQ1TN68GSUCee78W0="
+#define PG_SECRET_NBSP                                                                                       \
+	"SCRAM-SHA-256$4096:ri7XuavL2O5NP4a3UiUyQA==$2oGRr+bnHV7JL9tK+JTIc7mvgTqn4h9NrBWtkvZPqe8=:"          \
+	"wPejMpTJ1Uz3L0yfj90NCENVkGIztXuV20gRPbUHZ1A="
+
+static bool derives(const char *password, const char *pg_secret)
+{
+	struct scram_secret want, got;
+	if (!scram_parse_secret(pg_secret, &want) ||
+	    !scram_secret_from_password(password, want.salt, want.salt_len, want.iterations, &got))
+		return false;
+	return memcmp(want.stored_key, got.stored_key, SCRAM_KEY_LEN) == 0 &&
+	       memcmp(want.server_key, got.server_key, SCRAM_KEY_LEN) == 0;
+}
+
+static void saslprep(void)
+{
+	static const struct {
+		const char *in, *want, *name;
+	} cases[] = {
+	    {"pencil", "pencil", "ASCII is left as is"},
+	    {"a\x07"
+	     "b",
+	     "a\x07"
+	     "b",
+	     "ASCII with a control character is left as is (PostgreSQL skips ASCII)"},
+	    {"IX-\xe2\x85\xa8", "IX-IX", "U+2168 is normalised (NFKC) to IX"},
+	    {"a\xc2\xa0"
+	     "b\xc2\xad"
+	     "c",
+	     "a bc", "non-ASCII space maps to space, soft hyphen to nothing"},
+	    {"\xef\xac\x81", "fi", "ligature U+FB01 is normalised"},
+	    {"\xc2\xad", "\xc2\xad", "an empty result keeps the raw password"},
+	    {"a\xc2\x85"
+	     "b",
+	     "a\xc2\x85"
+	     "b",
+	     "a prohibited character (U+0085) keeps the raw password"},
+	    {"a\xf3\xa0\x80\x81"
+	     "b",
+	     "a\xf3\xa0\x80\x81"
+	     "b",
+	     "a prohibited tag character keeps the raw password"},
+	    {"x\xe0\xa1\x80", "x\xe0\xa1\x80",
+	     "an unassigned code point (in Unicode 3.2) keeps the raw password"},
+	    {"\xd7\x90"
+	     "a",
+	     "\xd7\x90"
+	     "a",
+	     "RandALCat next to LCat (bidi) keeps the raw password"},
+	    {"\xff\xfe", "\xff\xfe", "invalid UTF-8 keeps the raw password"},
+	    {"\xc0\xaf", "\xc0\xaf", "overlong UTF-8 keeps the raw password"},
+	    {"\xed\xa0\x80", "\xed\xa0\x80", "a UTF-8 surrogate keeps the raw password"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *got = scram_saslprep(cases[i].in);
+		TAP_IS_STR(got, cases[i].want, cases[i].name);
+		free(got);
+	}
+	tap_ok(derives("IX-\xe2\x85\xa8", PG_SECRET_IX), "keys of IX-U+2168 equal PostgreSQL's");
+	tap_ok(derives("IX-IX", PG_SECRET_IX), "keys of IX-IX equal PostgreSQL's for IX-U+2168");
+	tap_ok(derives("a\xc2\xa0"
+	               "b\xc2\xad"
+	               "c",
+	               PG_SECRET_NBSP),
+	       "keys of a<NBSP>b<SHY>c equal PostgreSQL's");
+
+	/* the client role (pgtenant logging in to the server) SASLpreps too */
+	struct scram_secret sec;
+	tap_ok(scram_parse_secret(PG_SECRET_IX, &sec), "parse PostgreSQL's secret");
+	struct scram_server srv;
+	struct scram_client cli;
+	const char *reason = NULL;
+	char *first = scram_client_first(&cli, "", NULL);
+	char *sf = scram_server_first(&srv, first, strlen(first), &sec, NULL, &reason);
+	char *fin = sf ? scram_client_final(&cli, "IX-\xe2\x85\xa8", sf, strlen(sf), &reason) : NULL;
+	char *v = fin ? scram_server_final(&srv, fin, strlen(fin), NULL, &reason) : NULL;
+	tap_ok(v != NULL, "client role with IX-U+2168 logs in against PostgreSQL's secret (%s)",
+	       v ? "ok" : reason);
+	tap_ok(v && scram_client_verify(&cli, v, strlen(v)), "and verifies the server's signature");
+	free(first);
+	free(sf);
+	free(fin);
+	free(v);
+	scram_server_clear(&srv);
+	scram_client_clear(&cli);
+}
+
 static void md5(void)
 {
 	char h[36], out[36];
@@ -169,6 +263,7 @@ int main(void)
 	client_role();
 	server_role();
 	secrets();
+	saslprep();
 	md5();
 	return tap_done();
 }
