@@ -45,9 +45,11 @@ struct pgt_client {
 	struct pgt_tenant_state *tstate; /* counted against its tenant's max_client_conn */
 	struct registry_lookup *lookup;  /* waiting for the tenant registry's answer */
 	bool registry_asked;
-	char *dbname;         /* requested database */
-	struct pgt_vars vars; /* wanted session parameters */
-	struct ps_client *ps; /* its named prepared statements (transaction mode) */
+	char *dbname;             /* requested database */
+	struct pgt_vars vars;     /* wanted session parameters */
+	struct ps_client *ps;     /* its named prepared statements (transaction mode) */
+	char *pin;                /* why it keeps its server connection (transaction mode), or NULL */
+	struct pgt_vars *tracked; /* settings it SET itself, carried to its next server connections */
 	uint32_t cancel_pid, cancel_key;
 	usec_t wait_start;                   /* when it started waiting for a server */
 	usec_t xact_start;                   /* when its current transaction/linking began */
@@ -94,8 +96,9 @@ void client_welcome(struct pgt_client *c);
 void client_registry_done(struct pgt_client *c);
 /* Called by the pool when a waiting client got a server. */
 void client_linked(struct pgt_client *c, struct pgt_server *s);
-/* Called by the server when its client must be told the server failed. */
-void client_server_lost(struct pgt_client *c, const char *reason);
+/* Called by the server when its client must be told the server failed;
+ * told: the server's own FATAL was forwarded to it already. */
+void client_server_lost(struct pgt_client *c, const char *reason, bool told);
 
 /* The Query message that gives a reset server of c's pool, opened with the
  * parameters `base`, c's session parameters; its len is 0 when none is

@@ -25,6 +25,7 @@ enum pgt_sslmode {
 };
 enum pgt_unknown_tenant { PGT_UNKNOWN_REJECT = 0, PGT_UNKNOWN_ALLOW };
 enum pgt_transaction_reset { PGT_RESET_ALWAYS = 0 };
+enum pgt_pinning { PGT_PIN_AUTO = 0, PGT_PIN_OFF };
 
 /* One [databases] entry. */
 struct pgt_database {
@@ -137,6 +138,7 @@ struct pgt_config {
 	int transaction_reset;    /* PGT_RESET_ALWAYS */
 	int max_login_clients; /* cap on unauthenticated connections; 0 = derived (config_max_login_clients) */
 	usec_t auth_failure_delay;
+	int transaction_pinning; /* PGT_PIN_AUTO: keep a client on its server while it holds session-only state */
 
 	/* [databases] */
 	struct pgt_database *dbs;

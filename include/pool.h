@@ -65,6 +65,8 @@ struct pgt_pool {
 	/* named Binds per link, a moving average in sixteenths: whether keeping
 	 * a connection's prepared statements over a reset pays (server.c) */
 	uint32_t ps_uses_avg;
+	int npinned;         /* clients pinned to their server connection (session.c) */
+	uint64_t stats_pins; /* times a client was pinned */
 	uint32_t generation; /* bumped by RECONNECT/changed backend */
 	/* the entry was removed by a reload: db points at this private copy, the
 	 * clients already in keep being served, servers close once they are gone */

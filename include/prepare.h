@@ -30,6 +30,8 @@ int ps_server_packet(struct pgt_server *s, struct pgt_pkt *pkt);
 /* The message that ended a tracked request is sent: answers pgtenant makes
  * up itself that follow it go out now. */
 void ps_server_barrier(struct pgt_server *s);
+/* The server skips the client's messages up to its next Sync (an error). */
+bool ps_server_skipping(const struct pgt_server *s);
 /* Requests of a client still unanswered on s. */
 bool ps_server_busy(const struct pgt_server *s);
 /* Statements pgtenant has prepared on s. */

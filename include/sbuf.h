@@ -59,7 +59,12 @@ struct pgt_pkt {
 	uint32_t skip_head;
 	/* SB_NEED_FULL: only this many bytes are needed (0 = all of it) */
 	uint32_t want;
+	/* SB_NEED_FULL: a message larger than the buffer may be read whole
+	 * into one of its own (up to SBUF_MAX_WHOLE) */
+	bool grow;
 };
+
+#define SBUF_MAX_WHOLE (64u << 20)
 
 struct pgt_conn;
 
@@ -117,6 +122,7 @@ struct pgt_conn {
 	bool inject_pending : 1; /* sbuf_inject() left bytes in the peer's outq */
 	bool hold_outq : 1;      /* input held until pgtenant's own output is sent */
 	struct pgt_iobuf *buf;
+	uint32_t bigcap; /* 0, or the size of a buffer of its own (see SBUF_MAX_WHOLE) */
 	uint32_t recv_pos, parse_pos, send_pos, pkt_remain;
 	struct pgt_outq *outq;
 	struct pgt_prefix *pre; /* NULL = no prefix */

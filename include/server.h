@@ -53,23 +53,33 @@ struct pgt_server {
 	uint16_t sync_sets;  /* SET statements in the parameter Query in flight */
 	bool sent_since_rfq; /* client bytes went in since the last ReadyForQuery */
 	bool close_needed;
+	bool fatal_forwarded; /* the linked client got the server's FATAL */
 	/* the transaction-mode hand-over (see server.c for the whole model) */
-	bool dirty;               /* a client has used it since its last reset */
-	bool need_setup;          /* linked; reset and parameters ride on the client's first message */
-	bool reset_pending;       /* the reset went out; its CommandComplete has not come back */
-	bool reset_simple;        /* an old server: the reset goes as a simple Query, confirmed first */
-	bool reset_fence;         /* a client Sync/Query went out behind the pending reset */
-	bool client_held;         /* the client's input is held until the reset is confirmed */
-	bool copy_in;             /* the server waits for COPY data from the client */
-	bool cut;                 /* a client message reached the server only in part */
-	bool draining;            /* the client left mid-transaction: finishing, then kept or closed */
-	bool cancel_sent;         /* a CancelRequest went out while draining */
-	bool ps_on;               /* the client's requests are tracked (prepare.c) */
-	bool reset_keep;          /* the reset in flight keeps pgtenant's statements */
-	bool superuser;           /* logged in as a superuser (clients can change session authorization) */
-	uint8_t reset_cmds;       /* CommandCompletes of the reset still to come */
-	struct ps_server *ps;     /* statements prepared on it, requests in flight */
-	struct pgt_prefix prefix; /* what rides in front of the client's first message */
+	bool dirty;           /* a client has used it since its last reset */
+	bool need_setup;      /* linked; reset and parameters ride on the client's first message */
+	bool reset_pending;   /* the reset went out; its CommandComplete has not come back */
+	bool reset_simple;    /* an old server: the reset goes as a simple Query, confirmed first */
+	bool reset_fence;     /* a client Sync/Query went out behind the pending reset */
+	bool client_held;     /* the client's input is held until the reset is confirmed */
+	bool copy_in;         /* the server waits for COPY data from the client */
+	bool cut;             /* a client message reached the server only in part */
+	bool draining;        /* the client left mid-transaction: finishing, then kept or closed */
+	bool cancel_sent;     /* a CancelRequest went out while draining */
+	bool ps_on;           /* the client's requests are tracked (prepare.c) */
+	bool reset_keep;      /* the reset in flight keeps pgtenant's statements */
+	bool superuser;       /* logged in as a superuser (clients can change session authorization) */
+	uint8_t reset_cmds;   /* CommandCompletes of the reset still to come */
+	struct ps_server *ps; /* statements prepared on it, requests in flight */
+	/* session state (session.c): what this link may have changed, and the
+	 * check that asks the server */
+	uint8_t hint;
+	bool session_track; /* transaction mode: hints are gathered */
+	bool checking, check_failed;
+	uint8_t check_rs;
+	char check_pin[64];
+	char check_names[256]; /* custom settings the link named: 'a.b','c.d' */
+	struct pgt_vars check_vars;
+	struct pgt_prefix prefix;       /* what rides in front of the client's first message */
 	struct registry_lookup *lookup; /* running tenant_query for the registry */
 	char *setup_error;              /* error from pgtenant's own SET, reported to the client */
 	char setup_sqlstate[6];

@@ -33,6 +33,7 @@
 #include "pktbuf.h"
 #include "pool.h"
 #include "prepare.h"
+#include "session.h"
 #include "proto.h"
 #include "server.h"
 #include "slab.h"
@@ -231,6 +232,7 @@ void client_close(struct pgt_client *c, const char *reason)
 	list_del(&c->all_node);
 	list_append(&dead_clients, &c->node);
 	pgt.nclients--;
+	session_unpin(c);
 	login_uncount(c);
 	if (c->tstate) {
 		c->tstate->nclients--;
@@ -320,8 +322,15 @@ const struct client_sync *client_sync_build(struct pgt_client *c, const struct p
 	return cs;
 }
 
-void client_server_lost(struct pgt_client *c, const char *reason)
+void client_server_lost(struct pgt_client *c, const char *reason, bool told)
 {
+	if (told) {
+		/* the client has the server's own FATAL (pg_terminate_backend,
+		 * shutdown): then EOF, as from PostgreSQL, not a second error */
+		sbuf_flush_parsed(&c->conn);
+		client_close(c, reason);
+		return;
+	}
 	client_fail(c, "08006", "server connection failed: %s", reason);
 }
 
@@ -337,6 +346,7 @@ void client_free_dead(void)
 		}
 		vars_free(&c->vars);
 		ps_client_free(c);
+		session_client_free(c);
 		if (c->sync) {
 			free(c->sync[0].msg);
 			free(c->sync[1].msg);
@@ -795,8 +805,11 @@ static enum sbuf_verdict active_packet(struct pgt_client *c, struct pgt_pkt *pkt
 		if (c->conn.dead)
 			return SB_GONE;
 	}
-	if (s->reset_fence) {
-		/* nothing past the client's first Sync until the reset is confirmed */
+	if (s->reset_fence || s->checking) {
+		/* nothing past the client's first Sync until the reset is
+		 * confirmed; nothing of its next transaction until the session
+		 * state check (session.c) decides whether it keeps this connection
+		 * or gets a fresh link */
 		s->client_held = true;
 		return SB_HOLD;
 	}
@@ -815,6 +828,19 @@ static enum sbuf_verdict active_packet(struct pgt_client *c, struct pgt_pkt *pkt
 	} else if (pkt->type == 'B') {
 		st->bind_count++;
 	}
+	if (s->session_track && (pkt->type == 'Q' || pkt->type == 'P')) {
+		/* words no CommandComplete tag shows (session.c); a text too long
+		 * to see whole may hold anything */
+		if (pkt->full) {
+			s->hint |= session_text_hint(pkt->data + 5, pkt->total - 5, s);
+			const uint8_t *q = pkt->data + 5, *end = pkt->data + pkt->total;
+			if (pkt->type == 'P' && (q = memchr(q, 0, (size_t)(end - q))) != NULL)
+				q++;
+			if (q && end - q > 4 && (q[0] | 0x20) == 's' && (q[2] | 0x20) == 't')
+				session_note_set(s, q, (size_t)(end - q));
+		} else
+			s->hint |= SESSION_HINT_SET | SESSION_HINT_PIN;
+	}
 	switch (pkt->type) {
 	case 'P':
 	case 'B':
@@ -823,6 +849,8 @@ static enum sbuf_verdict active_packet(struct pgt_client *c, struct pgt_pkt *pkt
 	case 'Q':
 	case 'S':
 	case 'F':
+		if (v == SB_SKIP && pkt->type != 'S' && s->ps_on && ps_server_skipping(s))
+			break; /* ignored by the server until the Sync: no answer */
 		s->expect_rfq++;
 		s->sent_since_rfq = false;
 		if (s->query_start == 0)
@@ -841,7 +869,7 @@ static enum sbuf_verdict active_packet(struct pgt_client *c, struct pgt_pkt *pkt
 		break;
 	}
 	st->bytes_in += pkt->total;
-	return SB_FORWARD;
+	return v;
 }
 
 static enum sbuf_verdict client_on_packet(struct pgt_conn *conn, struct pgt_pkt *pkt)

@@ -43,6 +43,7 @@ static const char *const sslmodes[] = {"disable",   "allow",       "prefer", "re
                                        "verify-ca", "verify-full", NULL};
 static const char *const unknown_tenant_modes[] = {"reject", "allow", NULL};
 static const char *const transaction_resets[] = {"always", NULL};
+static const char *const pinning_modes[] = {"auto", "off", NULL};
 
 #define OFF(f) offsetof(struct pgt_config, f)
 #define INT(n, r, d, lo, hi)                                                                                 \
@@ -146,6 +147,7 @@ static const struct cf_key cf_keys[] = {
     ENUM(transaction_reset, true, "always", transaction_resets),
     INT(max_login_clients, true, "0", 0, 1000000),
     TIME(auth_failure_delay, true, "0.5"),
+    ENUM(transaction_pinning, true, "auto", pinning_modes),
 };
 
 /* Parse value into the field described by k; false with a message. */

@@ -157,8 +157,11 @@ static void render(struct evbuffer *b)
 	per_pool(b, "pgtenant_server_assignments_total",
 	         "Times a server connection was assigned to a client.",
 	         offsetof(struct pgt_pool_stats, server_assignment_count), 1.0);
-	per_pool(b, "pgtenant_parses_total", "Parse messages from clients (all forwarded).",
+	per_pool(b, "pgtenant_parses_total", "Parse messages from clients.",
 	         offsetof(struct pgt_pool_stats, client_parse_count), 1.0);
+	per_pool(b, "pgtenant_server_parses_total",
+	         "Parse messages sent to servers (fewer than clients' once prepared statements are shared).",
+	         offsetof(struct pgt_pool_stats, server_parse_count), 1.0);
 	per_pool(b, "pgtenant_binds_total", "Bind messages from clients.",
 	         offsetof(struct pgt_pool_stats, bind_count), 1.0);
 	per_pool(b, "pgtenant_received_bytes_total", "Bytes from clients to servers.",
@@ -168,6 +171,27 @@ static void render(struct evbuffer *b)
 	per_pool(b, "pgtenant_transaction_seconds_total", "Time spent in transactions.",
 	         offsetof(struct pgt_pool_stats, xact_time), 1e-6);
 	struct list *i;
+	header(
+	    b, "pgtenant_clients_pinned", "gauge",
+	    "Clients keeping their server connection between transactions (temporary tables, locks, ...).");
+	list_for_each (i, &pgt_pools) {
+		const struct pgt_pool *p = container_of(i, struct pgt_pool, node);
+		if (p->internal)
+			continue;
+		evbuffer_add_printf(b, "pgtenant_clients_pinned");
+		labels(b, p, NULL, NULL);
+		evbuffer_add_printf(b, " %d\n", p->npinned);
+	}
+	header(b, "pgtenant_client_pins_total", "counter",
+	       "Times a client was pinned to its server connection.");
+	list_for_each (i, &pgt_pools) {
+		const struct pgt_pool *p = container_of(i, struct pgt_pool, node);
+		if (p->internal)
+			continue;
+		evbuffer_add_printf(b, "pgtenant_client_pins_total");
+		labels(b, p, NULL, NULL);
+		evbuffer_add_printf(b, " %llu\n", (unsigned long long)p->stats_pins);
+	}
 	header(b, "pgtenant_wait_seconds", "summary", "Time clients waited for a server connection.");
 	list_for_each (i, &pgt_pools) {
 		const struct pgt_pool *p = container_of(i, struct pgt_pool, node);

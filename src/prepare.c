@@ -50,6 +50,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "client.h"
 #include "config.h"
@@ -60,6 +61,8 @@
 #include "pool.h"
 #include "proto.h"
 #include "server.h"
+#include "session.h"
+#include "varcache.h"
 
 /* ---- statements, shared by all clients ---- */
 
@@ -68,7 +71,8 @@ struct ps_stmt {
 	uint64_t hash, id;
 	uint32_t refs, len;
 	uint8_t namelen;
-	char name[31];  /* PS_SERVER_PREFIX and the id */
+	uint8_t hint;   /* session.c's hint from the query text, for every Bind */
+	char name[30];  /* PS_SERVER_PREFIX and the id */
 	uint8_t body[]; /* Parse message after the name: query, parameter types */
 };
 
@@ -125,6 +129,7 @@ static struct ps_stmt *stmt_get(const uint8_t *body, uint32_t len)
 	st->namelen = (uint8_t)snprintf(st->name, sizeof(st->name), "%s%llu", PS_SERVER_PREFIX,
 	                                (unsigned long long)st->id);
 	memcpy(st->body, body, len);
+	st->hint = session_text_hint(body, len, NULL);
 	st->hnext = reg.b[h & (reg.nb - 1)];
 	reg.b[h & (reg.nb - 1)] = st;
 	reg.n++;
@@ -296,6 +301,7 @@ struct ps_server {
 	uint32_t qcap, qhead, qtail;
 	uint32_t uses;   /* named Binds in the current link */
 	bool held;       /* the client is held because the queue is full */
+	bool skipping;   /* the server skips everything up to the client's next Sync */
 	bool emit_after; /* made-up answers wait for the current message to be sent */
 };
 
@@ -378,6 +384,11 @@ uint32_t ps_server_take_uses(struct pgt_server *s)
 	uint32_t n = s->ps->uses;
 	s->ps->uses = 0;
 	return n;
+}
+
+bool ps_server_skipping(const struct pgt_server *s)
+{
+	return s->ps && s->ps->skipping;
 }
 
 bool ps_server_busy(const struct pgt_server *s)
@@ -642,16 +653,130 @@ static bool starts_with_prefix(const char *name)
 	return strncmp(name, PS_SERVER_PREFIX, sizeof(PS_SERVER_PREFIX) - 1) == 0;
 }
 
+/* The statement name of a text that is only "DEALLOCATE [PREPARE] name"
+ * (drivers evict their statement caches so: psycopg sends it through the
+ * extended protocol), into out; false for anything else, ALL included. */
+static bool deallocate_name(const char *q, char *out, size_t outlen)
+{
+	const char *p = q;
+	while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+		p++;
+	if (strncasecmp(p, "deallocate", 10) != 0 || (p[10] != ' ' && p[10] != '\t' && p[10] != '\n'))
+		return false;
+	p += 10;
+	while (*p == ' ' || *p == '\t' || *p == '\n')
+		p++;
+	if (strncasecmp(p, "prepare", 7) == 0 && (p[7] == ' ' || p[7] == '\t' || p[7] == '\n')) {
+		p += 7;
+		while (*p == ' ' || *p == '\t' || *p == '\n')
+			p++;
+	}
+	size_t n = 0;
+	if (*p == '"') {
+		for (p++; *p; p++) {
+			if (*p == '"') {
+				if (p[1] != '"')
+					break;
+				p++;
+			}
+			if (n + 1 >= outlen)
+				return false;
+			out[n++] = *p;
+		}
+		if (*p++ != '"')
+			return false;
+	} else {
+		for (; vars_ident_char((unsigned char)*p); p++) {
+			if (n + 1 >= outlen)
+				return false;
+			out[n++] = (char)(*p >= 'A' && *p <= 'Z' ? *p | 0x20 : *p);
+		}
+	}
+	out[n] = '\0';
+	while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == ';')
+		p++;
+	return n > 0 && *p == '\0' && strcasecmp(out, "all") != 0;
+}
+
+/* DEALLOCATE of one of the client's names: the client forgets it, and the
+ * server runs a DEALLOCATE that succeeds (of an empty statement prepared
+ * in front of it), so that the answer is PostgreSQL's. */
+static enum sbuf_verdict client_deallocate(struct pgt_client *c, struct pgt_server *s, struct ps_cent *e,
+                                           bool query)
+{
+	static uint64_t seq;
+	char name[40], sql[64];
+	snprintf(name, sizeof(name), "%sd%llu", PS_SERVER_PREFIX, (unsigned long long)++seq);
+	snprintf(sql, sizeof(sql), "DEALLOCATE %s", name);
+	struct pktbuf b;
+	pktbuf_init(&b);
+	pktbuf_start(&b, 'P');
+	pktbuf_put_str(&b, name);
+	pktbuf_put_str(&b, "");
+	pktbuf_put_u16(&b, 0);
+	pktbuf_finish(&b);
+	pktbuf_start(&b, query ? 'Q' : 'P');
+	if (!query)
+		pktbuf_put_str(&b, "");
+	pktbuf_put_str(&b, sql);
+	if (!query)
+		pktbuf_put_u16(&b, 0);
+	pktbuf_finish(&b);
+	bool ok = sbuf_inject(&c->conn, b.data, b.len);
+	pktbuf_free(&b);
+	if (!ok)
+		return SB_GONE;
+	q_push(s->ps, R_OWN_PARSE, NULL);
+	q_push(s->ps, query ? R_QUERY : R_PARSE, NULL);
+	cmap_remove(c->ps, e);
+	if (!query)
+		c->pool->stats.server_parse_count++;
+	return SB_SKIP;
+}
+
+static enum sbuf_verdict client_query(struct pgt_client *c, struct pgt_server *s, struct pgt_pkt *pkt)
+{
+	char name[128];
+	if (c->ps && c->ps->n && pkt->total < 300) {
+		if (!pkt->full)
+			return SB_NEED_FULL;
+		if (pkt->data[pkt->total - 1] == '\0' &&
+		    deallocate_name((const char *)pkt->data + 5, name, sizeof(name))) {
+			struct ps_cent *e = cmap_find(c->ps, name, hash_name(name));
+			if (e)
+				return client_deallocate(c, s, e, true);
+		}
+	}
+	q_push(s->ps, R_QUERY, NULL);
+	return SB_FORWARD;
+}
+
 static enum sbuf_verdict client_parse(struct pgt_client *c, struct pgt_server *s, struct pgt_pkt *pkt)
 {
 	struct ps_server *ps = s->ps;
-	if (!pkt->full)
+	if (!pkt->full && pkt->avail > 5 && pkt->data[5] == '\0') {
+		/* the unnamed statement, larger than the buffer: it streams through */
+		c->pool->stats.client_parse_count++;
+		c->pool->stats.server_parse_count++;
+		q_push(ps, R_PARSE, NULL);
+		return SB_FORWARD;
+	}
+	if (!pkt->full) {
+		pkt->grow = true; /* a named statement is kept: it must be read whole */
 		return SB_NEED_FULL;
+	}
 	struct proto_reader r;
 	proto_reader_init(&r, pkt->data + 5, pkt->total - 5);
 	const char *name = proto_get_str(&r);
 	c->pool->stats.client_parse_count++;
 	if (!name || !*name) {
+		char dname[128];
+		const char *q = name ? proto_get_str(&r) : NULL;
+		if (q && c->ps && c->ps->n && deallocate_name(q, dname, sizeof(dname))) {
+			struct ps_cent *e = cmap_find(c->ps, dname, hash_name(dname));
+			if (e)
+				return client_deallocate(c, s, e, false);
+		}
 		c->pool->stats.server_parse_count++;
 		q_push(ps, R_PARSE, NULL);
 		return SB_FORWARD;
@@ -760,6 +885,7 @@ static enum sbuf_verdict client_bind(struct pgt_client *c, struct pgt_server *s,
 	pkt->skip_head = 5 + portal_len + stmt_len;
 	q_push(ps, R_BIND, e->st);
 	ps->uses++;
+	s->hint |= e->st->hint;
 	return SB_FORWARD;
 }
 
@@ -825,6 +951,17 @@ fake_close : {
 enum sbuf_verdict ps_client_packet(struct pgt_client *c, struct pgt_server *s, struct pgt_pkt *pkt)
 {
 	struct ps_server *ps = ps_server_get(s);
+	if (ps->skipping) {
+		/* sent before the client saw the error: the server ignores it, and
+		 * nothing of it is kept; a Query or FunctionCall gets no answer */
+		if (pkt->type == 'S') {
+			ps->skipping = false;
+		} else {
+			if (pkt->type == 'P')
+				c->pool->stats.client_parse_count++;
+			return pkt->type == 'Q' || pkt->type == 'F' ? SB_SKIP : SB_FORWARD;
+		}
+	}
 	/* at most: a Close to make room, a Parse, and the message's own */
 	if (!q_room(ps, 4)) {
 		ps->held = true;
@@ -845,8 +982,7 @@ enum sbuf_verdict ps_client_packet(struct pgt_client *c, struct pgt_server *s, s
 		q_push(ps, R_SYNC, NULL);
 		return SB_FORWARD;
 	case 'Q':
-		q_push(ps, R_QUERY, NULL);
-		return SB_FORWARD;
+		return client_query(c, s, pkt);
 	case 'F':
 		q_push(ps, R_FUNCTION, NULL);
 		return SB_FORWARD;
@@ -910,7 +1046,12 @@ static int answer_error(struct pgt_server *s, struct pgt_pkt *pkt)
 	/* the failed request, and everything up to the Sync, did not happen */
 	req_undo(s, r);
 	q_pop(ps);
-	while ((r = q_head(ps)) && r->kind != R_SYNC) {
+	ps->skipping = true;
+	while ((r = q_head(ps))) {
+		if (r->kind == R_SYNC) {
+			ps->skipping = false;
+			break;
+		}
 		if (r->kind == R_QUERY || r->kind == R_FUNCTION) {
 			/* skipped too: no ReadyForQuery will answer it */
 			if (s->expect_rfq > 0)

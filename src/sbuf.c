@@ -67,6 +67,24 @@ static void buf_put(struct pgt_iobuf *b)
 
 static void conn_event_cb(evutil_socket_t fd, short what, void *arg);
 
+/* The size of c's buffer: the common one, or a larger one of its own while
+ * a message that must be read whole does not fit (SBUF_MAX_WHOLE). */
+static inline uint32_t cap(const struct pgt_conn *c)
+{
+	return c->bigcap ? c->bigcap : bufsize;
+}
+
+static void buf_release(struct pgt_conn *c)
+{
+	if (c->bigcap) {
+		free(c->buf);
+		c->bigcap = 0;
+	} else {
+		buf_put(c->buf);
+	}
+	c->buf = NULL;
+}
+
 void sbuf_init(struct pgt_conn *c, int fd, uint8_t kind, const struct conn_ops *ops)
 {
 	c->fd = fd;
@@ -81,7 +99,7 @@ static bool wants_read(const struct pgt_conn *c)
 {
 	if (c->dead || c->connecting || c->blocked)
 		return false;
-	if (c->buf && c->recv_pos >= bufsize)
+	if (c->buf && c->recv_pos >= cap(c))
 		return false; /* full: a hold or an oversized message; parsing frees room */
 	return true;
 }
@@ -116,10 +134,8 @@ static void release_buf_if_empty(struct pgt_conn *c)
 {
 	if (c->buf && c->send_pos == c->recv_pos && !c->blocked) {
 		c->recv_pos = c->parse_pos = c->send_pos = 0;
-		if (!c->hold) {
-			buf_put(c->buf);
-			c->buf = NULL;
-		}
+		if (!c->hold)
+			buf_release(c);
 	}
 }
 
@@ -469,7 +485,7 @@ static bool pump_inner(struct pgt_conn *c)
 			                          ? proto_parse_startup_header(p, avail, &hdr)
 			                          : proto_parse_header(p, avail, 0x7fffffffu, &hdr);
 			if (r == PROTO_NEED_MORE) {
-				if (c->parse_pos + 5 > bufsize && c->send_pos == c->parse_pos) {
+				if (c->parse_pos + 5 > cap(c) && c->send_pos == c->parse_pos) {
 					memmove(c->buf->data, p, avail);
 					c->send_pos = c->parse_pos = 0;
 					c->recv_pos = avail;
@@ -480,17 +496,40 @@ static bool pump_inner(struct pgt_conn *c)
 				c->ops->on_close(c, "invalid message length", true);
 				return false;
 			}
-			struct pgt_pkt pkt = {hdr.type, hdr.total, p, avail >= hdr.total, avail, 0, 0};
+			struct pgt_pkt pkt = {hdr.type, hdr.total, p, avail >= hdr.total, avail, 0, 0, false};
 			enum sbuf_verdict v = c->ops->on_packet(c, &pkt);
 			if (v == SB_NEED_FULL) {
 				if (pkt.want && pkt.want < hdr.total)
 					hdr.total = pkt.want;
-				if (hdr.total > bufsize) {
-					c->ops->on_close(c, "message too large", true);
-					return false;
+				if (hdr.total > cap(c)) {
+					if (!pkt.grow || hdr.total > SBUF_MAX_WHOLE) {
+						c->ops->on_close(c, "message too large", true);
+						return false;
+					}
+					/* a buffer of its own for this message (freed once empty),
+					 * growing as the bytes come, not as the length claims */
+					if (!flush(c))
+						return false;
+					if (c->blocked)
+						break;
+					uint32_t ncap =
+					    PGT_MIN(hdr.total, PGT_MAX(cap(c) * 4u, avail + avail / 2));
+					struct pgt_iobuf *nb = malloc(sizeof(*nb) + ncap);
+					if (!nb) {
+						c->ops->on_close(c, "out of memory for a large message",
+						                 false);
+						return false;
+					}
+					memcpy(nb->data, c->buf->data + c->parse_pos, avail);
+					buf_release(c);
+					c->buf = nb;
+					c->bigcap = ncap;
+					c->send_pos = c->parse_pos = 0;
+					c->recv_pos = avail;
+					break;
 				}
 				/* make room: move the partial message to the buffer start */
-				if (c->parse_pos + hdr.total > bufsize) {
+				if (c->parse_pos + hdr.total > cap(c)) {
 					if (!flush(c))
 						return false;
 					if (c->blocked)
@@ -558,7 +597,7 @@ out:
 	if (!c->blocked && c->buf) {
 		if (c->send_pos == c->recv_pos) {
 			release_buf_if_empty(c);
-		} else if (c->send_pos > 0 && c->recv_pos > bufsize / 2) {
+		} else if (c->send_pos > 0 && c->recv_pos > cap(c) / 2) {
 			/* everything before send_pos is gone: move the rest (a partial
 			 * header or message, or held data) to the front so reading can go on */
 			uint32_t left = c->recv_pos - c->send_pos;
@@ -597,7 +636,7 @@ static void conn_read(struct pgt_conn *c)
 		}
 		c->recv_pos = c->parse_pos = c->send_pos = 0;
 	}
-	uint32_t room = bufsize - c->recv_pos;
+	uint32_t room = cap(c) - c->recv_pos;
 	if (room == 0) {
 		sbuf_update_events(c);
 		return;
@@ -612,10 +651,8 @@ static void conn_read(struct pgt_conn *c)
 	}
 	if (n < 0) {
 		if (errno == EAGAIN || errno == EWOULDBLOCK) {
-			if (c->recv_pos == 0 && !c->hold) {
-				buf_put(c->buf);
-				c->buf = NULL;
-			}
+			if (c->recv_pos == 0 && !c->hold)
+				buf_release(c);
 			return;
 		}
 		c->ops->on_close(c, strerror(errno), false);
@@ -678,10 +715,8 @@ void sbuf_close(struct pgt_conn *c)
 	if (c->fd >= 0)
 		close(c->fd);
 	c->fd = -1;
-	if (c->buf) {
-		buf_put(c->buf);
-		c->buf = NULL;
-	}
+	if (c->buf)
+		buf_release(c);
 	outq_free(c);
 	c->pre = NULL;
 	c->dead = true;

@@ -91,6 +91,7 @@
 #include "pktbuf.h"
 #include "pool.h"
 #include "prepare.h"
+#include "session.h"
 #include "proto.h"
 #include "scram.h"
 #include "tenant.h"
@@ -192,7 +193,7 @@ static void server_close_internal(struct pgt_server *s, const char *reason, bool
 	if (c) {
 		s->client = NULL;
 		c->server = NULL;
-		client_server_lost(c, reason);
+		client_server_lost(c, reason, s->fatal_forwarded);
 	}
 	if (pool->internal)
 		registry_server_lost(s, reason);
@@ -742,21 +743,29 @@ _Static_assert(sizeof(reset_query_msg) == 1 + 16, "reset query length");
  * pgtenant prepared through the protocol (a client's SQL PREPARE shows as
  * from_sql, whatever name it chose).  RESET ALL goes first, on its own, so
  * that the DO block runs as the session user with the pinned search_path;
- * everything it calls is schema-qualified all the same.  The block's COMMIT
- * ends the transaction the pipeline has open, so a client whose first
- * statement fails (or who rolls back) cannot undo the reset.  Its answers
- * are as fixed as DISCARD ALL's: '1' '2' 'C' twice. */
+ * everything it calls is schema-qualified all the same.  All of it in a
+ * transaction block of its own, BEGIN ... COMMIT: a client whose first
+ * statement fails (or who rolls back) cannot undo the reset, an error in it
+ * makes the server skip the client's messages up to their Sync, and the
+ * COMMIT leaves the server outside any pipeline, so that the client's first
+ * statement may be one that refuses to run in one (VACUUM, CREATE INDEX
+ * CONCURRENTLY, DISCARD ALL).  Its answers are as fixed as DISCARD ALL's:
+ * '1' '2' 'C' four times. */
 #define KEEP_RESET_SQL(session_auth)                                                                         \
 	"DO $pgtenant$DECLARE r record; BEGIN EXECUTE 'CLOSE ALL'; " session_auth "EXECUTE 'UNLISTEN *'; "   \
 	"PERFORM pg_catalog.pg_advisory_unlock_all(); EXECUTE 'DISCARD TEMP'; "                              \
 	"EXECUTE 'DISCARD SEQUENCES'; FOR r IN SELECT name FROM pg_catalog.pg_prepared_statements "          \
 	"WHERE from_sql OR NOT pg_catalog.starts_with(name, '" PS_SERVER_PREFIX "') LOOP "                   \
 	"EXECUTE 'DEALLOCATE ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(r.name); END LOOP; "           \
-	"COMMIT; END$pgtenant$"
+	"END$pgtenant$"
+/* clang-format off */
 static const uint8_t keep_answer[] = {
-    '1', 0,   0, 0, 4, '2', 0,   0, 0, 4, 'C', 0,   0, 0, 10, 'R', 'E', 'S', 'E', 'T',
-    0,   '1', 0, 0, 0, 4,   '2', 0, 0, 0, 4,   'C', 0, 0, 0,  7,   'D', 'O', 0,
+    '1', 0, 0, 0, 4, '2', 0, 0, 0, 4, 'C', 0, 0, 0, 10, 'B', 'E', 'G', 'I', 'N', 0,
+    '1', 0, 0, 0, 4, '2', 0, 0, 0, 4, 'C', 0, 0, 0, 10, 'R', 'E', 'S', 'E', 'T', 0,
+    '1', 0, 0, 0, 4, '2', 0, 0, 0, 4, 'C', 0, 0, 0, 7, 'D', 'O', 0,
+    '1', 0, 0, 0, 4, '2', 0, 0, 0, 4, 'C', 0, 0, 0, 11, 'C', 'O', 'M', 'M', 'I', 'T', 0,
 };
+/* clang-format on */
 
 /* Parse/Bind/Execute of sql on the unnamed statement, no Sync. */
 static void build_pbe(struct pktbuf *b, const char *sql)
@@ -788,9 +797,11 @@ static const struct pktbuf *keep_reset_msg(bool superuser)
 	struct pktbuf *b = &msg[superuser];
 	if (!built[superuser]) {
 		pktbuf_init(b);
+		build_pbe(b, "BEGIN");
 		build_pbe(b, "RESET ALL");
 		build_pbe(b, superuser ? KEEP_RESET_SQL("EXECUTE 'SET SESSION AUTHORIZATION DEFAULT'; ")
 		                       : KEEP_RESET_SQL(""));
+		build_pbe(b, "COMMIT");
 		built[superuser] = true;
 	}
 	return b;
@@ -908,6 +919,10 @@ static enum sbuf_verdict reset_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 
 static enum sbuf_verdict own_query_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 {
+	if (s->checking && pkt->type == 'A' && s->client)
+		return SB_FORWARD; /* a notification for the client, which is LISTENing */
+	if (s->checking && pkt->type != 'S' && pkt->type != 'Z')
+		return session_check_packet(s, pkt);
 	if (pkt->type != 'S' && pkt->type != 'E' && pkt->type != 'Z')
 		return SB_SKIP;
 	if (!pkt->full)
@@ -931,6 +946,11 @@ static enum sbuf_verdict own_query_packet(struct pgt_server *s, struct pgt_pkt *
 	s->txn = (char)body[0];
 	if (--s->own_rfq > 0)
 		return SB_SKIP;
+	if (s->checking) {
+		session_check_done(s);
+		if (s->client)
+			sbuf_set_barrier(&s->conn); /* release now, or keep if pinned */
+	}
 	if (s->draining)
 		return server_drain_check(s) ? SB_SKIP : SB_GONE;
 	if (s->state == SV_USED) {
@@ -1024,6 +1044,8 @@ static enum sbuf_verdict server_on_packet(struct pgt_conn *conn, struct pgt_pkt 
 	/* a login, a registry query, a drain or an idle server have no client */
 	if (__builtin_expect(!c || s->reset_pending || s->own_rfq, 0))
 		return special_packet(s, pkt);
+	if (pkt->type == 'C' && !pkt->full && pkt->total < 256)
+		return SB_NEED_FULL; /* its tag is read below (before anything else acts on it) */
 	if (s->ps_on && pkt->type != 'D') {
 		int v = ps_server_packet(s, pkt);
 		if (v != PS_PASS)
@@ -1062,6 +1084,27 @@ static enum sbuf_verdict server_on_packet(struct pgt_conn *conn, struct pgt_pkt 
 			return SB_NEED_FULL;
 		param_status(s, pkt->data + 5, pkt->total - 5);
 		return SB_FORWARD;
+	case 'C':
+		if (s->session_track) {
+			if (pkt->full && pkt->total > 5)
+				s->hint |=
+				    session_tag_hint((const char *)pkt->data + 5,
+				                     strnlen((const char *)pkt->data + 5, pkt->total - 5));
+		}
+		s->pool->stats.bytes_out += pkt->total;
+		return SB_FORWARD;
+	case 'E':
+		if (!pkt->full && pkt->total < 4096)
+			return SB_NEED_FULL;
+		if (pkt->full) {
+			const char *sev = proto_error_field(pkt->data + 5, pkt->total - 5, 'V');
+			if (!sev)
+				sev = proto_error_field(pkt->data + 5, pkt->total - 5, 'S');
+			if (sev && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0))
+				s->fatal_forwarded = true;
+		}
+		s->pool->stats.bytes_out += pkt->total;
+		return SB_FORWARD;
 	case 'G':
 		s->copy_in = true;
 		s->pool->stats.bytes_out += pkt->total;
@@ -1077,8 +1120,22 @@ static void server_on_barrier(struct pgt_conn *conn)
 	struct pgt_server *s = (struct pgt_server *)conn;
 	if (s->ps_on)
 		ps_server_barrier(s);
-	if (s->client && s->txn == 'I' && s->expect_rfq == 0 && !s->sent_since_rfq && !ps_server_busy(s))
-		server_release(s);
+	if (s->client && s->txn == 'I' && s->expect_rfq == 0 && !s->sent_since_rfq && !ps_server_busy(s) &&
+	    !s->checking) {
+		if (s->hint) {
+			/* the transaction may have left session state: ask first */
+			if (!session_check_start(s) && !s->conn.dead)
+				server_close(s, "send failed");
+			return;
+		}
+		struct pgt_client *c = s->client;
+		bool held = s->client_held;
+		s->client_held = false;
+		if (!c->pin)
+			server_release(s);
+		if (held)
+			sbuf_resume(&c->conn); /* what it sent during the check */
+	}
 }
 
 static void server_on_close(struct pgt_conn *conn, const char *reason, bool protocol_error)
@@ -1111,7 +1168,10 @@ bool server_link(struct pgt_server *s, struct pgt_client *c)
 	s->query_start = 0;
 	s->need_setup = true;
 	s->cut = false;
-	s->ps_on = pool_mode(pool) == PGT_POOL_TRANSACTION && pgt.cfg->max_prepared_statements > 0;
+	s->session_track = pool_mode(pool) == PGT_POOL_TRANSACTION && !pool->internal;
+	s->ps_on = s->session_track && pgt.cfg->max_prepared_statements > 0;
+	s->hint = 0;
+	s->check_names[0] = '\0';
 	/* the server may have been blocked on this client before: re-evaluate */
 	sbuf_update_events(&s->conn);
 	return true;
@@ -1146,7 +1206,7 @@ void server_begin(struct pgt_server *s, struct pgt_client *c)
 			const struct pktbuf *k = keep_reset_msg(s->superuser);
 			s->prefix.iov[n].iov_base = k->data;
 			s->prefix.iov[n++].iov_len = k->len;
-			s->reset_cmds = 2;
+			s->reset_cmds = 4;
 		} else {
 			s->prefix.iov[n].iov_base = (void *)reset_msg;
 			s->prefix.iov[n++].iov_len = sizeof(reset_msg);

@@ -19,7 +19,8 @@ CONN_COLS = [("type", TEXT), ("user", TEXT), ("database", TEXT), ("replication",
              ("addr", TEXT), ("port", INT4), ("local_addr", TEXT), ("local_port", INT4),
              ("connect_time", TEXT), ("request_time", TEXT), ("wait", INT4), ("wait_us", INT4),
              ("close_needed", INT4), ("ptr", TEXT), ("link", TEXT), ("remote_pid", INT4), ("tls", TEXT),
-             ("application_name", TEXT), ("prepared_statements", INT4), ("id", INT8), ("tenant", TEXT)]
+             ("application_name", TEXT), ("prepared_statements", INT4), ("id", INT8), ("tenant", TEXT),
+             ("pinned", TEXT)]
 
 EXPECTED = {
     "VERSION": [("version", TEXT)],

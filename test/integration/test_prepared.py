@@ -296,7 +296,9 @@ def test_kept_statements_and_a_clean_hand_over(bouncer_factory, pg):
     previous client: settings, role, temp tables, SQL-prepared statements
     (also made inside a function), cursors, LISTEN, advisory locks."""
     pg.sql("DROP ROLE IF EXISTS p5_other; CREATE ROLE p5_other; GRANT p5_other TO app")
-    b = one_pool(bouncer_factory)
+    # without pinning, so that the state a leaves goes to the next client
+    # and only the reset stands in between
+    b = one_pool(bouncer_factory, transaction_pinning="off")
     a, _ = pgwire.login(b)
     c, _ = pgwire.login(b)
     stmts = ["SELECT %d" % i for i in range(4)]
@@ -330,3 +332,113 @@ def test_kept_statements_and_a_clean_hand_over(bouncer_factory, pg):
     c.sendall(b"".join(B("k%d" % i) + E for i in range(4)) + S)
     assert rows(answers(c)) == ["0", "1", "2", "3"]
     assert b.admin("SHOW STATS_TOTALS")[0]["server_parse_count"] == before  # kept over the reset
+
+
+def test_sql_deallocate_of_a_protocol_statement(bouncer_factory):
+    """DEALLOCATE name (psycopg evicts its cache so, through the extended
+    protocol) forgets the client's statement and answers as PostgreSQL."""
+    b = one_pool(bouncer_factory)
+    s, _ = pgwire.login(b)
+    s.sendall(P("_pg3_0", "SELECT 1") + S)
+    answers(s)
+    got = pgwire.query(s, 'DEALLOCATE "_pg3_0"')
+    assert [t for t, _ in got] == [b"C", b"Z"] and got[0][1] == b"DEALLOCATE\0"
+    s.sendall(B("_pg3_0") + E + S)
+    assert err(answers(s))["C"] == "26000"
+    s.sendall(P("x1", "SELECT 2") + S)
+    answers(s)
+    s.sendall(P("", "deallocate prepare X1;") + B("") + E + S)
+    got = answers(s)
+    assert types(got) == "12CZ" and got[2][1] == b"DEALLOCATE\0", got
+    s.sendall(B("x1") + E + S)
+    assert err(answers(s))["C"] == "26000"
+    # a name pgtenant does not know goes to the server as it is
+    assert err([(t.decode(), b) for t, b in pgwire.query(s, "DEALLOCATE nosuch")])["C"] == "26000"
+
+
+def test_psycopg_cache_rotation(bouncer_factory):
+    """psycopg with a small statement cache prepares and deallocates all the
+    time; with pool_size 1 and other clients interleaving."""
+    b = one_pool(bouncer_factory, max_prepared_statements="5")
+    errors = []
+
+    def worker(k):
+        try:
+            with psycopg.connect(b.dsn(), autocommit=True, prepare_threshold=0) as conn:
+                conn.prepared_max = 4
+                for i in range(150):
+                    v = conn.execute("SELECT %%s::int + %d" % (i % 13), (k,)).fetchone()[0]
+                    assert v == k + i % 13
+        except Exception as e:  # noqa
+            errors.append(repr(e))
+
+    ts = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(120)
+    assert not errors, errors[:3]
+
+
+def test_statements_larger_than_the_buffer(bouncer_factory):
+    """A named statement is kept whole however long (pkt_buf is 8 kB); the
+    unnamed one streams through as before."""
+    b = one_pool(bouncer_factory)
+    a, _ = pgwire.login(b)
+    c, _ = pgwire.login(b)
+    big = "SELECT length('" + "x" * 200000 + "' || $1::text)"
+    a.sendall(P("big", big) + B("big", ["yz"]) + E + S)
+    assert rows(answers(a)) == ["200002"]
+    c.sendall(P("", big) + B("", ["y"]) + E + S)  # takes the connection, streams
+    assert rows(answers(c)) == ["200001"]
+    c.sendall(P("big2", big) + B("big2", ["abc"]) + E + S)  # same text: shared
+    assert rows(answers(c)) == ["200003"]
+    a.sendall(B("big", ["z"]) + E + S)
+    assert rows(answers(a)) == ["200001"]
+
+
+def test_malformed_extended_messages(bouncer_factory):
+    """Messages that lie about their contents get PostgreSQL's error (or a
+    protocol violation), never a crash or another client's trouble."""
+    b = one_pool(bouncer_factory)
+    other, _ = pgwire.login(b)
+    cases = [
+        msg(b"B", b"no terminators"),
+        msg(b"D", b"X" + b"name\0"),
+        msg(b"C", b"S"),
+        msg(b"P", b"n\0SELECT 1\0" + struct.pack("!H", 5)),  # five types announced, none given
+        msg(b"P", b"n2\0SELECT 1"),  # no terminator
+        msg(b"D", b"S"),
+    ]
+    for bad in cases:
+        s, _ = pgwire.login(b)
+        s.sendall(bad + S)
+        try:
+            got = answers(s)
+            assert err(got) is not None, (bad, got)
+        except (EOFError, ConnectionError):
+            pass  # closed with a protocol violation: fine too
+        s.close()
+        other.sendall(P("ok", "SELECT 1") + B("ok") + E + S if bad is cases[0] else B("ok") + E + S)
+        assert rows(answers(other)) == ["1"]
+
+
+def test_error_before_the_rest_of_the_pipeline_arrives(bouncer_factory):
+    """The server skips to the Sync whatever arrives after its error: also
+    messages pgtenant sees only after it has passed the error on."""
+    b = one_pool(bouncer_factory)
+    s, _ = pgwire.login(b)
+    s.sendall(P("n1", "SELECT $1::int") + S)
+    answers(s)
+    s.sendall(P("", "SELECT 1/($1::int - $2::int)") + B("", ["1", "1"]) + E + H)
+    t, _ = pgwire.recv_msg(s)
+    assert t == b"1"
+    t, body = pgwire.recv_msg(s)
+    assert t == b"E" and pgwire.error_fields(body)["C"] == "22012"
+    # these come after the error: the server ignores them
+    s.sendall(B("n1", ["5"]) + E + P("late", "SELECT 2") + C(b"S", "n1") + S)
+    assert types(answers(s)) == "Z"
+    s.sendall(B("n1", ["6"]) + E + S)
+    assert rows(answers(s)) == ["6"]  # the skipped Close did not happen
+    s.sendall(B("late") + E + S)
+    assert err(answers(s))["C"] == "26000"  # nor the skipped Parse
