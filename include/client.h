@@ -54,6 +54,7 @@ struct pgt_client {
 	usec_t wait_start;                   /* when it started waiting for a server */
 	usec_t xact_start;                   /* when its current transaction/linking began */
 	bool is_admin_user;                  /* admin_users member (control commands allowed) */
+	bool welcome_pending;                /* session mode: welcomed once its server is linked */
 	struct admin_pending *admin_pending; /* a PAUSE/WAIT_CLOSE reply is outstanding */
 	/* the Query that gives vars to a reset server of the pool opened with
 	 * parameters whose hash is `base`; [0] for servers opened without any

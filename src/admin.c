@@ -492,6 +492,8 @@ static bool show_mem(struct pgt_client *c, const char *arg)
 	sbuf_mem_stats(&bused, &bfree, &bsize);
 	int ncl = list_count(&pgt_all_clients), nsv = list_count(&pgt_all_servers),
 	    npools = list_count(&pgt_pools);
+	uint64_t nstmts, stmt_bytes;
+	ps_mem_stats(&nstmts, &stmt_bytes);
 	struct {
 		const char *name;
 		size_t size;
@@ -502,7 +504,9 @@ static bool show_mem(struct pgt_client *c, const char *arg)
 	         {"pool", sizeof(struct pgt_pool), npools, 0},
 	         {"login", client_login_slab->objsize, client_login_slab->nused,
 	          (int)(client_login_slab->npages * (65536 / client_login_slab->objsize)) -
-	              client_login_slab->nused}};
+	              client_login_slab->nused},
+	         /* statement texts kept for transaction mode, shared by all clients */
+	         {"prepared_statement", nstmts ? (size_t)(stmt_bytes / nstmts) : 0, (int)nstmts, 0}};
 	for (size_t i = 0; i < PGT_ARRAY_SIZE(r); i++) {
 		char s1[16], s2[16], s3[16], s4[24];
 		const char *v[] = {r[i].name, NUM(s1, r[i].size), NUM(s2, r[i].used), NUM(s3, r[i].free),

@@ -544,7 +544,25 @@ static bool handle_startup(struct pgt_client *c, const struct proto_startup *st)
 	return auth_start(c, &c->login->auth);
 }
 
+static void send_welcome(struct pgt_client *c);
+
 void client_welcome(struct pgt_client *c)
+{
+	struct pgt_pool *pool = c->pool;
+	if (pool_mode(pool) == PGT_POOL_SESSION && !pool->internal) {
+		/* session mode: the client's server connection first, so that
+		 * BackendKeyData carries its backend's real pid (pg_backend_pid(),
+		 * NOTIFY sender pids and pg_terminate_backend agree with it; a
+		 * cancel still goes through pgtenant's own key) */
+		c->welcome_pending = true;
+		client_set_state(c, CL_ACTIVE, &pool->active_clients);
+		pool_assign(pool, c); /* client_linked() sends the welcome */
+		return;
+	}
+	send_welcome(c);
+}
+
+static void send_welcome(struct pgt_client *c)
 {
 	struct pgt_pool *pool = c->pool;
 	struct pktbuf b;
@@ -560,7 +578,8 @@ void client_welcome(struct pgt_client *c)
 	pktbuf_put_u32(&b, c->cancel_key);
 	pktbuf_finish(&b);
 	pktbuf_ready(&b, 'I');
-	client_set_state(c, CL_ACTIVE, &pool->active_clients);
+	if (c->state != CL_ACTIVE)
+		client_set_state(c, CL_ACTIVE, &pool->active_clients);
 	bool ok = sbuf_send_raw(&c->conn, b.data, b.len);
 	pktbuf_free(&b);
 	if (!ok) {
@@ -912,7 +931,6 @@ static enum sbuf_verdict client_on_packet(struct pgt_conn *conn, struct pgt_pkt 
 
 void client_linked(struct pgt_client *c, struct pgt_server *s)
 {
-	(void)s;
 	usec_t now = loop_now();
 	if (c->state == CL_WAITING) {
 		c->pool->stats.wait_time += (uint64_t)(now - c->wait_start);
@@ -921,6 +939,13 @@ void client_linked(struct pgt_client *c, struct pgt_server *s)
 	}
 	c->pool->stats.server_assignment_count++;
 	c->xact_start = now;
+	if (c->welcome_pending) {
+		c->welcome_pending = false;
+		c->cancel_pid = s->be_pid;
+		send_welcome(c);
+		if (c->conn.dead)
+			return;
+	}
 	if (c->conn.hold)
 		sbuf_resume(&c->conn);
 }

@@ -283,3 +283,54 @@ def test_unsupported_protocol_still_gets_a_fatal(pg, bouncer):
         got = answer(bouncer.port, payload)
         t, body = got[:1], got[5:]
         assert t == b"E" and pgwire.error_fields(body)["S"] == "FATAL"
+
+
+@pytest.mark.parametrize("mode", ["transaction", "session"])
+def test_server_fatal_reaches_the_client_alone(bouncer_factory, mode):
+    """pg_terminate_backend on the client's own backend: the client gets
+    PostgreSQL's FATAL 57P01 and then EOF, not a second error of pgtenant's."""
+    b = bouncer_factory(settings={"pool_mode": mode, "default_pool_size": "1"})
+    s, _ = pgwire.login(b)
+    s.sendall(pgwire.msg(b"Q", b"SELECT pg_terminate_backend(pg_backend_pid())\0"))
+    errors = []
+    try:
+        while True:
+            t, body = pgwire.recv_msg(s)
+            if t == b"E":
+                errors.append(pgwire.error_fields(body))
+    except (EOFError, ConnectionError):
+        pass
+    assert [e["C"] for e in errors] == ["57P01"], errors
+    assert errors[0]["S"] == "FATAL"
+    # the pool recovers for the next client
+    c, _ = pgwire.login(b)
+    assert pgwire.data_rows(pgwire.query(c, "SELECT 1")) == ["1"]
+
+
+def test_session_mode_backend_key_is_the_real_pid(bouncer_factory):
+    """Session mode: BackendKeyData carries the client's backend pid, so
+    pg_backend_pid(), NOTIFY sender pids and pg_terminate_backend agree with
+    what the driver was told; cancel still works through pgtenant."""
+    import threading
+    import time
+    b = bouncer_factory(settings={"pool_mode": "session", "default_pool_size": "4"})
+    with b.connect() as a, b.connect() as c:
+        assert a.info.backend_pid == a.execute("SELECT pg_backend_pid()").fetchone()[0]
+        assert c.info.backend_pid == c.execute("SELECT pg_backend_pid()").fetchone()[0]
+        assert a.info.backend_pid != c.info.backend_pid
+        a.execute("LISTEN conf_chan")
+        got = []
+        a.add_notify_handler(got.append)
+        c.execute("NOTIFY conf_chan, 'x'")
+        for _ in range(50):
+            a.execute("SELECT 1")
+            if got:
+                break
+            time.sleep(0.02)
+        assert got and got[0].pid == c.info.backend_pid
+        t = threading.Timer(0.5, a.cancel)
+        t.start()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            a.execute("SELECT pg_sleep(10)")
+        t.join()
+        assert a.execute("SELECT 1").fetchone()[0] == 1

@@ -145,6 +145,8 @@ def test_same_text_is_shared_and_parse_answered_in_order(bouncer_factory):
     assert rows(got) == ["1", "42"]
     after = b.admin("SHOW STATS_TOTALS")[0]["server_parse_count"]
     assert after - before == 1  # only the unnamed one reached the server
+    mem = {r["name"]: r for r in b.admin("SHOW MEM")}
+    assert mem["prepared_statement"]["used"] == 1  # one text kept for both clients
 
 
 def test_failed_parse_in_pipeline_leaves_nothing(bouncer_factory):
