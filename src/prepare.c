@@ -162,7 +162,13 @@ struct ps_cent {
 	struct ps_cent *hnext;
 	struct ps_stmt *st;
 	uint32_t hash, refs; /* the map's reference, and one per queued request */
+	uint32_t epoch;      /* the Sync segment of its Parse, while unanswered */
 	bool in_map;
+	bool pending; /* its Parse is not answered yet: it may still fail or be skipped */
+	bool failed;  /* its Parse failed or was skipped: the name never existed */
+	bool closing; /* a Close or DEALLOCATE of it is not answered yet (it stays
+	               * in the map until then: skipped, it did not happen) */
+	uint32_t close_epoch;
 	char name[];
 };
 
@@ -177,16 +183,6 @@ static uint32_t hash_name(const char *s)
 	for (; *s; s++)
 		h = (h ^ (uint8_t)*s) * 16777619u;
 	return h;
-}
-
-static struct ps_cent *cmap_find(const struct ps_client *m, const char *name, uint32_t h)
-{
-	if (!m || !m->nb)
-		return NULL;
-	for (struct ps_cent *e = m->b[h & (m->nb - 1)]; e; e = e->hnext)
-		if (e->hash == h && strcmp(e->name, name) == 0)
-			return e;
-	return NULL;
 }
 
 static void cent_unref(struct ps_cent *e)
@@ -265,10 +261,20 @@ uint32_t ps_client_count(const struct pgt_client *c)
 
 /* ---- a server connection's statements and its queue of requests ---- */
 
+/* What pgtenant knows of a statement on the server, in stream order: its
+ * Parse answered; sent in the current Sync segment (an error before it
+ * would skip it, and everything after it up to the Sync); or not known (a
+ * Parse or Close skipped after an error whose outcome cannot be told).  Only
+ * the first two may be relied on; otherwise the statement is closed and
+ * prepared again, which is right whatever the server has. */
+enum { SENT_CONFIRMED, SENT_TENTATIVE, SENT_UNKNOWN };
+
 struct ps_sent {
 	struct ps_sent *hnext;
 	struct list lru; /* least recently used first */
 	struct ps_stmt *st;
+	uint32_t epoch; /* the Sync segment of a tentative Parse */
+	uint8_t state;
 };
 
 enum ps_kind {
@@ -280,18 +286,25 @@ enum ps_kind {
 	R_SYNC,
 	R_QUERY, /* p: non-NULL when pgtenant already acted on its effect */
 	R_FUNCTION,
-	R_OWN_PARSE,   /* pgtenant's Parse: its ParseComplete is swallowed (p: statement) */
-	R_OWN_CLOSE,   /* pgtenant's Close of a statement it evicts (p: statement) */
-	R_FAKE_PARSE,  /* answer ParseComplete; nothing was sent (p: client entry) */
-	R_FAKE_CLOSE,  /* answer CloseComplete; nothing was sent (p: client entry or NULL) */
-	R_FAIL,        /* a message sent to fail: its error is replaced (p: "SQLSTATE\0message") */
-	R_FORGET_USED, /* marks where a DISCARD ALL / DEALLOCATE ALL of the client's ran */
+	R_OWN_PARSE,  /* pgtenant's Parse: its ParseComplete is swallowed (p: statement) */
+	R_OWN_CLOSE,  /* pgtenant's Close of a statement it evicts (p: statement) */
+	R_FAKE_PARSE, /* answer ParseComplete; nothing was sent (p: client entry) */
+	R_FAKE_CLOSE, /* answer CloseComplete; nothing was sent (p: client entry or NULL) */
+	R_FAIL,       /* a message sent to fail: its error is replaced (p: "SQLSTATE\0message") */
+	R_DEALLOC_Q,  /* a Query: the client's DEALLOCATE of its name (p: client entry) */
+	R_DEALLOC_P,  /* the same through the unnamed statement's Parse (p: client entry) */
 };
 
 struct ps_req {
 	uint8_t kind;
+	uint8_t flags;  /* REQ_* */
+	uint32_t epoch; /* the Sync segment it was sent in */
 	void *p;
 };
+
+#define REQ_REPREP 1        /* a Parse of a statement the server may have had: undo = "unknown" */
+#define REQ_QUIET 2         /* a Close before such a Parse: nothing to undo */
+#define REQ_WAS_CONFIRMED 4 /* an eviction of a statement known to be there */
 
 struct ps_server {
 	struct ps_sent **b;
@@ -300,6 +313,7 @@ struct ps_server {
 	struct ps_req *q; /* ring of requests sent and not yet answered */
 	uint32_t qcap, qhead, qtail;
 	uint32_t uses;   /* named Binds in the current link */
+	uint32_t epoch;  /* Sync segments sent so far */
 	bool held;       /* the client is held because the queue is full */
 	bool skipping;   /* the server skips everything up to the client's next Sync */
 	bool emit_after; /* made-up answers wait for the current message to be sent */
@@ -346,6 +360,8 @@ static void smap_add(struct ps_server *ps, struct ps_stmt *st)
 	}
 	struct ps_sent *e = xmalloc(sizeof(*e));
 	e->st = st;
+	e->state = SENT_TENTATIVE;
+	e->epoch = ps->epoch;
 	st->refs++;
 	e->hnext = ps->b[st->id & (ps->nb - 1)];
 	ps->b[st->id & (ps->nb - 1)] = e;
@@ -365,10 +381,28 @@ static void smap_del(struct ps_server *ps, struct ps_sent *e)
 	ps->n--;
 }
 
-static void smap_remove_stmt(struct ps_server *ps, const struct ps_stmt *st)
+static bool usable(const struct ps_server *ps, const struct ps_sent *e)
+{
+	return e->state == SENT_CONFIRMED || (e->state == SENT_TENTATIVE && e->epoch == ps->epoch);
+}
+
+/* A Parse of st was answered. */
+static void smap_confirm(struct ps_server *ps, const struct ps_stmt *st)
+{
+	struct ps_sent *e = st ? smap_find(ps, st) : NULL;
+	if (e)
+		e->state = SENT_CONFIRMED;
+}
+
+/* A Parse of st (sent in segment r->epoch) failed or was skipped. */
+static void smap_undo_parse(struct ps_server *ps, const struct ps_stmt *st, const struct ps_req *r)
 {
 	struct ps_sent *e = smap_find(ps, st);
-	if (e)
+	if (!e || e->state != SENT_TENTATIVE || e->epoch != r->epoch)
+		return; /* since confirmed, or prepared again later */
+	if (r->flags & REQ_REPREP)
+		e->state = SENT_UNKNOWN;
+	else
 		smap_del(ps, e);
 }
 
@@ -428,11 +462,14 @@ static bool q_room(struct ps_server *ps, uint32_t n)
 	return true;
 }
 
-static void q_push(struct ps_server *ps, uint8_t kind, void *p)
+static struct ps_req *q_push(struct ps_server *ps, uint8_t kind, void *p)
 {
 	struct ps_req *r = &ps->q[ps->qtail++ & (ps->qcap - 1)];
 	r->kind = kind;
+	r->flags = 0;
+	r->epoch = ps->epoch;
 	r->p = p;
+	return r;
 }
 
 /* Release what a request holds once it is done with (answered or skipped). */
@@ -442,6 +479,8 @@ static void req_release(struct ps_req *r)
 	case R_PARSE:
 	case R_FAKE_PARSE:
 	case R_FAKE_CLOSE:
+	case R_DEALLOC_Q:
+	case R_DEALLOC_P:
 		if (r->p)
 			cent_unref(r->p);
 		break;
@@ -467,31 +506,38 @@ static void req_undo(struct pgt_server *s, struct ps_req *r)
 	case R_PARSE:
 		if (r->p) {
 			struct ps_cent *e = r->p;
-			smap_remove_stmt(ps, e->st);
+			smap_undo_parse(ps, e->st, r);
+			e->pending = false;
+			e->failed = true;
 			if (c && c->ps)
 				cmap_remove(c->ps, e);
 		}
 		break;
 	case R_FAKE_PARSE:
+		((struct ps_cent *)r->p)->pending = false;
+		((struct ps_cent *)r->p)->failed = true;
 		if (c && c->ps)
 			cmap_remove(c->ps, r->p);
 		break;
 	case R_FAKE_CLOSE:
+	case R_DEALLOC_Q:
+	case R_DEALLOC_P:
 		/* PostgreSQL would not have closed it: the client keeps the name */
-		if (r->p && c && c->ps) {
-			struct ps_cent *e = r->p;
-			if (!e->in_map && !cmap_find(c->ps, e->name, e->hash))
-				cmap_insert(c->ps, e);
-		}
+		if (r->p)
+			((struct ps_cent *)r->p)->closing = false;
 		break;
 	case R_OWN_PARSE:
 		if (r->p)
-			smap_remove_stmt(ps, r->p);
+			smap_undo_parse(ps, r->p, r);
 		break;
 	case R_OWN_CLOSE:
-		/* the statement is still there */
-		if (r->p && !smap_find(ps, r->p))
+		/* an eviction that did not happen: the statement is still there if
+		 * it was before */
+		if (r->p && !(r->flags & REQ_QUIET) && !smap_find(ps, r->p)) {
 			smap_add(ps, r->p);
+			smap_find(ps, r->p)->state =
+			    (r->flags & REQ_WAS_CONFIRMED) ? SENT_CONFIRMED : SENT_UNKNOWN;
+		}
 		break;
 	default:
 		break;
@@ -573,9 +619,28 @@ static bool make_room(struct pgt_client *c, struct pgt_server *s)
 		if (!inject_close(c, old->st))
 			return false;
 		old->st->refs++;
-		q_push(ps, R_OWN_CLOSE, old->st);
+		struct ps_req *r = q_push(ps, R_OWN_CLOSE, old->st);
+		if (old->state == SENT_CONFIRMED)
+			r->flags |= REQ_WAS_CONFIRMED;
 		smap_del(ps, old);
 	}
+	return true;
+}
+
+/* st is on s's map, but not to be relied on: close it (no error if it is
+ * not there) and prepare it again in this segment. */
+static bool reprepare(struct pgt_client *c, struct pgt_server *s, struct ps_sent *e)
+{
+	struct ps_server *ps = s->ps;
+	if (!inject_close(c, e->st) || !inject_parse(c, e->st))
+		return false;
+	e->st->refs++;
+	q_push(ps, R_OWN_CLOSE, e->st)->flags |= REQ_QUIET;
+	e->state = SENT_TENTATIVE;
+	e->epoch = ps->epoch;
+	list_del(&e->lru);
+	list_append(&ps->lru, &e->lru);
+	c->pool->stats.server_parse_count++;
 	return true;
 }
 
@@ -585,9 +650,16 @@ static bool ensure_on_server(struct pgt_client *c, struct pgt_server *s, struct 
 {
 	struct ps_server *ps = s->ps;
 	struct ps_sent *e = smap_find(ps, st);
-	if (e) {
+	if (e && usable(ps, e)) {
 		list_del(&e->lru);
 		list_append(&ps->lru, &e->lru);
+		return true;
+	}
+	if (e) {
+		if (!reprepare(c, s, e))
+			return false;
+		st->refs++;
+		q_push(ps, R_OWN_PARSE, st)->flags |= REQ_REPREP;
 		return true;
 	}
 	if (!make_room(c, s))
@@ -630,6 +702,8 @@ static bool fail_here(struct pgt_client *c, struct pgt_server *s, const char *co
 	return true;
 }
 
+static void closing_done(struct pgt_server *s, struct ps_cent *e);
+
 /* Made-up answers whose turn it is go to the client now. */
 static bool emit_ready(struct pgt_server *s)
 {
@@ -639,6 +713,10 @@ static bool emit_ready(struct pgt_server *s)
 		static const uint8_t parse_complete[] = {'1', 0, 0, 0, 4};
 		static const uint8_t close_complete[] = {'3', 0, 0, 0, 4};
 		const uint8_t *m = r->kind == R_FAKE_PARSE ? parse_complete : close_complete;
+		if (r->kind == R_FAKE_PARSE)
+			((struct ps_cent *)r->p)->pending = false;
+		else
+			closing_done(s, r->p);
 		q_pop(ps);
 		if (s->client && !sbuf_inject(&s->conn, m, 5))
 			return false;
@@ -647,6 +725,57 @@ static bool emit_ready(struct pgt_server *s)
 }
 
 /* ---- the client's messages ---- */
+
+/* A name whose Parse went out in an earlier Sync segment and is not
+ * answered yet: whether it exists depends on that answer (an error there
+ * skips it), so the client waits for it.  Only a client that pipelines a
+ * statement's use behind a Sync after its Parse ever waits here. */
+static bool unsettled(const struct ps_server *ps, const struct ps_cent *e)
+{
+	return e && e->pending && e->epoch != ps->epoch;
+}
+
+/* The client's name as the server will see it at this point of the
+ * stream: NULL if it does not exist; *wait when that depends on answers to
+ * an earlier Sync segment. */
+static struct ps_cent *lookup(const struct ps_server *ps, const struct pgt_client *c, const char *name,
+                              bool *wait)
+{
+	*wait = false;
+	const struct ps_client *m = c->ps;
+	if (!m || !m->nb)
+		return NULL;
+	uint32_t h = hash_name(name);
+	struct ps_cent *found = NULL;
+	for (struct ps_cent *e = m->b[h & (m->nb - 1)]; e; e = e->hnext) {
+		if (e->hash != h || strcmp(e->name, name) != 0)
+			continue;
+		if (e->closing) {
+			if (e->close_epoch != ps->epoch)
+				*wait = true;
+			continue;
+		}
+		found = e;
+	}
+	if (unsettled(ps, found))
+		*wait = true;
+	return *wait ? NULL : found;
+}
+
+/* A Close or DEALLOCATE of e was answered: the name is gone. */
+static void closing_done(struct pgt_server *s, struct ps_cent *e)
+{
+	if (e && e->closing && s->client && s->client->ps)
+		cmap_remove(s->client->ps, e);
+	if (e)
+		e->closing = false;
+}
+
+static enum sbuf_verdict wait_for_answers(struct ps_server *ps)
+{
+	ps->held = true;
+	return SB_HOLD;
+}
 
 static bool starts_with_prefix(const char *name)
 {
@@ -727,8 +856,10 @@ static enum sbuf_verdict client_deallocate(struct pgt_client *c, struct pgt_serv
 	if (!ok)
 		return SB_GONE;
 	q_push(s->ps, R_OWN_PARSE, NULL);
-	q_push(s->ps, query ? R_QUERY : R_PARSE, NULL);
-	cmap_remove(c->ps, e);
+	e->refs++; /* the request's */
+	q_push(s->ps, query ? R_DEALLOC_Q : R_DEALLOC_P, e);
+	e->closing = true; /* gone once answered; skipped, it stays */
+	e->close_epoch = s->ps->epoch;
 	if (!query)
 		c->pool->stats.server_parse_count++;
 	return SB_SKIP;
@@ -742,7 +873,10 @@ static enum sbuf_verdict client_query(struct pgt_client *c, struct pgt_server *s
 			return SB_NEED_FULL;
 		if (pkt->data[pkt->total - 1] == '\0' &&
 		    deallocate_name((const char *)pkt->data + 5, name, sizeof(name))) {
-			struct ps_cent *e = cmap_find(c->ps, name, hash_name(name));
+			bool wait;
+			struct ps_cent *e = lookup(s->ps, c, name, &wait);
+			if (wait)
+				return wait_for_answers(s->ps);
 			if (e)
 				return client_deallocate(c, s, e, true);
 		}
@@ -773,7 +907,10 @@ static enum sbuf_verdict client_parse(struct pgt_client *c, struct pgt_server *s
 		char dname[128];
 		const char *q = name ? proto_get_str(&r) : NULL;
 		if (q && c->ps && c->ps->n && deallocate_name(q, dname, sizeof(dname))) {
-			struct ps_cent *e = cmap_find(c->ps, dname, hash_name(dname));
+			bool wait;
+			struct ps_cent *e = lookup(ps, c, dname, &wait);
+			if (wait)
+				return wait_for_answers(ps);
 			if (e)
 				return client_deallocate(c, s, e, false);
 		}
@@ -793,9 +930,30 @@ static enum sbuf_verdict client_parse(struct pgt_client *c, struct pgt_server *s
 		return SB_FORWARD;
 	}
 	uint32_t h = hash_name(name);
-	if (cmap_find(c->ps, name, h))
+	bool wait;
+	struct ps_cent *dup = lookup(ps, c, name, &wait);
+	if (wait)
+		return wait_for_answers(ps);
+	if (dup) {
+		/* PostgreSQL reports a syntax or analysis error of the text before
+		 * the name's: parse the text as the unnamed statement first */
+		uint8_t small[512];
+		size_t n = 1 + 4 + 1 + blen;
+		uint8_t *m = n <= sizeof(small) ? small : xmalloc(n);
+		m[0] = 'P';
+		proto_put_be32(m + 1, (uint32_t)(n - 1));
+		m[5] = 0;
+		memcpy(m + 6, body, blen);
+		bool ok = sbuf_inject(&c->conn, m, n);
+		if (m != small)
+			free(m);
+		if (!ok)
+			return SB_GONE;
+		q_push(ps, R_OWN_PARSE, NULL);
+		c->pool->stats.server_parse_count++;
 		return fail_here(c, s, "42P05", "prepared statement \"%s\" already exists", name) ? SB_SKIP
 		                                                                                  : SB_GONE;
+	}
 	int max = pgt.cfg->max_prepared_statements;
 	uint32_t limit = max < 100 ? 10000 : (uint32_t)max * 100;
 	if (c->ps && c->ps->n >= limit)
@@ -813,9 +971,20 @@ static enum sbuf_verdict client_parse(struct pgt_client *c, struct pgt_server *s
 	e->hash = h;
 	e->refs = 0;
 	e->st = stmt_get(body, blen);
+	e->pending = true;
+	e->failed = false;
+	e->closing = false;
+	e->epoch = ps->epoch;
 	cmap_insert(c->ps, e);
 	e->refs++; /* the request's */
 	struct ps_sent *se = smap_find(ps, e->st);
+	if (se && !usable(ps, se)) {
+		/* the client's Parse, of a statement the server may or may not have */
+		if (!reprepare(c, s, se))
+			return SB_GONE;
+		q_push(ps, R_PARSE, e)->flags |= REQ_REPREP;
+		return SB_SKIP;
+	}
 	if (se) {
 		list_del(&se->lru);
 		list_append(&ps->lru, &se->lru);
@@ -858,7 +1027,10 @@ static enum sbuf_verdict client_bind(struct pgt_client *c, struct pgt_server *s,
 		q_push(ps, R_BIND, NULL);
 		return SB_FORWARD;
 	}
-	struct ps_cent *e = cmap_find(c->ps, stmt, hash_name(stmt));
+	bool wait;
+	struct ps_cent *e = lookup(ps, c, stmt, &wait);
+	if (wait)
+		return wait_for_answers(ps);
 	if (!e) {
 		if (starts_with_prefix(stmt))
 			return fail_here(c, s, "26000", "prepared statement \"%s\" does not exist", stmt)
@@ -904,7 +1076,10 @@ static enum sbuf_verdict client_describe_close(struct pgt_client *c, struct pgt_
 		q_push(ps, kind, NULL);
 		return SB_FORWARD;
 	}
-	struct ps_cent *e = cmap_find(c->ps, name, hash_name(name));
+	bool wait;
+	struct ps_cent *e = lookup(ps, c, name, &wait);
+	if (wait)
+		return wait_for_answers(ps);
 	if (!e) {
 		if (starts_with_prefix(name)) {
 			if (kind == R_CLOSE)
@@ -920,7 +1095,8 @@ static enum sbuf_verdict client_describe_close(struct pgt_client *c, struct pgt_
 		/* the client forgets its name; the server keeps the statement for
 		 * others (or until evicted).  Undone if the server skips it. */
 		e->refs++;
-		cmap_remove(c->ps, e);
+		e->closing = true; /* gone once answered; skipped, it stays */
+		e->close_epoch = ps->epoch;
 		bool first = q_len(ps) == 0;
 		q_push(ps, R_FAKE_CLOSE, e);
 		if (first && !emit_ready(s))
@@ -980,6 +1156,7 @@ enum sbuf_verdict ps_client_packet(struct pgt_client *c, struct pgt_server *s, s
 		return SB_FORWARD;
 	case 'S':
 		q_push(ps, R_SYNC, NULL);
+		ps->epoch++;
 		return SB_FORWARD;
 	case 'Q':
 		return client_query(c, s, pkt);
@@ -995,7 +1172,7 @@ enum sbuf_verdict ps_client_packet(struct pgt_client *c, struct pgt_server *s, s
 
 static bool is_extended(uint8_t kind)
 {
-	return kind != R_SYNC && kind != R_QUERY && kind != R_FUNCTION;
+	return kind != R_SYNC && kind != R_QUERY && kind != R_FUNCTION && kind != R_DEALLOC_Q;
 }
 
 /* Taken off the queue: a made-up answer next waits for this message. */
@@ -1007,7 +1184,8 @@ static void popped(struct pgt_server *s)
 		ps->emit_after = true;
 		sbuf_set_barrier(&s->conn);
 	}
-	if (ps->held && q_len(ps) < PS_QUEUE_MAX / 2 && s->client) {
+	if (ps->held && s->client) {
+		/* it waits for room in the queue or for an answer: look again */
 		ps->held = false;
 		sbuf_resume(&s->client->conn);
 	}
@@ -1052,7 +1230,7 @@ static int answer_error(struct pgt_server *s, struct pgt_pkt *pkt)
 			ps->skipping = false;
 			break;
 		}
-		if (r->kind == R_QUERY || r->kind == R_FUNCTION) {
+		if (r->kind == R_QUERY || r->kind == R_FUNCTION || r->kind == R_DEALLOC_Q) {
 			/* skipped too: no ReadyForQuery will answer it */
 			if (s->expect_rfq > 0)
 				s->expect_rfq--;
@@ -1081,12 +1259,19 @@ int ps_server_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 	switch (pkt->type) {
 	case '1':
 		if (r->kind == R_OWN_PARSE) {
+			smap_confirm(ps, r->p);
 			q_pop(ps);
 			popped(s);
 			return SB_SKIP;
 		}
-		if (r->kind != R_PARSE)
+		if (r->kind != R_PARSE && r->kind != R_DEALLOC_P)
 			break;
+		if (r->kind == R_PARSE && r->p) {
+			smap_confirm(ps, ((struct ps_cent *)r->p)->st);
+			((struct ps_cent *)r->p)->pending = false;
+		}
+		if (r->kind == R_DEALLOC_P)
+			closing_done(s, r->p);
 		q_pop(ps);
 		popped(s);
 		return PS_PASS;
@@ -1138,8 +1323,11 @@ int ps_server_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 	case 'E':
 		return answer_error(s, pkt);
 	case 'Z':
-		if (r->kind != R_SYNC && r->kind != R_QUERY && r->kind != R_FUNCTION)
+		if (r->kind != R_SYNC && r->kind != R_QUERY && r->kind != R_FUNCTION &&
+		    r->kind != R_DEALLOC_Q)
 			break;
+		if (r->kind == R_DEALLOC_Q)
+			closing_done(s, r->p);
 		q_pop(ps);
 		popped(s);
 		return PS_PASS;

@@ -719,23 +719,27 @@ static enum sbuf_verdict login_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 /* Parse/Bind/Execute of DISCARD ALL on the unnamed statement and portal,
  * no Sync (see the top of this file). */
 static const uint8_t reset_msg[] = {
-    'P', 0, 0, 0, 19, 0, 'D', 'I', 'S', 'C', 'A', 'R', 'D', ' ', 'A', 'L', 'L', 0, 0, 0, /* Parse */
-    'B', 0, 0, 0, 12, 0, 0,   0,   0,   0,   0,   0,   0,                                /* Bind */
-    'E', 0, 0, 0, 9,  0, 0,   0,   0,   0,                                               /* Execute */
+    'P', 0, 0, 0, 19, 0,   'D', 'I', 'S', 'C', 'A', 'R', 'D', ' ', 'A', 'L', 'L', 0, 0, 0, /* Parse */
+    'B', 0, 0, 0, 12, 0,   0,   0,   0,   0,   0,   0,   0,                                /* Bind */
+    'E', 0, 0, 0, 9,  0,   0,   0,   0,   0,                                               /* Execute */
+    'C', 0, 0, 0, 6,  'S', 0, /* Close the unnamed statement: the next client finds none, as on a new connection */
 };
 static const uint8_t reset_query_msg[] = {
     'Q', 0, 0, 0, 16, 'D', 'I', 'S', 'C', 'A', 'R', 'D', ' ', 'A', 'L', 'L', 0,
 };
 /* what the server answers to reset_msg when all goes well */
+/* clang-format off */
 static const uint8_t reset_answer[] = {
-    '1', 0,   0,   0,   4,   '2', 0,   0,   0,   4,   'C', 0,   0, 0,
-    16,  'D', 'I', 'S', 'C', 'A', 'R', 'D', ' ', 'A', 'L', 'L', 0,
+    '1', 0, 0, 0, 4, '2', 0, 0, 0, 4,
+    'C', 0, 0, 0, 16, 'D', 'I', 'S', 'C', 'A', 'R', 'D', ' ', 'A', 'L', 'L', 0,
+    '3', 0, 0, 0, 4,
 };
+/* clang-format on */
 /* ... and to each SET of a client's parameter Query, then its ReadyForQuery */
 static const uint8_t set_answer[] = {'C', 0, 0, 0, 8, 'S', 'E', 'T', 0};
 static const uint8_t idle_answer[] = {'Z', 0, 0, 0, 5, 'I'};
 /* each length word is the message's size minus its type byte */
-_Static_assert(sizeof(reset_msg) == (1 + 19) + (1 + 12) + (1 + 9), "reset message lengths");
+_Static_assert(sizeof(reset_msg) == (1 + 19) + (1 + 12) + (1 + 9) + (1 + 6), "reset message lengths");
 _Static_assert(sizeof(reset_query_msg) == 1 + 16, "reset query length");
 
 /* The reset that keeps pgtenant's own prepared statements: DISCARD ALL's
@@ -764,6 +768,7 @@ static const uint8_t keep_answer[] = {
     '1', 0, 0, 0, 4, '2', 0, 0, 0, 4, 'C', 0, 0, 0, 10, 'R', 'E', 'S', 'E', 'T', 0,
     '1', 0, 0, 0, 4, '2', 0, 0, 0, 4, 'C', 0, 0, 0, 7, 'D', 'O', 0,
     '1', 0, 0, 0, 4, '2', 0, 0, 0, 4, 'C', 0, 0, 0, 11, 'C', 'O', 'M', 'M', 'I', 'T', 0,
+    '3', 0, 0, 0, 4,
 };
 /* clang-format on */
 
@@ -802,6 +807,10 @@ static const struct pktbuf *keep_reset_msg(bool superuser)
 		build_pbe(b, superuser ? KEEP_RESET_SQL("EXECUTE 'SET SESSION AUTHORIZATION DEFAULT'; ")
 		                       : KEEP_RESET_SQL(""));
 		build_pbe(b, "COMMIT");
+		pktbuf_start(b, 'C'); /* the unnamed statement, as with reset_msg */
+		pktbuf_put_u8(b, 'S');
+		pktbuf_put_u8(b, 0);
+		pktbuf_finish(b);
 		built[superuser] = true;
 	}
 	return b;
@@ -884,13 +893,14 @@ static enum sbuf_verdict reset_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 		param_status(s, pkt->data + 5, pkt->total - 5);
 		return SB_SKIP;
 	case 'C':
-		if (s->reset_simple)
-			return SB_SKIP; /* the ReadyForQuery that follows completes it */
-		if (s->reset_cmds > 1) {
+		if (s->reset_cmds > 0)
 			s->reset_cmds--;
-			return SB_SKIP;
+		return SB_SKIP; /* the CloseComplete (or, old servers, the ReadyForQuery) completes it */
+	case '3':
+		if (s->reset_simple || s->reset_cmds > 0) {
+			server_fail(s, "unexpected CloseComplete in answer to the reset");
+			return SB_GONE;
 		}
-		s->reset_cmds = 0;
 		s->reset_pending = false;
 		return reset_done(s);
 	case 'Z':

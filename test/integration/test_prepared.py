@@ -2,6 +2,7 @@
 statements follow it from server connection to server connection, are
 shared between clients of one connection, evicted by LRU, and never seen by
 another client or tenant."""
+import os
 import struct
 import threading
 
@@ -444,3 +445,105 @@ def test_error_before_the_rest_of_the_pipeline_arrives(bouncer_factory):
     assert rows(answers(s)) == ["6"]  # the skipped Close did not happen
     s.sendall(B("late") + E + S)
     assert err(answers(s))["C"] == "26000"  # nor the skipped Parse
+
+
+# ---- differential: random extended-protocol traffic, pgtenant vs PostgreSQL ----
+
+TEXTS = [("SELECT 1", 0), ("SELECT $1::int + 1", 1), ("SELECT 10 / $1::int", 1), ("SELEC 1", 0),
+         ("SELECT 2", 0), ("SELECT 1", 0), ("SELECT * FROM no_such_table", 0)]
+
+
+def random_batch(rnd, names):
+    """Messages ending with a Sync.  The unnamed statement is only used
+    after its Parse in the same batch: across transactions it is not kept
+    (a new server connection has none)."""
+    out = []
+    unnamed = False
+    for _ in range(rnd.randint(1, 7)):
+        k = rnd.random()
+        name = rnd.choice(names)
+        if name == "" and not unnamed and 0.25 <= k < 0.75:
+            name = rnd.choice(names[1:])
+        if k < 0.25:
+            unnamed |= name == ""
+            text, _ = rnd.choice(TEXTS)
+            out.append(P(name, text))
+        elif k < 0.55:
+            nparams = rnd.choice([0, 1, 1])
+            out.append(B(name, [str(rnd.choice([0, 1, 2, 5]))] * nparams))
+            if rnd.random() < 0.5:
+                out.append(D(b"P", ""))
+            out.append(E)
+        elif k < 0.65:
+            out.append(D(b"S", name))
+        elif k < 0.75:
+            out.append(C(b"S", name))
+        elif k < 0.82:
+            out.append(H)
+        elif k < 0.9:
+            out.append(S)
+            unnamed = False
+        else:
+            unnamed = False
+            out.append(msg(b"Q", b"SELECT 7\0") if rnd.random() < 0.7 else
+                       msg(b"Q", ("DEALLOCATE %s\0" % (name or "nosuch")).encode()))
+    out.append(S)
+    return out
+
+
+def run_batch(sock, batch):
+    # a Query inside a batch after an error is skipped like the rest: read
+    # up to a sentinel query's answer instead of counting ReadyForQuery
+    sock.sendall(b"".join(batch) + msg(b"Q", b"SELECT 'end-of-batch'\0"))
+    msgs = []
+    while True:
+        t, body = pgwire.recv_msg(sock)
+        msgs.append((t, body))
+        if t == b"D" and b"end-of-batch" in body:
+            msgs.append(pgwire.recv_msg(sock))  # CommandComplete
+            msgs.append(pgwire.recv_msg(sock))  # ReadyForQuery
+            break
+    got = []
+    for t, body in msgs:
+        if t == b"E":
+            got.append(("E", pgwire.error_fields(body)["C"]))
+        elif t in (b"S", b"N", b"K"):
+            continue
+        elif t == b"D":
+            got.append(("D", body))
+        elif t == b"C":
+            got.append(("C", body))
+        else:
+            got.append((t.decode(), b""))
+    return got
+
+
+@pytest.mark.parametrize("seed", range(int(os.environ.get("PGT_PS_SEEDS", "8"))))
+def test_random_pipelines_answer_as_postgresql(bouncer_factory, pg, seed):
+    """Random mixes of Parse/Bind/Describe/Execute/Close/Flush/Sync/Query
+    on a few statement names, from two clients sharing one server
+    connection (a hand-over between nearly every batch, LRU at 3): every
+    answer, message by message, as two direct PostgreSQL connections give."""
+    import random
+    rnd = random.Random(seed)
+    b = one_pool(bouncer_factory, max_prepared_statements="3")
+    names = ["", "s0", "s1", "s2", "s3"]
+    direct = []
+    for _ in range(2):
+        d = pgwire.connect(types_of_port(pg.port))
+        d.sendall(pgwire.startup_packet({"user": "postgres", "database": "appdb"}))
+        while pgwire.recv_msg(d)[0] != b"Z":
+            pass
+        direct.append(d)
+    pooled = [pgwire.login(b)[0] for _ in range(2)]
+    for i in range(80):
+        k = i % 2
+        batch = random_batch(rnd, names)
+        want = run_batch(direct[k], batch)
+        got = run_batch(pooled[k], batch)
+        assert got == want, (i, k, batch)
+
+
+class types_of_port:
+    def __init__(self, port):
+        self.port = port
