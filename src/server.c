@@ -23,15 +23,15 @@
  *  - `dirty`: a client's bytes were forwarded since the connection was
  *    opened or last reset.  A dirty connection gets the reset in front of
  *    the next client's first message: Parse/Bind/Execute of DISCARD ALL on
- *    the unnamed statement, without Sync.  DISCARD ALL is the one statement
+ *    the unnamed statement, without Sync, and a Close of that statement.  DISCARD ALL is the one statement
  *    that resets everything a session holds (session authorization and
  *    role, every setting back to its startup value, i.e. the pin, temporary
  *    objects, prepared statements, cursors, LISTEN registrations, advisory
  *    locks, sequence caches).  It may not run inside a transaction block,
  *    so the server commits it as soon as it completes (PostgreSQL since the
  *    August 2022 minor releases: 13.8, 14.5, 15): no Sync is needed, it
- *    causes no ReadyForQuery and no flush, and its three answers ('1', '2',
- *    'C') arrive with the client's results.  Older servers get a simple
+ *    causes no ReadyForQuery and no flush, and its four answers ('1', '2',
+ *    'C', '3') arrive with the client's results.  Older servers get a simple
  *    Query instead, and the client waits for its ReadyForQuery.
  *  - If the reset fails (a cancel, or a timeout the previous client set),
  *    the server ignores everything up to the next Sync, i.e. the client's
@@ -49,12 +49,19 @@
  *    sendmsg() (sbuf's prefix): no extra round trip, no extra syscall.
  *  - The server's answers are consumed in the order they come: the reset's,
  *    pgtenant's own queries', then the client's.
- *  - Statements pgtenant itself keeps prepared on a connection (for
- *    transaction-mode prepared statement support) do not survive DISCARD
- *    ALL: such a feature must prepare again after a reset, or replace the
- *    reset by the pieces DISCARD ALL is made of, deallocating only what the
- *    clients prepared.  The reset, its expected answers and the decision to
- *    send it are all here (reset_msg, reset_answer, server_begin).
+ *  - Statements pgtenant itself keeps prepared on a connection (clients'
+ *    named statements in transaction mode, prepare.c) do not survive DISCARD
+ *    ALL.  When a pool's transactions use enough of them (PS_KEEP_USES) the
+ *    reset is instead DISCARD ALL's pieces in a BEGIN/COMMIT of their own,
+ *    deallocating every statement not prepared by pgtenant through the
+ *    protocol (keep_reset_msg); otherwise DISCARD ALL, and prepare.c
+ *    forgets them and prepares again what the next client binds.  The
+ *    reset, its expected answers and the decision are all here (reset_msg,
+ *    keep_reset_msg, server_begin).
+ *  - What a client's transaction leaves that should follow the client (its
+ *    SETs) or keep it on this connection (temporary tables, locks, LISTEN)
+ *    is asked of the server after the transaction, before the connection
+ *    is released (session.c); neither is ever needed for isolation.
  *
  * A connection goes back to its pool only when provably between
  * transactions: ReadyForQuery 'I', every client Query/Sync answered,
