@@ -55,6 +55,7 @@ struct pgt_client {
 	usec_t xact_start;                   /* when its current transaction/linking began */
 	bool is_admin_user;                  /* admin_users member (control commands allowed) */
 	bool welcome_pending;                /* session mode: welcomed once its server is linked */
+	char replication;                    /* 'd' replication=database, 'p' physical, 0 none */
 	struct admin_pending *admin_pending; /* a PAUSE/WAIT_CLOSE reply is outstanding */
 	/* the Query that gives vars to a reset server of the pool opened with
 	 * parameters whose hash is `base`; [0] for servers opened without any

@@ -55,6 +55,7 @@ struct pgt_pool {
 	struct list login_servers, idle_servers, active_servers, used_servers;
 	int nservers;      /* all server connections of this pool */
 	bool internal;     /* pgtenant's own connections (tenant registry): no pin, no clients */
+	char replication;  /* 'd' replication=database, 'p' physical: session mode, never reused */
 	bool tenant_role;  /* user is the tenant's own role (password from auth_file) */
 	usec_t full_until; /* the server refused a login with 53300: no new one before this */
 	int internal_want; /* queued registry lookups */
@@ -80,9 +81,12 @@ struct pgt_pool {
 
 extern struct list pgt_pools;
 
+/* Session mode: the key of the server connections a client may get (its
+ * startup parameters but application_name). */
+uint64_t pool_session_key(const struct pgt_client *c);
 /* The pool for a client that asked for database `dbname` (resolved to entry db). */
 struct pgt_pool *pool_get(const char *dbname, const struct pgt_database *db, const char *user,
-                          const char *tenant);
+                          const char *tenant, char replication);
 /* Database name sent to the server. */
 const char *pool_backend_dbname(const struct pgt_pool *pool);
 void pool_remember_backend(struct pgt_pool *p);

@@ -29,6 +29,8 @@ struct pgt_vars {
 };
 
 const char *vars_get(const struct pgt_vars *vs, const char *key);
+/* The set's hash as if key were not in it. */
+uint64_t vars_hash_without(const struct pgt_vars *vs, const char *key);
 void vars_set(struct pgt_vars *vs, const char *key, const char *value);
 void vars_del(struct pgt_vars *vs, const char *key);
 void vars_free(struct pgt_vars *vs);

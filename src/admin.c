@@ -322,7 +322,7 @@ static const uint32_t conn_oids[] = {OID_TEXT, OID_TEXT, OID_TEXT, OID_TEXT, OID
 static void conn_row(struct admin_out *o, const struct pgt_conn *conn, const char *type, const char *user,
                      const char *db, const char *state, usec_t wait, bool close_needed, const void *ptr,
                      const void *link, uint32_t remote_pid, const char *app, const char *tenant,
-                     uint32_t nprepared, const char *pinned)
+                     uint32_t nprepared, const char *pinned, char replication)
 {
 	char addr[64], port[16], laddr[64] = "", lport[16] = "", ct[40], rt[40], w[16], wu[16], ptrs[32],
 	                         links[32] = "", pid[16], id[24], nps[16];
@@ -344,7 +344,9 @@ static void conn_row(struct admin_out *o, const struct pgt_conn *conn, const cha
 	const char *v[] = {type,
 	                   user,
 	                   db,
-	                   "none", /* no replication connections */
+	                   replication == 'd'   ? "logical"
+	                   : replication == 'p' ? "physical"
+	                                        : "none",
 	                   state,
 	                   addr,
 	                   port,
@@ -380,7 +382,7 @@ static bool show_clients(struct pgt_client *c, const char *arg)
 		conn_row(&o, &k->conn, "C", k->user ? k->user : "", k->dbname ? k->dbname : "",
 		         client_state_name(k), wait, false, k, k->server, k->server ? k->server->be_pid : 0,
 		         vars_get(&k->vars, "application_name"), k->pool ? k->pool->tenant : "",
-		         ps_client_count(k), k->pin);
+		         ps_client_count(k), k->pin, k->replication);
 	}
 	return admin_done(c, &o.b, "SHOW");
 }
@@ -395,7 +397,8 @@ static bool show_servers(struct pgt_client *c, const char *arg)
 		struct pgt_server *s = container_of(it, struct pgt_server, conn_all_node);
 		conn_row(&o, &s->conn, "S", s->pool->user, s->pool->dbname, server_state_name(s), 0,
 		         s->close_needed, s, s->client, s->be_pid, vars_get(&s->vars, "application_name"),
-		         s->pool->tenant, ps_server_count(s), s->client ? s->client->pin : NULL);
+		         s->pool->tenant, ps_server_count(s), s->client ? s->client->pin : NULL,
+		         s->pool->replication);
 	}
 	return admin_done(c, &o.b, "SHOW");
 }

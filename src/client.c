@@ -489,9 +489,20 @@ static bool handle_startup(struct pgt_client *c, const struct proto_startup *st)
 		const char *k = st->params[i].name, *v = st->params[i].value;
 		if (strcmp(k, "user") == 0 || strcmp(k, "database") == 0 || strncmp(k, "_pq_.", 5) == 0)
 			continue;
-		if (strcmp(k, "replication") == 0) {
-			client_fail(c, "08P01", "replication connections are not supported");
-			return false;
+		if (strcmp(k, "replication") == 0 && !admin) {
+			/* passed through in session mode, on a connection of its own
+			 * (PostgreSQL's spellings of a boolean, or "database") */
+			bool on = false;
+			if (strcmp(v, "database") == 0) {
+				c->replication = 'd';
+			} else if (util_parse_bool(v, &on)) {
+				c->replication = on ? 'p' : 0;
+			} else {
+				client_fail(c, "22023", "invalid value for parameter \"replication\": \"%s\"",
+				            v);
+				return false;
+			}
+			continue;
 		}
 		if (admin || util_list_contains(cfg->ignore_startup_parameters, k) ||
 		    strcmp(k, cfg->tenant_parameter) == 0)
@@ -723,7 +734,7 @@ static bool login_continue(struct pgt_client *c)
 		server_user = role;
 		tenant_role = true;
 	}
-	struct pgt_pool *pool = pool_get(dbname, db, server_user, c->tenant ? c->tenant : "");
+	struct pgt_pool *pool = pool_get(dbname, db, server_user, c->tenant ? c->tenant : "", c->replication);
 	pool->tenant_role = tenant_role;
 	c->pool = pool;
 	if (pool->welcome_ready) {

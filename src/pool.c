@@ -45,16 +45,17 @@ const char *pool_backend_dbname(const struct pgt_pool *pool)
 }
 
 struct pgt_pool *pool_get(const char *dbname, const struct pgt_database *db, const char *user,
-                          const char *tenant)
+                          const char *tenant, char replication)
 {
 	struct list *i;
 	list_for_each (i, &pgt_pools) {
 		struct pgt_pool *p = container_of(i, struct pgt_pool, node);
 		if (strcmp(p->dbname, dbname) == 0 && strcmp(p->user, user) == 0 &&
-		    strcmp(p->tenant, tenant) == 0)
+		    strcmp(p->tenant, tenant) == 0 && p->replication == replication)
 			return p;
 	}
 	struct pgt_pool *p = xcalloc(1, sizeof(*p));
+	p->replication = replication;
 	p->dbname = xstrdup(dbname);
 	p->user = xstrdup(user);
 	p->tenant = xstrdup(tenant);
@@ -80,6 +81,8 @@ struct pgt_pool *pool_get(const char *dbname, const struct pgt_database *db, con
 
 int pool_mode(const struct pgt_pool *pool)
 {
+	if (pool->replication)
+		return PGT_POOL_SESSION; /* a replication connection is the client's alone */
 	if (pool->tconf && pool->tconf->pool_mode >= 0)
 		return pool->tconf->pool_mode;
 	return config_db_pool_mode(pgt.cfg, pool->db);
@@ -239,12 +242,60 @@ void pool_kick(struct pgt_pool *pool)
 	pool_maybe_launch(pool);
 }
 
+/*
+ * Session mode keys its server connections by the startup parameters of
+ * the client they were opened for (application_name aside, which is SET):
+ * a client gets a connection opened with its own parameters, so that RESET
+ * returns to the values it connected with, as on PostgreSQL.  The
+ * connections of all keys share the pool's size and quotas; a key without
+ * an idle connection gets one opened, closing an idle one of another key
+ * when the pool is full.
+ */
+static bool keyed(const struct pgt_pool *pool)
+{
+	return pool_mode(pool) == PGT_POOL_SESSION && !pool->internal && !pool->base_disabled &&
+	       pool->welcome_ready && !pool->replication;
+}
+
+uint64_t pool_session_key(const struct pgt_client *c)
+{
+	return vars_hash_without(&c->vars, "application_name");
+}
+
+static bool key_matches(const struct pgt_pool *pool, const struct pgt_server *s, const struct pgt_client *c)
+{
+	return !keyed(pool) || s->base.hash == pool_session_key(c);
+}
+
+/* An idle connection for c: the most recently used one of its key. */
+static struct pgt_server *idle_for(struct pgt_pool *pool, const struct pgt_client *c)
+{
+	struct list *l;
+	for (l = pool->idle_servers.prev; l != &pool->idle_servers; l = l->prev) {
+		struct pgt_server *s = container_of(l, struct pgt_server, node);
+		if (key_matches(pool, s, c))
+			return s;
+	}
+	return NULL;
+}
+
+/* The pool is full and c's key has no idle connection: close the longest
+ * idle one of another key, so that one of c's can be opened. */
+static void make_room_for_key(struct pgt_pool *pool)
+{
+	if (!keyed(pool) || pool->nservers < pool_size_limit(pool))
+		return;
+	struct list *f = list_first(&pool->idle_servers);
+	if (f)
+		server_close(container_of(f, struct pgt_server, node),
+		             "session mode: making room for a client with other startup parameters");
+}
+
 struct pgt_server *pool_assign(struct pgt_pool *pool, struct pgt_client *c)
 {
 	if (list_empty(&pool->waiting_clients) && !pool_paused(pool)) {
-		struct list *l = list_last(&pool->idle_servers);
-		if (l) {
-			struct pgt_server *s = container_of(l, struct pgt_server, node);
+		struct pgt_server *s = idle_for(pool, c);
+		if (s) {
 			if (!server_link(s, c))
 				return NULL;
 			client_linked(c, s);
@@ -257,6 +308,7 @@ struct pgt_server *pool_assign(struct pgt_pool *pool, struct pgt_client *c)
 	}
 	c->wait_start = loop_now();
 	client_set_state(c, CL_WAITING, &pool->waiting_clients);
+	make_room_for_key(pool);
 	pool_maybe_launch(pool);
 	return NULL;
 }
@@ -273,16 +325,31 @@ void pool_server_ready(struct pgt_pool *pool, struct pgt_server *s)
 	}
 	struct list *first = list_first(&pool->waiting_clients);
 	if (first && !pgt.shutting_down && !pool_paused(pool)) {
-		struct pgt_client *c = container_of(first, struct pgt_client, node);
-		if (!server_link(s, c))
+		/* the first waiting client of the connection's key (session mode;
+		 * otherwise simply the first) */
+		struct list *i;
+		list_for_each (i, &pool->waiting_clients) {
+			struct pgt_client *c = container_of(i, struct pgt_client, node);
+			if (!key_matches(pool, s, c))
+				continue;
+			if (!server_link(s, c))
+				return;
+			client_linked(c, s);
 			return;
-		client_linked(c, s);
-		return;
+		}
+		if (pool->nservers >= pool_size_limit(pool)) {
+			/* nobody waits for this key, and the pool is full */
+			server_close(s,
+			             "session mode: making room for a client with other startup parameters");
+			return;
+		}
 	}
 	list_del(&s->node);
 	s->state = SV_IDLE;
 	list_append(&pool->idle_servers, &s->node);
 	sbuf_update_events(&s->conn);
+	if (first && keyed(pool))
+		pool_maybe_launch(pool);
 }
 
 void pool_server_limit(struct pgt_pool *pool, const char *reason)

@@ -86,6 +86,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -346,7 +347,37 @@ void server_launch(struct pgt_pool *pool)
 	 * Only reported ones, whose defaults the pool knows from its first
 	 * login, so that another client can be given the default back. */
 	struct list *first = list_first(&pool->waiting_clients);
-	if (first && pool->welcome_ready && !pool->internal && !pool->base_disabled) {
+	bool session = pool_mode(pool) == PGT_POOL_SESSION;
+	if (first && pool->replication) {
+		/* a walsender takes no SET: the client's parameters all go in the
+		 * startup packet (the connection is its alone) */
+		const struct pgt_client *c = container_of(first, struct pgt_client, node);
+		for (int k = 0; k < c->vars.n; k++)
+			vars_set(&s->base, c->vars.v[k].key, c->vars.v[k].value);
+	} else if (first && session && pool->welcome_ready && !pool->internal && !pool->base_disabled) {
+		/* session mode: the first waiting client whose startup parameters
+		 * no connection being opened has; all of them but application_name
+		 * (pool.c keys session connections by them) */
+		const struct pgt_client *c = NULL;
+		struct list *i, *j;
+		list_for_each (i, &pool->waiting_clients) {
+			const struct pgt_client *w = container_of(i, struct pgt_client, node);
+			bool covered = false;
+			list_for_each (j, &pool->login_servers) {
+				const struct pgt_server *o = container_of(j, struct pgt_server, node);
+				covered |= o->base.hash == pool_session_key(w);
+			}
+			if (!covered) {
+				c = w;
+				break;
+			}
+		}
+		if (!c)
+			c = container_of(first, struct pgt_client, node);
+		for (int k = 0; k < c->vars.n; k++)
+			if (strcasecmp(c->vars.v[k].key, "application_name") != 0)
+				vars_set(&s->base, c->vars.v[k].key, c->vars.v[k].value);
+	} else if (first && pool->welcome_ready && !pool->internal && !pool->base_disabled) {
 		const struct pgt_client *c = container_of(first, struct pgt_client, node);
 		for (int i = 0; i < c->vars.n; i++) {
 			const char *k = c->vars.v[i].key;
@@ -402,6 +433,10 @@ static void server_on_connected(struct pgt_conn *conn)
 	pktbuf_put_str(&b, s->pool->user);
 	pktbuf_put_str(&b, "database");
 	pktbuf_put_str(&b, pool_backend_dbname(s->pool));
+	if (s->pool->replication) {
+		pktbuf_put_str(&b, "replication");
+		pktbuf_put_str(&b, s->pool->replication == 'd' ? "database" : "true");
+	}
 	for (int i = 0; i < s->base.n; i++) {
 		pktbuf_put_str(&b, s->base.v[i].key);
 		pktbuf_put_str(&b, s->base.v[i].value);
@@ -1349,6 +1384,10 @@ void server_release(struct pgt_server *s)
 	s->client_held = false;
 	if (s->state == SV_DEAD)
 		return;
+	if (pool->replication) {
+		server_close(s, "a replication connection is not reused");
+		return;
+	}
 	if (s->txn != 'I' || server_busy(s)) {
 		server_abandon(s);
 		return;

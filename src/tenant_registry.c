@@ -104,7 +104,7 @@ void registry_request(struct pgt_client *c, struct pgt_tenant_state *t, const ch
 		l->t = t;
 		l->pool_size = l->max_client_conn = -1;
 		/* '*' can never be in a tenant id: this pool cannot collide with a tenant's */
-		l->pool = pool_get(dbname, db, user, "*registry*");
+		l->pool = pool_get(dbname, db, user, "*registry*", 0);
 		l->pool->internal = true;
 		t->lookup = l;
 		list_append(&queue, &l->node);

@@ -37,6 +37,12 @@ static int vars_find(const struct pgt_vars *vs, const char *key)
 	return -1;
 }
 
+uint64_t vars_hash_without(const struct pgt_vars *vs, const char *key)
+{
+	int i = vars_find(vs, key);
+	return i < 0 ? vs->hash : vs->hash - pair_hash(vs->v[i].key, vs->v[i].value);
+}
+
 const char *vars_get(const struct pgt_vars *vs, const char *key)
 {
 	int i = vars_find(vs, key);

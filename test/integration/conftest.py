@@ -82,7 +82,8 @@ class Postgres:
                     "host all md5user 127.0.0.1/32 md5\n"
                     "host all pwuser 127.0.0.1/32 password\n"
                     "host all saslprep 127.0.0.1/32 scram-sha-256\n"
-                    "host all all 127.0.0.1/32 trust\n")
+                    "host all all 127.0.0.1/32 trust\n"
+                    "host replication app 127.0.0.1/32 scram-sha-256\n")
         subprocess.run(as_pg_user() + [os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, "-l",
                                        os.path.join(self.dir, "log"), "-w", "start"],
                        check=True, stdout=subprocess.DEVNULL)

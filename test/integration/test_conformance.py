@@ -334,3 +334,76 @@ def test_session_mode_backend_key_is_the_real_pid(bouncer_factory):
             a.execute("SELECT pg_sleep(10)")
         t.join()
         assert a.execute("SELECT 1").fetchone()[0] == 1
+
+
+def test_session_mode_reset_returns_to_the_connect_value(bouncer_factory):
+    """Session mode: RESET returns to the value the client connected with,
+    as on PostgreSQL: server connections are opened with the client's
+    startup parameters and kept apart by them (application_name aside, which
+    is SET); a pool of one serves clients with different parameters in turn."""
+    b = bouncer_factory(settings={"pool_mode": "session", "default_pool_size": "1"})
+    for _ in range(3):
+        for timeout, dstyle in (("5s", "SQL, DMY"), ("7s", "ISO, MDY"), ("5s", "SQL, DMY")):
+            opts = "-c statement_timeout=%s -c DateStyle=%s" % (timeout, dstyle.replace(" ", ""))
+            with b.connect(options=opts, application_name="app_%s" % timeout) as c:
+                assert c.execute("SHOW statement_timeout").fetchone()[0] == timeout
+                c.execute("SET statement_timeout = '1s'")
+                c.execute("SET DateStyle = 'German'")
+                c.execute("RESET statement_timeout")
+                c.execute("RESET DateStyle")
+                assert c.execute("SHOW statement_timeout").fetchone()[0] == timeout
+                assert c.execute("SHOW DateStyle").fetchone()[0] == dstyle
+                assert c.execute("SHOW application_name").fetchone()[0] == "app_%s" % timeout
+                c.execute("RESET ALL")
+                assert c.execute("SHOW statement_timeout").fetchone()[0] == timeout
+    # one pool: never more than its one connection
+    assert b.pg.backends() <= 1
+
+
+def _replication_login(b, mode):
+    return pgwire.login(b, extra={"replication": mode})[0]
+
+
+def test_replication_connections_pass_through(bouncer_factory, pg):
+    """replication=database and replication=true (PgBouncer 1.23+): the
+    client gets a server connection of its own, in session mode whatever
+    pool_mode says, with the replication protocol passed through (commands,
+    CopyBoth streaming); it is closed when the client leaves, never given to
+    another client."""
+    pg.sql("ALTER ROLE app REPLICATION")
+    b = bouncer_factory(settings={"pool_mode": "transaction", "default_pool_size": "2"})
+    lg = _replication_login(b, "database")
+    rows = pgwire.result(pgwire.query(lg, "IDENTIFY_SYSTEM"))[1]
+    assert len(rows) == 1 and rows[0][3] == "appdb"  # systemid, timeline, xlogpos, dbname
+    assert pgwire.data_rows(pgwire.query(lg, "SELECT 41 + 1")) == ["42"]
+    clients = [c for c in b.admin("SHOW CLIENTS") if c["database"] == "appdb"]
+    assert [c["replication"] for c in clients] == ["logical"]
+    ph = _replication_login(b, "true")
+    sysid, timeline, xlogpos, dbname = pgwire.result(pgwire.query(ph, "IDENTIFY_SYSTEM"))[1][0]
+    assert dbname is None
+    ph.sendall(pgwire.msg(b"Q", ("START_REPLICATION PHYSICAL %s TIMELINE %s\0" % (xlogpos, timeline)).encode()))
+    t, _ = pgwire.recv_msg(ph)
+    assert t == b"W"  # CopyBothResponse
+    with b.connect() as other:  # an ordinary client meanwhile: its own pool
+        other.execute("CREATE TABLE IF NOT EXISTS repl_probe(x int); INSERT INTO repl_probe VALUES (1)")
+    got_wal = False
+    for _ in range(50):
+        t, body = pgwire.recv_msg(ph)
+        assert t == b"d"
+        if body[:1] == b"w":
+            got_wal = True
+            break
+    assert got_wal, "no WAL streamed through pgtenant"
+    ph.sendall(pgwire.msg(b"c", b""))  # CopyDone: the walsender ends the stream
+    lg.close()
+    ph.close()
+    import time
+    deadline = time.time() + 5
+    while time.time() < deadline and pg.sql("SELECT count(*) FROM pg_stat_replication")[0][0]:
+        time.sleep(0.05)
+    assert pg.sql("SELECT count(*) FROM pg_stat_replication")[0][0] == 0
+    # a bad value is PostgreSQL's error
+    s = pgwire.connect(b)
+    s.sendall(pgwire.startup_packet({"user": "app", "database": "appdb", "replication": "maybe"}))
+    t, body = pgwire.recv_msg(s)
+    assert t == b"E" and pgwire.error_fields(body)["C"] == "22023"

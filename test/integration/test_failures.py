@@ -176,7 +176,6 @@ GARBAGE = [
     struct.pack("!II", 8, 0x00020000),                  # protocol 2.0
     struct.pack("!II", 16, 196608) + b"user\0abc",      # unterminated parameter value
     pgwire.startup_packet({"database": "appdb"}),       # no user
-    pgwire.startup_packet({"user": "app", "replication": "true"}),
 ]
 
 
