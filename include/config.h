@@ -83,6 +83,7 @@ struct pgt_config {
 	char *server_reset_query;
 	usec_t server_lifetime;
 	usec_t server_idle_timeout;
+	usec_t autodb_idle_timeout; /* a pool of the "*" entry with nobody in it is dropped after this */
 	usec_t server_connect_timeout;
 	usec_t server_login_retry;
 	usec_t query_timeout;

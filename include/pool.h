@@ -66,6 +66,7 @@ struct pgt_pool {
 	/* named Binds per link, a moving average in sixteenths: whether keeping
 	 * a connection's prepared statements over a reset pays (server.c) */
 	uint32_t ps_uses_avg;
+	usec_t empty_since;  /* a pool of the "*" entry: nobody in it since (0 = in use) */
 	int npinned;         /* clients pinned to their server connection (session.c) */
 	uint64_t stats_pins; /* times a client was pinned */
 	uint32_t generation; /* bumped by RECONNECT/changed backend */
@@ -81,6 +82,9 @@ struct pgt_pool {
 
 extern struct list pgt_pools;
 
+/* Drop the pools of the "*" entry that nobody has used for
+ * autodb_idle_timeout (janitor). */
+void pool_drop_unused(usec_t now);
 /* Session mode: the key of the server connections a client may get (its
  * startup parameters but application_name). */
 uint64_t pool_session_key(const struct pgt_client *c);

@@ -92,6 +92,7 @@ static const struct cf_key cf_keys[] = {
     STR(server_reset_query, true, "DISCARD ALL"),
     TIME(server_lifetime, true, "3600"),
     TIME(server_idle_timeout, true, "600"),
+    TIME(autodb_idle_timeout, true, "3600"),
     TIME(server_connect_timeout, true, "15"),
     TIME(server_login_retry, true, "15"),
     TIME(query_timeout, true, "0"),

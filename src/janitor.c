@@ -98,6 +98,7 @@ static void check_servers(usec_t now)
 			server_check(container_of(j, struct pgt_server, node), now);
 		pool_maintain(p, now);
 	}
+	pool_drop_unused(now);
 }
 
 void janitor_run(void)

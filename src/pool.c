@@ -379,6 +379,39 @@ void pool_login_failed(struct pgt_pool *pool, const char *reason)
 	}
 }
 
+/* Pools of databases that exist only through the "*" entry (any name a
+ * client asks for) would otherwise pile up: one per name ever asked, even
+ * a nonexistent one.  Like PgBouncer's autodb_idle_timeout. */
+void pool_drop_unused(usec_t now)
+{
+	struct list *i, *tmp;
+	list_for_each_safe (i, tmp, &pgt_pools) {
+		struct pgt_pool *p = container_of(i, struct pgt_pool, node);
+		if (p->internal || strcmp(p->db->name, "*") != 0 || strcmp(p->dbname, "*") == 0)
+			continue;
+		if (pool_clients(p) > 0 || p->nservers > 0 || !list_empty(&p->slot_node)) {
+			p->empty_since = 0;
+			continue;
+		}
+		if (!p->empty_since) {
+			p->empty_since = now;
+			continue;
+		}
+		if (now - p->empty_since < pgt.cfg->autodb_idle_timeout)
+			continue;
+		log_info("pool %s/%s%s%s dropped: unused for autodb_idle_timeout", p->dbname, p->user,
+		         p->tenant[0] ? "/" : "", p->tenant);
+		list_del(&p->node);
+		vars_free(&p->welcome);
+		if (p->removed_db)
+			config_db_free(p->removed_db);
+		free(p->dbname);
+		free(p->user);
+		free(p->tenant);
+		free(p);
+	}
+}
+
 int pool_clients(const struct pgt_pool *pool)
 {
 	return pool->nactive + pool->nwaiting + pool->nwelcome;

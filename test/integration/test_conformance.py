@@ -407,3 +407,29 @@ def test_replication_connections_pass_through(bouncer_factory, pg):
     s.sendall(pgwire.startup_packet({"user": "app", "database": "appdb", "replication": "maybe"}))
     t, body = pgwire.recv_msg(s)
     assert t == b"E" and pgwire.error_fields(body)["C"] == "22023"
+
+
+def test_autodb_pools_are_dropped_when_unused(bouncer_factory, pg):
+    """Pools made through the "*" entry for any database name asked (here
+    names that do not exist) are dropped after autodb_idle_timeout; a pool
+    in use is not."""
+    import time
+    b = bouncer_factory(settings={"autodb_idle_timeout": "1", "server_idle_timeout": "1"},
+                        databases={"*": "host=127.0.0.1 port=%d user=app password=apppass" % pg.port})
+    for i in range(5):
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(b.dsn(dbname="nosuch_%d" % i), autocommit=True).close()
+    names = {p["database"] for p in b.admin("SHOW POOLS")}
+    assert {"nosuch_%d" % i for i in range(5)} <= names
+    with psycopg.connect(b.dsn(dbname="postgres"), autocommit=True) as keep:
+        keep.execute("SELECT 1")
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            names = {p["database"] for p in b.admin("SHOW POOLS")}
+            if not names & {"nosuch_%d" % i for i in range(5)}:
+                break
+            time.sleep(0.2)
+        assert not names & {"nosuch_%d" % i for i in range(5)}, names
+        assert "postgres" in names  # in use
+        assert keep.execute("SELECT 2").fetchone()[0] == 2
+    assert b.log_contains("dropped: unused for autodb_idle_timeout") >= 5
