@@ -21,6 +21,10 @@ typedef int64_t usec_t;
 
 void *xmalloc(size_t n);
 void *xcalloc(size_t n, size_t sz);
+/* Chained hash tables whose nodes begin with their chain pointer: a table
+ * of nb buckets (a power of two) holding every node of `old` (n buckets,
+ * freed), each placed by hash(node). */
+void **util_rehash(void **old, uint32_t n, uint32_t nb, uint64_t (*hash)(const void *node));
 void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);

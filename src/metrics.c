@@ -100,6 +100,32 @@ static void by_state(struct evbuffer *b, const char *name, const char *help, con
 	}
 }
 
+/* One series per pool of a value a function gives. */
+static void per_pool_value(struct evbuffer *b, const char *name, const char *type, const char *help,
+                           uint64_t (*value)(const struct pgt_pool *))
+{
+	header(b, name, type, help);
+	struct list *i;
+	list_for_each (i, &pgt_pools) {
+		const struct pgt_pool *p = container_of(i, struct pgt_pool, node);
+		if (p->internal)
+			continue;
+		evbuffer_add_printf(b, "%s", name);
+		labels(b, p, NULL, NULL);
+		evbuffer_add_printf(b, " %llu\n", (unsigned long long)value(p));
+	}
+}
+
+static uint64_t pinned_now(const struct pgt_pool *p)
+{
+	return (uint64_t)p->npinned;
+}
+
+static uint64_t pins_total(const struct pgt_pool *p)
+{
+	return p->stats_pins;
+}
+
 static const char *const client_states[] = {"active", "waiting", "login"};
 static void client_values(const struct pgt_pool *p, int *v)
 {
@@ -171,27 +197,12 @@ static void render(struct evbuffer *b)
 	per_pool(b, "pgtenant_transaction_seconds_total", "Time spent in transactions.",
 	         offsetof(struct pgt_pool_stats, xact_time), 1e-6);
 	struct list *i;
-	header(
+	per_pool_value(
 	    b, "pgtenant_clients_pinned", "gauge",
-	    "Clients keeping their server connection between transactions (temporary tables, locks, ...).");
-	list_for_each (i, &pgt_pools) {
-		const struct pgt_pool *p = container_of(i, struct pgt_pool, node);
-		if (p->internal)
-			continue;
-		evbuffer_add_printf(b, "pgtenant_clients_pinned");
-		labels(b, p, NULL, NULL);
-		evbuffer_add_printf(b, " %d\n", p->npinned);
-	}
-	header(b, "pgtenant_client_pins_total", "counter",
-	       "Times a client was pinned to its server connection.");
-	list_for_each (i, &pgt_pools) {
-		const struct pgt_pool *p = container_of(i, struct pgt_pool, node);
-		if (p->internal)
-			continue;
-		evbuffer_add_printf(b, "pgtenant_client_pins_total");
-		labels(b, p, NULL, NULL);
-		evbuffer_add_printf(b, " %llu\n", (unsigned long long)p->stats_pins);
-	}
+	    "Clients keeping their server connection between transactions (temporary tables, locks, ...).",
+	    pinned_now);
+	per_pool_value(b, "pgtenant_client_pins_total", "counter",
+	               "Times a client was pinned to its server connection.", pins_total);
 	header(b, "pgtenant_wait_seconds", "summary", "Time clients waited for a server connection.");
 	list_for_each (i, &pgt_pools) {
 		const struct pgt_pool *p = container_of(i, struct pgt_pool, node);

@@ -47,6 +47,7 @@
 #include "prepare.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,19 +92,17 @@ static uint64_t hash_bytes(const void *p, size_t n)
 	return h ^ (h >> 29);
 }
 
+_Static_assert(offsetof(struct ps_stmt, hnext) == 0, "util_rehash needs the chain first");
+
+static uint64_t stmt_hash(const void *node)
+{
+	return ((const struct ps_stmt *)node)->hash;
+}
+
 static void reg_grow(void)
 {
 	uint32_t nb = reg.nb ? reg.nb * 2 : 64;
-	struct ps_stmt **b = xcalloc(nb, sizeof(*b));
-	for (uint32_t i = 0; i < reg.nb; i++) {
-		for (struct ps_stmt *st = reg.b[i], *next; st; st = next) {
-			next = st->hnext;
-			st->hnext = b[st->hash & (nb - 1)];
-			b[st->hash & (nb - 1)] = st;
-		}
-	}
-	free(reg.b);
-	reg.b = b;
+	reg.b = (struct ps_stmt **)util_rehash((void **)reg.b, reg.nb, nb, stmt_hash);
 	reg.nb = nb;
 }
 
@@ -193,20 +192,18 @@ static void cent_unref(struct ps_cent *e)
 	free(e);
 }
 
+_Static_assert(offsetof(struct ps_cent, hnext) == 0, "util_rehash needs the chain first");
+
+static uint64_t cent_hash(const void *node)
+{
+	return ((const struct ps_cent *)node)->hash;
+}
+
 static void cmap_insert(struct ps_client *m, struct ps_cent *e)
 {
 	if (m->n >= m->nb) {
 		uint32_t nb = m->nb ? m->nb * 2 : 16;
-		struct ps_cent **b = xcalloc(nb, sizeof(*b));
-		for (uint32_t i = 0; i < m->nb; i++) {
-			for (struct ps_cent *x = m->b[i], *next; x; x = next) {
-				next = x->hnext;
-				x->hnext = b[x->hash & (nb - 1)];
-				b[x->hash & (nb - 1)] = x;
-			}
-		}
-		free(m->b);
-		m->b = b;
+		m->b = (struct ps_cent **)util_rehash((void **)m->b, m->nb, nb, cent_hash);
 		m->nb = nb;
 	}
 	e->hnext = m->b[e->hash & (m->nb - 1)];
@@ -342,20 +339,18 @@ static struct ps_sent *smap_find(const struct ps_server *ps, const struct ps_stm
 	return NULL;
 }
 
+_Static_assert(offsetof(struct ps_sent, hnext) == 0, "util_rehash needs the chain first");
+
+static uint64_t sent_hash(const void *node)
+{
+	return ((const struct ps_sent *)node)->st->id;
+}
+
 static void smap_add(struct ps_server *ps, struct ps_stmt *st)
 {
 	if (ps->n >= ps->nb) {
 		uint32_t nb = ps->nb ? ps->nb * 2 : 16;
-		struct ps_sent **b = xcalloc(nb, sizeof(*b));
-		for (uint32_t i = 0; i < ps->nb; i++) {
-			for (struct ps_sent *x = ps->b[i], *next; x; x = next) {
-				next = x->hnext;
-				x->hnext = b[x->st->id & (nb - 1)];
-				b[x->st->id & (nb - 1)] = x;
-			}
-		}
-		free(ps->b);
-		ps->b = b;
+		ps->b = (struct ps_sent **)util_rehash((void **)ps->b, ps->nb, nb, sent_hash);
 		ps->nb = nb;
 	}
 	struct ps_sent *e = xmalloc(sizeof(*e));

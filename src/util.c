@@ -32,6 +32,21 @@ void *xmalloc(size_t n)
 	return p;
 }
 
+void **util_rehash(void **old, uint32_t n, uint32_t nb, uint64_t (*hash)(const void *node))
+{
+	void **b = xcalloc(nb, sizeof(*b));
+	for (uint32_t i = 0; i < n; i++) {
+		for (void *x = old[i], *next; x; x = next) {
+			next = *(void **)x;
+			uint64_t h = hash(x) & (nb - 1);
+			*(void **)x = b[h];
+			b[h] = x;
+		}
+	}
+	free(old);
+	return b;
+}
+
 void *xcalloc(size_t n, size_t sz)
 {
 	void *p = calloc(n ? n : 1, sz ? sz : 1);

@@ -91,8 +91,20 @@ def test_set_local_is_not_carried(bouncer_factory):
         a.commit()
 
 
+def scrape(b, port):
+    import urllib.request
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
+        return r.read().decode()
+
+
+def metric(text, name):
+    return [float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith(name + "{")]
+
+
 def test_temp_table_pins_until_dropped(bouncer_factory):
-    b = pool_of(bouncer_factory, 2)
+    from conftest import free_port
+    port = free_port()
+    b = pool_of(bouncer_factory, 2, metrics_listen="127.0.0.1:%d" % port)
     stop = threading.Event()
     ts = churn(b, stop, n=1)
     try:
@@ -105,8 +117,12 @@ def test_temp_table_pins_until_dropped(bouncer_factory):
             assert a.execute("SELECT count(*), pg_backend_pid() FROM scratch").fetchone() == (20, pid)
             rows = pinned(b)
             assert len(rows) == 1 and "temp" in rows[0]
+            text = scrape(b, port)
+            assert metric(text, "pgtenant_clients_pinned") == [1.0]
+            assert metric(text, "pgtenant_client_pins_total") == [1.0]
             a.execute("DROP TABLE scratch")
             assert not pinned(b, False)
+            assert metric(scrape(b, port), "pgtenant_clients_pinned") == [0.0]
             on_other_backend(a, pid)  # free to move again
     finally:
         stop.set()
