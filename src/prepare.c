@@ -604,12 +604,14 @@ static bool inject_close(struct pgt_client *c, const struct ps_stmt *st)
 	return sbuf_inject(&c->conn, m, n);
 }
 
-/* Close the least recently used statements until one more fits. */
+/* Close the least recently used statement if one more would not fit: two
+ * at most per message (the queue has room for that), so that a smaller
+ * max_prepared_statements after a reload is reached over the next ones. */
 static bool make_room(struct pgt_client *c, struct pgt_server *s)
 {
 	struct ps_server *ps = s->ps;
 	uint32_t max = (uint32_t)pgt.cfg->max_prepared_statements;
-	while (ps->n > 0 && ps->n >= max) {
+	for (int k = 0; k < 2 && ps->n > 0 && ps->n >= max; k++) {
 		struct ps_sent *old = container_of(list_first(&ps->lru), struct ps_sent, lru);
 		if (!inject_close(c, old->st))
 			return false;
@@ -1133,8 +1135,9 @@ enum sbuf_verdict ps_client_packet(struct pgt_client *c, struct pgt_server *s, s
 			return pkt->type == 'Q' || pkt->type == 'F' ? SB_SKIP : SB_FORWARD;
 		}
 	}
-	/* at most: a Close to make room, a Parse, and the message's own */
-	if (!q_room(ps, 4)) {
+	/* at most: two Closes to make room (or one before a Parse again), a
+	 * Parse, and the message's own */
+	if (!q_room(ps, 6)) {
 		ps->held = true;
 		return SB_HOLD;
 	}

@@ -547,3 +547,17 @@ def test_random_pipelines_answer_as_postgresql(bouncer_factory, pg, seed):
 class types_of_port:
     def __init__(self, port):
         self.port = port
+
+
+def test_reload_to_a_smaller_max_prepared_statements(bouncer_factory):
+    b = one_pool(bouncer_factory)
+    s, _ = pgwire.login(b)
+    s.sendall(b"".join(P("r%d" % i, "SELECT %d" % i) for i in range(30)) + S)
+    assert types(answers(s)) == "1" * 30 + "Z"
+    b.reload(max_prepared_statements="2")
+    for rnd in range(3):
+        for i in range(30):
+            s.sendall(B("r%d" % i) + E + S)
+            assert rows(answers(s)) == [str(i)]
+    n = int(pgwire.data_rows(pgwire.query(s, "SELECT count(*) FROM pg_prepared_statements"))[0])
+    assert n <= 2
