@@ -408,6 +408,8 @@ void pool_drop_unused(usec_t now)
 		free(p->dbname);
 		free(p->user);
 		free(p->tenant);
+		free(p->db_host);
+		free(p->db_dbname);
 		free(p);
 	}
 }
