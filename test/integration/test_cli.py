@@ -65,7 +65,13 @@ def test_daemon_with_pidfile(tmp_path):
     wait_port(port)
     pid = int(pidfile.read_text())
     assert os.path.exists("/proc/%d" % pid)
-    assert os.path.exists(tmp_path / (".s.PGSQL.%d" % port))
+    # the TCP listener opens first, the unix socket right after it
+    sock = tmp_path / (".s.PGSQL.%d" % port)
+    for _ in range(100):
+        if sock.exists():
+            break
+        time.sleep(0.05)
+    assert sock.exists()
     os.kill(pid, signal.SIGTERM)
     for _ in range(100):
         if not os.path.exists("/proc/%d" % pid):
