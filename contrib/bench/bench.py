@@ -1,27 +1,49 @@
 #!/usr/bin/python3
 """
 Side-by-side benchmark: pgbench against PostgreSQL directly, through
-PgBouncer (Debian's pgbouncer) and through pgtenant, with the same pool size
-and pool mode, in one run.  Prints TPS, the pooler's CPU time per
-transaction (utime+stime from /proc), optional syscalls per transaction
-(strace -c), and resident memory per idle client with N idle clients.
+PgBouncer (Debian's pgbouncer, or the binaries given with --pgbouncer) and
+through pgtenant, with the same pool size and pool mode, in one run.  Prints
+TPS and each pooler's CPU time per transaction (utime+stime from /proc) for
+each pgbench protocol (-M simple, extended, prepared), optional syscalls
+(strace -c) and user-space instructions (callgrind) per transaction, also
+per protocol, the Parse counts of a -M prepared run (SHOW STATS_TOTALS), and
+resident memory per idle client with N idle clients.
 
-  contrib/bench/bench.py                 full matrix (-S and TPC-B, simple and
-                                         extended, 8/64/256 clients)
-  contrib/bench/bench.py --quick         -S simple 64 clients only
+  contrib/bench/bench.py                 full matrix (-S and TPC-B, each protocol,
+                                         8/64/256 clients)
+  contrib/bench/bench.py --quick         --load only, 64 clients, each protocol
+  contrib/bench/bench.py --protocols simple,prepared
+                                         the pgbench -M protocols of the matrix,
+                                         --quick, --syscalls and --callgrind
+                                         (default simple,extended,prepared)
   contrib/bench/bench.py --syscalls      also count syscalls per transaction
   contrib/bench/bench.py --callgrind     also count user-space instructions per
                                          transaction (valgrind --tool=callgrind)
-  contrib/bench/bench.py --load tpcb     TPC-B instead of -S for --quick, --syscalls
-                                         and --callgrind
-  contrib/bench/bench.py --runs 3        every cell 3 times, interleaved; medians
-                                         and spread (min-max)
+  contrib/bench/bench.py --callgrind-keep DIR
+                                         keep callgrind's output files there, for
+                                         contrib/bench/cgdiff.py
+  contrib/bench/bench.py --load tpcb     TPC-B instead of -S for --quick, --syscalls,
+                                         --callgrind and the Parse counts
+  contrib/bench/bench.py --runs 3        every cell 3 times, interleaved: each pass
+                                         runs every protocol on every target, in an
+                                         order that rotates from pass to pass;
+                                         medians and spread (min-max), and prepared /
+                                         extended TPS paired by pass; syscalls at
+                                         most 3 runs
   contrib/bench/bench.py --baseline BIN  also an older pgtenant build, interleaved
                                          with the others ("before" / "after")
+  contrib/bench/bench.py --pgbouncer PATH
+                                         the PgBouncer to compare with (default
+                                         Debian's); given more than once, all of
+                                         them, interleaved, named pgb-VERSION
   contrib/bench/bench.py --tenant        pgtenant serves a pinned tenant pool
 
 Clients log in with SCRAM-SHA-256 to both poolers (auth_file with a
 plain-text password, as PgBouncer needs for SCRAM with its own secret).
+PgBouncer 1.21 and later runs with max_prepared_statements = 200 (pgtenant's
+default); an older one fails -M prepared in transaction mode (the next
+transaction's server connection lacks the client's statement), which is
+shown as FAILED and NA.
 
 Everything listens on 127.0.0.1 and stops by itself.
 """
@@ -60,12 +82,16 @@ def rss_kb(pid):
 
 
 class Pooler:
-    def __init__(self, name, cmd, port):
-        self.name, self.port = name, port
+    def __init__(self, name, cmd, port, kind="pgtenant"):
+        self.name, self.port, self.kind = name, port, kind
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      preexec_fn=os.setsid)
         wait_port(port, proc=self.proc)
         self.pid = self.proc.pid
+
+    def user(self):
+        """pgbench's login user: pgtenant's (a tenant pool with --tenant) or app."""
+        return PGTENANT_USER["user"] if self.kind == "pgtenant" else "app"
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
@@ -85,7 +111,8 @@ def write_config(d, section, pg, port, pool_size, extra=""):
         f.write("[databases]\nappdb = host=127.0.0.1 port=%d dbname=appdb user=app password=apppass\n"
                 "[%s]\nlisten_addr = 127.0.0.1\nlisten_port = %d\nunix_socket_dir =\n"
                 "auth_type = scram-sha-256\nauth_file = %s/userlist.txt\npool_mode = transaction\n"
-                "default_pool_size = %d\nmax_client_conn = 20000\nquery_wait_timeout = 600\n%s"
+                "default_pool_size = %d\nmax_client_conn = 20000\nquery_wait_timeout = 600\n"
+                "stats_users = app\n%s"
                 % (pg.port, section, port, d, pool_size, extra))
     return ini
 
@@ -105,12 +132,26 @@ def start_pgtenant(workdir, pg, pool_size, binary, wrapper=(), name="pgtenant"):
     return p
 
 
-def start_pgbouncer(workdir, pg, pool_size, wrapper=()):
-    exe = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+DEFAULT_PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+
+
+def pgbouncer_version(exe):
+    """("1.18.0", (1, 18)) for a PgBouncer binary."""
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
+    m = re.search(r"PgBouncer (\d+)\.(\d+)(\.\d+)?", out)
+    if not m:
+        raise RuntimeError("%s --version printed %r" % (exe, out[:200]))
+    return m.group(0).split()[1], (int(m.group(1)), int(m.group(2)))
+
+
+def start_pgbouncer(workdir, pg, pool_size, wrapper=(), exe=None, name="pgbouncer"):
+    exe = exe or DEFAULT_PGBOUNCER
     port = free_port()
-    d = os.path.join(workdir, "pgbouncer")
-    ini = write_config(d, "pgbouncer", pg, port, pool_size,
-                       "logfile = %s/pgbouncer.log\nlog_connections = 0\nlog_disconnections = 0\n" % d)
+    d = os.path.join(workdir, name)
+    extra = "logfile = %s/pgbouncer.log\nlog_connections = 0\nlog_disconnections = 0\n" % d
+    if pgbouncer_version(exe)[1] >= (1, 21):  # transaction-mode prepared statements, pgtenant's default
+        extra += "max_prepared_statements = 200\n"
+    ini = write_config(d, "pgbouncer", pg, port, pool_size, extra)
     if os.geteuid() == 0:
         shutil.chown(d, "postgres")
     for p in (ini, os.path.join(d, "userlist.txt")):
@@ -120,12 +161,28 @@ def start_pgbouncer(workdir, pg, pool_size, wrapper=()):
     cmd = (list(wrapper) + [exe, "-q", ini] if os.geteuid() != 0 else
            ["runuser", "-u", "postgres", "--", "sh", "-c", 'ulimit -n 20000; exec "$@"', "sh"] +
            list(wrapper) + [exe, "-q", ini])
-    p = Pooler("pgbouncer", cmd, port)
-    if os.geteuid() == 0:  # the pid of pgbouncer itself, not of runuser
+    p = Pooler(name, cmd, port, "pgbouncer")
+    if os.geteuid() == 0:  # the pid of pgbouncer itself (the one with this ini), not of runuser
         time.sleep(0.2)
-        out = subprocess.run(["pgrep", "-f", "-n", "pgbouncer -q"], capture_output=True, text=True).stdout.split()
+        out = subprocess.run(["pgrep", "-f", "-n", re.escape(ini)], capture_output=True, text=True).stdout.split()
         p.pid = int(out[-1])
     return p
+
+
+class Target:
+    """A pooler under test, which can start instances of itself: the one
+    the TPS runs share, and fresh ones under callgrind."""
+
+    def __init__(self, name, kind, binary):
+        self.name, self.kind, self.binary = name, kind, binary
+
+    def start(self, workdir, pg, pool_size, wrapper=(), suffix=""):
+        if self.kind == "pgbouncer":
+            p = start_pgbouncer(workdir, pg, pool_size, wrapper, self.binary, self.name + suffix)
+        else:
+            p = start_pgtenant(workdir, pg, pool_size, self.binary, wrapper, self.name + suffix)
+        p.name = self.name
+        return p
 
 
 METRICS = {"port": None}
@@ -147,6 +204,10 @@ def scrape_ms(port, n=10):
 PGTENANT_USER = {"user": "app"}
 
 
+class PgbenchFailed(RuntimeError):
+    pass
+
+
 def pgbench(port, host, clients, duration, select_only, protocol, transactions=None, user="app"):
     args = ["pgbench", "-h", host, "-p", str(port), "-U", user, "-M", protocol, "-c", str(clients),
             "-j", "2", "-n"]
@@ -159,8 +220,43 @@ def pgbench(port, host, clients, duration, select_only, protocol, transactions=N
     n = re.search(r"number of transactions actually processed: (\d+)", r.stdout)
     failed = re.search(r"number of failed transactions: (\d+)", r.stdout)
     if r.returncode != 0 or not tps:
-        raise RuntimeError("pgbench failed: %s %s" % (r.stdout[-500:], r.stderr[-1500:]))
+        err = re.search(r"^.*\b(?:ERROR|FATAL|error):.*$", r.stderr, re.M)
+        raise PgbenchFailed(err.group(0).strip() if err else (r.stderr or r.stdout)[-300:].strip())
     return float(tps.group(1)), int(n.group(1)), int(failed.group(1)) if failed else 0
+
+
+def console_stats(p):
+    """SHOW STATS_TOTALS on the pooler's admin console: appdb's row as a dict."""
+    r = subprocess.run(["psql", "-X", "-A", "-F", "|", "-h", "127.0.0.1", "-p", str(p.port), "-U", "app",
+                        "-d", "pgtenant" if p.kind == "pgtenant" else "pgbouncer", "-c", "SHOW STATS_TOTALS"],
+                       capture_output=True, text=True, env=dict(os.environ, PGPASSWORD="apppass"))
+    lines = r.stdout.splitlines()
+    if r.returncode != 0 or not lines:
+        return {}
+    cols = lines[0].split("|")
+    for line in lines[1:]:
+        row = dict(zip(cols, line.split("|")))
+        if row.get("database") == "appdb":
+            return row
+    return {}
+
+
+PARSE_KEYS = ("client_parse_count", "server_parse_count", "bind_count")
+
+
+def parse_counts(p, clients, transactions, select_only):
+    """(transactions, {client_parse_count, server_parse_count, bind_count})
+    of one -M prepared run, from SHOW STATS_TOTALS before and after it; a
+    string saying why not if the console lacks them or pgbench fails."""
+    before = console_stats(p)
+    if not all(k in before for k in PARSE_KEYS):
+        return "no parse counts in SHOW STATS_TOTALS"
+    try:
+        _, n, _ = pgbench(p.port, "127.0.0.1", clients, None, select_only, "prepared", transactions, user=p.user())
+    except PgbenchFailed as e:
+        return "pgbench failed: %s" % e
+    after = console_stats(p)
+    return n, dict((k, int(after[k]) - int(before[k])) for k in PARSE_KEYS)
 
 
 def idle_clients_memory(port, n):
@@ -221,13 +317,20 @@ def idle_clients_memory(port, n):
     return socks
 
 
-def syscalls_per_xact(pid, port, clients, protocol, transactions, select_only=True, user="app"):
+def syscalls_per_xact(p, clients, protocol, transactions, select_only=True):
+    """The pooler's syscalls (all threads, strace -c -f) per transaction of
+    one pgbench run; None if pgbench fails."""
     out = tempfile.mktemp(prefix="strace-")
-    st = subprocess.Popen(["strace", "-c", "-f", "-o", out, "-p", str(pid)], stderr=subprocess.DEVNULL)
+    st = subprocess.Popen(["strace", "-c", "-f", "-o", out, "-p", str(p.pid)], stderr=subprocess.DEVNULL)
     time.sleep(0.5)
-    _, n, _ = pgbench(port, "127.0.0.1", clients, None, select_only, protocol, transactions, user=user)
-    st.send_signal(signal.SIGINT)
-    st.wait()
+    n = None
+    try:
+        _, n, _ = pgbench(p.port, "127.0.0.1", clients, None, select_only, protocol, transactions, user=p.user())
+    except PgbenchFailed:
+        pass
+    finally:
+        st.send_signal(signal.SIGINT)
+        st.wait()
     total = 0
     with open(out) as f:
         for line in f:
@@ -235,36 +338,46 @@ def syscalls_per_xact(pid, port, clients, protocol, transactions, select_only=Tr
             if m and m.group(3) != "total":
                 total += int(m.group(1))
     os.unlink(out)
-    return total / float(n)
+    return total / float(n) if n else None
 
 
-def callgrind_per_xact(workdir, pg, pool_size, binary, which, select_only=True):
+def callgrind_per_xact(workdir, pg, pool_size, target, protocol, select_only=True, keep=None):
     """User-space instructions per transaction: two fresh processes under
     callgrind, one serving a short pgbench run and one a long one; the
     difference of their totals divided by the difference in transactions
-    cancels startup, logins and shutdown."""
+    cancels startup, logins, each connection's first Parse (-M prepared) and
+    shutdown.  None if pgbench fails.  keep: a directory to copy the output
+    files to, as NAME-LOAD-PROTOCOL-TRANSACTIONS.out."""
     totals = []
     for n in (200, 1200):
-        d = os.path.join(workdir, "cg-%s-%d" % (which, n))
+        tag = "%s-%s-%s-%d" % (target.name, "select" if select_only else "tpcb", protocol, n)
+        d = os.path.join(workdir, "cg-" + tag)
         os.makedirs(d, exist_ok=True)
         os.chmod(d, 0o777)
         out = os.path.join(d, "callgrind.out")
         wrapper = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out]
-        p = (start_pgbouncer(workdir, pg, pool_size, wrapper) if which == "pgbouncer"
-             else start_pgtenant(workdir, pg, pool_size, binary, wrapper))
+        p = target.start(workdir, pg, pool_size, wrapper, suffix="-cg-" + protocol)
+        ok = False
         try:
-            pgbench(p.port, "127.0.0.1", 8, None, select_only, "simple", n,
-                    user=PGTENANT_USER["user"] if which != "pgbouncer" else "app")
+            pgbench(p.port, "127.0.0.1", 8, None, select_only, protocol, n, user=p.user())
+            ok = True
+        except PgbenchFailed:
+            pass
         finally:
             p.stop()
             for _ in range(200):
                 if os.path.exists(out) and os.path.getsize(out) > 0:
                     break
                 time.sleep(0.05)
+        if not ok:
+            return None
         time.sleep(0.5)
         with open(out) as f:
             m = re.search(r"^(?:summary|totals): (\d+)", f.read(), re.M)
         totals.append(int(m.group(1)))
+        if keep:
+            os.makedirs(keep, exist_ok=True)
+            shutil.copy(out, os.path.join(keep, tag + ".out"))
     return (totals[1] - totals[0]) / (8.0 * 1000)
 
 
@@ -273,26 +386,57 @@ def spread(values):
     return v[len(v) // 2], v[0], v[-1]
 
 
+PROTOCOLS = ("simple", "extended", "prepared")
+
+
+def fmt(v, f="%.2f"):
+    return "NA" if v is None else f % v
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--pool-size", type=int, default=20)
     ap.add_argument("--idle-clients", type=int, default=5000)
+    ap.add_argument("--protocols", default=",".join(PROTOCOLS),
+                    help="comma-separated pgbench -M protocols (default %(default)s)")
     ap.add_argument("--syscalls", action="store_true")
     ap.add_argument("--callgrind", action="store_true")
+    ap.add_argument("--callgrind-keep", metavar="DIR", help="keep callgrind's output files in DIR")
     ap.add_argument("--load", choices=("select", "tpcb"), default="select",
-                    help="the load of --quick, --syscalls and --callgrind")
+                    help="the load of --quick, --syscalls, --callgrind and the Parse counts")
     ap.add_argument("--runs", type=int, default=1, help="interleaved runs per cell (medians and spread)")
     ap.add_argument("--baseline", help="an older pgtenant binary to run interleaved as 'before'")
+    ap.add_argument("--pgbouncer", action="append", metavar="PATH",
+                    help="a PgBouncer binary to compare with (default %s); may be repeated" % DEFAULT_PGBOUNCER)
     ap.add_argument("--no-pgbouncer", action="store_true")
     ap.add_argument("--tenant", action="store_true",
                     help="pgtenant serves a pinned tenant pool (user app.acme) instead of a plain one")
     ap.add_argument("--binary", default=os.path.join(ROOT, "build", "pgtenant"))
     args = ap.parse_args()
+    protocols = [x.strip() for x in args.protocols.split(",") if x.strip()]
+    if not protocols or any(x not in PROTOCOLS for x in protocols):
+        ap.error("--protocols: a comma-separated list of %s" % ", ".join(PROTOCOLS))
     if args.tenant:
         PGTENANT_USER["user"] = "app.acme"
     select_only = args.load == "select"
+    load = "-S" if select_only else "TPC-B"
+
+    targets = []
+    if not args.no_pgbouncer:
+        exes = args.pgbouncer or [DEFAULT_PGBOUNCER]
+        for exe in exes:
+            version = pgbouncer_version(exe)[0]
+            name = "pgbouncer" if len(exes) == 1 else "pgb-" + version
+            while name in [t.name for t in targets]:
+                name += "'"
+            targets.append(Target(name, "pgbouncer", exe))
+            targets[-1].version = version
+    if args.baseline:
+        targets.append(Target("before", "pgtenant", args.baseline))
+    targets.append(Target("pgtenant", "pgtenant", args.binary))
+    bouncers = [t.name for t in targets if t.kind == "pgbouncer"]
 
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -305,70 +449,131 @@ def main():
     try:
         subprocess.run(["pgbench", "-i", "-q", "-s", "10", "-h", pg.sockdir, "-p", str(pg.port), "-U", "app",
                         "appdb"], check=True, capture_output=True, env=dict(os.environ, PGPASSWORD="apppass"))
-        if not args.no_pgbouncer:
-            poolers.append(start_pgbouncer(workdir, pg, args.pool_size))
-        if args.baseline:
-            poolers.append(start_pgtenant(workdir, pg, args.pool_size, args.baseline, name="before"))
-        poolers.append(start_pgtenant(workdir, pg, args.pool_size, args.binary))
-        version = subprocess.run(["pgbouncer", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+        for t in targets:
+            poolers.append(t.start(workdir, pg, args.pool_size))
         print("pool_mode=transaction pool_size=%d duration=%ds runs=%d, SCRAM, %s, pgtenant %s%s" %
-              (args.pool_size, args.duration, args.runs, version,
+              (args.pool_size, args.duration, args.runs,
+               ", ".join("%s = PgBouncer %s (%s)" % (t.name, t.version, t.binary)
+                         for t in targets if t.kind == "pgbouncer") or "no PgBouncer",
                subprocess.run([args.binary, "-V"], capture_output=True, text=True).stdout.split()[-1],
                ", tenant pool" if args.tenant else ""))
-        matrix = [(select_only, "simple", 64)] if args.quick else [
-            (sel, proto, c) for sel in (True, False) for proto in ("simple", "extended") for c in (8, 64, 256)]
+        # cells of one load and client count, one per protocol, run interleaved: each pass visits every
+        # protocol and, within it, every target once, in an order that rotates from pass to pass, so
+        # that protocols compare as fairly as targets do
+        groups = [(select_only, 64)] if args.quick else [(sel, c) for sel in (True, False) for c in (8, 64, 256)]
         names = [p.name for p in poolers]
+        w = max([9] + [len(n) for n in names])
         hdr = "%-7s %-8s %4s | %9s | " % ("load", "protocol", "cl", "direct") + " | ".join(
-            "%9s %7s" % (n, "us/tx") for n in names)
-        if "pgbouncer" in names:
-            hdr += " | %6s %6s" % ("ratio", "cpu")
+            "%*s %7s" % (w, n, "us/tx") for n in names)
+        cw = dict((b, 13 if len(bouncers) == 1 else max(13, len(b) + 3)) for b in bouncers)
+        for b in bouncers:  # pgtenant / each PgBouncer
+            hdr += " | %*s" % (cw[b], "%6s %6s" % ("ratio", "cpu") if len(bouncers) == 1 else "vs " + b)
         print(hdr)
         print("-" * len(hdr))
-        for sel, proto, clients in matrix:
-            runs = {}
-            for _ in range(args.runs):  # interleaved: each run visits every pooler once
-                runs.setdefault("direct", []).append(pgbench(pg.port, "127.0.0.1", clients, args.duration, sel,
-                                                             proto)[0])
-                for p in poolers:
-                    c0 = cpu_seconds(p.pid)
-                    tps, n, failed = pgbench(p.port, "127.0.0.1", clients, args.duration, sel, proto,
-                                             user=PGTENANT_USER["user"] if p.name != "pgbouncer" else "app")
-                    runs.setdefault(p.name, []).append((tps, (cpu_seconds(p.pid) - c0) / n * 1e6, failed))
-            row = "%-7s %-8s %4d | %9.0f | " % ("select" if sel else "tpcb", proto, clients,
-                                                spread(runs["direct"])[0])
-            med = {}
-            for name in names:
-                tps = spread([r[0] for r in runs[name]])
-                cpu = spread([r[1] for r in runs[name]])
-                med[name] = (tps[0], cpu[0])
-                row += "%9.0f %7.1f | " % (tps[0], cpu[0])
-                if any(r[2] for r in runs[name]):
-                    row += "FAILED TX "
-            if "pgbouncer" in names:
-                b, t = med["pgbouncer"], med["pgtenant"]
-                row += "%6.2f %6.2f" % (t[0] / b[0], t[1] / b[1] if b[1] else 0)
-            print(row)
-            if args.runs > 1:
-                print("        spread (min-max TPS): " + ", ".join(
-                    "%s %.0f-%.0f" % (n, spread([r[0] for r in runs[n]])[1], spread([r[0] for r in runs[n]])[2])
-                    for n in names))
+        errors = {}
+        order = [None] + poolers  # None: PostgreSQL directly
+        for sel, clients in groups:
+            # runs[proto][name]: per pass, (tps, us per transaction, failed transactions) or None
+            runs = dict((proto, dict((n, []) for n in ["direct"] + names)) for proto in protocols)
+            for i in range(args.runs):
+                for proto in protocols[i % len(protocols):] + protocols[:i % len(protocols)]:
+                    for p in order[i % len(order):] + order[:i % len(order)]:
+                        name = p.name if p else "direct"
+                        try:
+                            if p is None:
+                                tps, n, failed = pgbench(pg.port, "127.0.0.1", clients, args.duration, sel, proto)
+                                runs[proto][name].append((tps, 0.0, failed))
+                                continue
+                            c0 = cpu_seconds(p.pid)
+                            tps, n, failed = pgbench(p.port, "127.0.0.1", clients, args.duration, sel, proto,
+                                                     user=p.user())
+                            runs[proto][name].append((tps, (cpu_seconds(p.pid) - c0) / n * 1e6, failed))
+                        except PgbenchFailed as e:
+                            runs[proto][name].append(None)
+                            errors.setdefault((name, proto), str(e))
+            for proto in protocols:
+                r = runs[proto]
+                direct = [x[0] for x in r["direct"] if x]
+                row = "%-7s %-8s %4d | %9s | " % ("select" if sel else "tpcb", proto, clients,
+                                                  fmt(spread(direct)[0] if direct else None, "%.0f"))
+                med = {}
+                cells = []
+                for name in names:
+                    ok = [x for x in r[name] if x]
+                    if not ok:
+                        cells.append("%*s %7s" % (w, "FAILED", "NA"))
+                        med[name] = None
+                        continue
+                    tps, cpu = spread([x[0] for x in ok])[0], spread([x[1] for x in ok])[0]
+                    med[name] = (tps, cpu)
+                    cell = "%*.0f %7.1f" % (w, tps, cpu)
+                    if len(ok) < args.runs:
+                        cell += " (%d of %d runs FAILED)" % (args.runs - len(ok), args.runs)
+                    if any(x[2] for x in ok):
+                        cell += " FAILED TX"
+                    cells.append(cell)
+                row += " | ".join(cells)
+                t = med.get("pgtenant")
+                for b in bouncers:
+                    if t and med[b]:
+                        row += " | %*s" % (cw[b], "%6.2f %6.2f" % (t[0] / med[b][0],
+                                                                   t[1] / med[b][1] if med[b][1] else 0))
+                    else:
+                        row += " | %*s" % (cw[b], "%6s %6s" % ("NA", "NA"))
+                print(row)
+                if args.runs > 1:
+                    print("        spread (min-max TPS): " + ", ".join(
+                        "%s %.0f-%.0f" % (n, min(x[0] for x in r[n] if x), max(x[0] for x in r[n] if x))
+                        for n in ["direct"] + names if any(r[n])))
+            if "prepared" in protocols and "extended" in protocols:
+                # the issue's target, prepared >= extended, from the passes' own pairs
+                pairs = []
+                for n in ["direct"] + names:
+                    q = [a[0] / b[0] for a, b in zip(runs["prepared"][n], runs["extended"][n]) if a and b]
+                    if q:
+                        m = spread(q)
+                        pairs.append("%s %.2f (%.2f-%.2f)" % (n, m[0], m[1], m[2]))
+                print("        TPS prepared / extended, same pass (median, min-max): " +
+                      (", ".join(pairs) or "NA"))
             sys.stdout.flush()
-        if "pgbouncer" in names:
-            print("ratio = pgtenant TPS / PgBouncer TPS; cpu = pgtenant CPU per transaction / PgBouncer's")
+        for b in bouncers:
+            print("ratio = pgtenant TPS / %s TPS; cpu = pgtenant CPU per transaction / %s's" % (b, b))
+        for (name, proto), err in sorted(errors.items()):
+            print("%s -M %s: pgbench failed: %s" % (name, proto, err))
         if args.syscalls:
-            for p in poolers:
-                vals = [syscalls_per_xact(p.pid, p.port, 64, "simple", 2000 if select_only else 100, select_only,
-                                          PGTENANT_USER["user"] if p.name != "pgbouncer" else "app")
-                        for _ in range(args.runs)]
-                m = spread(vals)
-                print("%-9s syscalls per transaction (%s simple, 64 clients): %.2f (%.2f-%.2f)" %
-                      (p.name, args.load, m[0], m[1], m[2]))
+            for proto in protocols:
+                vals = dict((p.name, []) for p in poolers)
+                for i in range(min(args.runs, 3)):  # repeatable to 0.01: 3 runs say so
+                    for p in poolers[i % len(poolers):] + poolers[:i % len(poolers)]:
+                        vals[p.name].append(syscalls_per_xact(p, 64, proto, 2000 if select_only else 100,
+                                                              select_only))
+                for p in poolers:
+                    ok = [v for v in vals[p.name] if v is not None]
+                    m = spread(ok) if ok else (None, None, None)
+                    print("%-*s syscalls per transaction (%s %s, 64 clients): %s (%s-%s)%s" %
+                          (w, p.name, load, proto, fmt(m[0]), fmt(m[1]), fmt(m[2]),
+                           "" if len(ok) == len(vals[p.name]) else " %d of %d runs FAILED" %
+                           (len(vals[p.name]) - len(ok), len(vals[p.name]))))
+                sys.stdout.flush()
         if args.callgrind:
+            for proto in protocols:
+                for t in targets:
+                    v = callgrind_per_xact(workdir, pg, args.pool_size, t, proto, select_only, args.callgrind_keep)
+                    print("%-*s user-space instructions per transaction (callgrind, %s %s, 8 clients): %s" %
+                          (w, t.name, load, proto, fmt(v, "%.0f") if v is not None else "NA (pgbench failed)"))
+                    sys.stdout.flush()
+        if "prepared" in protocols:
             for p in poolers:
-                binary = args.baseline if p.name == "before" else args.binary
-                print("%-9s user-space instructions per transaction (callgrind, %s simple, 8 clients): %.0f" %
-                      (p.name, args.load,
-                       callgrind_per_xact(workdir, pg, args.pool_size, binary, p.name, select_only)))
+                r = parse_counts(p, 64, 100 if select_only else 20, select_only)
+                if isinstance(r, str):
+                    print("%-*s SHOW STATS_TOTALS over a -M prepared run: NA (%s)" % (w, p.name, r))
+                    continue
+                n, c = r
+                print("%-*s SHOW STATS_TOTALS over %d -M prepared %s transactions (64 clients): "
+                      "client_parse_count %d (%.3f/tx), server_parse_count %d (%.3f/tx), bind_count %d (%.3f/tx)" %
+                      (w, p.name, n, load, c["client_parse_count"], c["client_parse_count"] / float(n),
+                       c["server_parse_count"], c["server_parse_count"] / float(n), c["bind_count"],
+                       c["bind_count"] / float(n)))
         if args.idle_clients:
             for p in poolers:
                 before = rss_kb(p.pid)
