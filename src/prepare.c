@@ -1306,7 +1306,7 @@ int ps_server_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 			/* everything on the server went with these, and the client asked
 			 * to forget its own statements */
 			const char *tag = (const char *)pkt->data + 5;
-			if (pkt->data[pkt->total - 1] == '\0' &&
+			if (tag[0] == 'D' && pkt->data[pkt->total - 1] == '\0' &&
 			    (strcmp(tag, "DISCARD ALL") == 0 || strcmp(tag, "DEALLOCATE ALL") == 0)) {
 				ps_server_forget(s);
 				if (s->client)

@@ -128,15 +128,21 @@ uint8_t session_text_hint(const uint8_t *s, size_t n, struct pgt_server *sv)
 {
 	uint8_t h = 0;
 	size_t i = 0;
+	/* only the pairs "vi" (advisory), "mp" (temp) and "_c" (set_config), in
+	 * any case, start a closer look: ordinary queries have none */
 #ifdef __SSE2__
-	/* 16 bytes at a time: only 'v', 'm' and '_' start a closer look */
-	const __m128i lv = _mm_set1_epi8('v'), lm = _mm_set1_epi8('m'), us = _mm_set1_epi8('_'),
+	const __m128i lv = _mm_set1_epi8('v'), li = _mm_set1_epi8('i'), lm = _mm_set1_epi8('m'),
+	              lp = _mm_set1_epi8('p'), us = _mm_set1_epi8('_'), lc = _mm_set1_epi8('c'),
 	              lower = _mm_set1_epi8(0x20);
-	for (; i + 16 <= n; i += 16) {
+	for (; i + 17 <= n; i += 16) {
 		__m128i x = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
+		__m128i y = _mm_or_si128(_mm_loadu_si128((const __m128i *)(const void *)(s + i + 1)), lower);
 		__m128i xl = _mm_or_si128(x, lower);
-		int m = _mm_movemask_epi8(_mm_or_si128(
-		    _mm_or_si128(_mm_cmpeq_epi8(xl, lv), _mm_cmpeq_epi8(xl, lm)), _mm_cmpeq_epi8(x, us)));
+		__m128i c =
+		    _mm_or_si128(_mm_or_si128(_mm_and_si128(_mm_cmpeq_epi8(xl, lv), _mm_cmpeq_epi8(y, li)),
+		                              _mm_and_si128(_mm_cmpeq_epi8(xl, lm), _mm_cmpeq_epi8(y, lp))),
+		                 _mm_and_si128(_mm_cmpeq_epi8(x, us), _mm_cmpeq_epi8(y, lc)));
+		int m = _mm_movemask_epi8(c);
 		while (m) {
 			int b = __builtin_ctz((unsigned)m);
 			h |= hint_at(s, n, i + (size_t)b, sv);
@@ -144,9 +150,9 @@ uint8_t session_text_hint(const uint8_t *s, size_t n, struct pgt_server *sv)
 		}
 	}
 #endif
-	for (; i < n; i++) {
-		uint8_t c = s[i] | 0x20;
-		if (c == 'v' || c == 'm' || s[i] == '_')
+	for (; i + 1 < n; i++) {
+		uint8_t c = s[i] | 0x20, d = s[i + 1] | 0x20;
+		if ((c == 'v' && d == 'i') || (c == 'm' && d == 'p') || (s[i] == '_' && d == 'c'))
 			h |= hint_at(s, n, i, sv);
 	}
 	return h;

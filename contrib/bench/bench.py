@@ -215,7 +215,12 @@ def pgbench(port, host, clients, duration, select_only, protocol, transactions=N
     if select_only:
         args.append("-S")
     args.append("appdb")
-    r = subprocess.run(args, capture_output=True, text=True, env=dict(os.environ, PGPASSWORD="apppass"))
+    limit = duration + 120 if duration else 1800
+    try:
+        r = subprocess.run(args, capture_output=True, text=True, env=dict(os.environ, PGPASSWORD="apppass"),
+                           timeout=limit)
+    except subprocess.TimeoutExpired:  # a pooler that stops answering must not stop the benchmark
+        raise PgbenchFailed("pgbench hung: no end after %d s (%s)" % (limit, " ".join(args[3:])))
     tps = re.search(r"tps = ([\d.]+) \(without initial", r.stdout)
     n = re.search(r"number of transactions actually processed: (\d+)", r.stdout)
     failed = re.search(r"number of failed transactions: (\d+)", r.stdout)
