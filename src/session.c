@@ -134,9 +134,20 @@ uint8_t session_text_hint(const uint8_t *s, size_t n, struct pgt_server *sv)
 	const __m128i lv = _mm_set1_epi8('v'), li = _mm_set1_epi8('i'), lm = _mm_set1_epi8('m'),
 	              lp = _mm_set1_epi8('p'), us = _mm_set1_epi8('_'), lc = _mm_set1_epi8('c'),
 	              lower = _mm_set1_epi8(0x20);
-	for (; i + 17 <= n; i += 16) {
-		__m128i x = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
-		__m128i y = _mm_or_si128(_mm_loadu_si128((const __m128i *)(const void *)(s + i + 1)), lower);
+	uint8_t tail[33];
+	const uint8_t *p = s;
+	for (;;) {
+		if (i + 17 > n) {
+			/* the last bytes, zero-padded (no pair ends in a zero) */
+			if (p == tail || i + 1 >= n)
+				break;
+			memset(tail, 0, sizeof(tail));
+			memcpy(tail, s + i, n - i);
+			p = tail;
+		}
+		const uint8_t *q = p == tail ? tail : s + i;
+		__m128i x = _mm_loadu_si128((const __m128i *)(const void *)q);
+		__m128i y = _mm_or_si128(_mm_loadu_si128((const __m128i *)(const void *)(q + 1)), lower);
 		__m128i xl = _mm_or_si128(x, lower);
 		__m128i c =
 		    _mm_or_si128(_mm_or_si128(_mm_and_si128(_mm_cmpeq_epi8(xl, lv), _mm_cmpeq_epi8(y, li)),
@@ -145,16 +156,22 @@ uint8_t session_text_hint(const uint8_t *s, size_t n, struct pgt_server *sv)
 		int m = _mm_movemask_epi8(c);
 		while (m) {
 			int b = __builtin_ctz((unsigned)m);
-			h |= hint_at(s, n, i + (size_t)b, sv);
+			if (i + (size_t)b < n)
+				h |= hint_at(s, n, i + (size_t)b, sv);
 			m &= m - 1;
 		}
+		i += 16;
+		if (p == tail)
+			break;
 	}
-#endif
+	return h;
+#else
 	for (; i + 1 < n; i++) {
 		uint8_t c = s[i] | 0x20, d = s[i + 1] | 0x20;
 		if ((c == 'v' && d == 'i') || (c == 'm' && d == 'p') || (s[i] == '_' && d == 'c'))
 			h |= hint_at(s, n, i, sv);
 	}
+#endif
 	return h;
 }
 

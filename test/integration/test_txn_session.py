@@ -201,3 +201,18 @@ def test_tenant_pin_is_never_carried(bouncer_factory, pg):
             "tenant_acme" in a.execute("SHOW search_path").fetchone()[0]
         assert a.execute("SELECT current_setting('app.tenant_id')").fetchone()[0] == "acme"
         assert "tenant_acme" in c.execute("SHOW search_path").fetchone()[0]
+
+
+def test_hint_words_anywhere_in_the_text(bouncer_factory):
+    """The words no tag shows are noticed wherever they fall in the text
+    (the scan takes 16 bytes at a time, then the rest)."""
+    b = pool_of(bouncer_factory, 2)
+    with b.connect() as a:
+        for pad in range(0, 40, 3):
+            a.execute("SELECT %s pg_advisory_lock(%d)" % ("1," * pad, pad))
+            assert pinned(b) and "advisory_lock" in pinned(b)[0], pad
+            a.execute("SELECT %s pg_advisory_unlock(%d)" % ("1," * pad, pad))
+            assert not pinned(b, False), pad
+            a.execute("SELECT %s set_config('app.pad%d', 'x', false)" % ("1," * pad, pad))
+            a.execute("SELECT 1")
+            assert a.execute("SELECT current_setting('app.pad%d')" % pad).fetchone()[0] == "x"
