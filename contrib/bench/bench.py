@@ -11,7 +11,8 @@ resident memory per idle client with N idle clients.
 
   contrib/bench/bench.py                 full matrix (-S and TPC-B, each protocol,
                                          8/64/256 clients)
-  contrib/bench/bench.py --quick         --load only, 64 clients, each protocol
+  contrib/bench/bench.py --quick         --load only, 64 clients (--clients N), each
+                                         protocol
   contrib/bench/bench.py --protocols simple,prepared
                                          the pgbench -M protocols of the matrix,
                                          --quick, --syscalls and --callgrind
@@ -43,7 +44,10 @@ plain-text password, as PgBouncer needs for SCRAM with its own secret).
 PgBouncer 1.21 and later runs with max_prepared_statements = 200 (pgtenant's
 default); an older one fails -M prepared in transaction mode (the next
 transaction's server connection lacks the client's statement), which is
-shown as FAILED and NA.
+shown as FAILED and NA.  TPC-B with -M prepared and more clients than
+--pool-size is not run through the poolers: pgbench itself deadlocks there
+on any transaction pooler (see DEADLOCK below); its 8-client cells run.
+A pgbench that hangs anyway is stopped and reported as failed.
 
 Everything listens on 127.0.0.1 and stops by itself.
 """
@@ -215,7 +219,7 @@ def pgbench(port, host, clients, duration, select_only, protocol, transactions=N
     if select_only:
         args.append("-S")
     args.append("appdb")
-    limit = duration + 120 if duration else 1800
+    limit = duration + 120 if duration else 600
     try:
         r = subprocess.run(args, capture_output=True, text=True, env=dict(os.environ, PGPASSWORD="apppass"),
                            timeout=limit)
@@ -392,6 +396,16 @@ def spread(values):
 
 
 PROTOCOLS = ("simple", "extended", "prepared")
+DEADLOCK = ("not run: pgbench -M prepared prepares a statement with a blocking PQprepare() the first time "
+            "a client runs it, which stops the other clients of its thread; with more clients than pool_size "
+            "and transactions of several statements (TPC-B), the clients that hold the server connections wait "
+            "inside their transactions for a thread that waits for a server connection, on any transaction "
+            "pooler (PgBouncer 1.25 too)")
+
+
+def deadlocks(select_only, protocol, clients, pool_size):
+    """See DEADLOCK."""
+    return protocol == "prepared" and not select_only and clients > pool_size
 
 
 def fmt(v, f="%.2f"):
@@ -402,6 +416,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--clients", type=int, default=64, help="pgbench clients of --quick (default 64)")
     ap.add_argument("--pool-size", type=int, default=20)
     ap.add_argument("--idle-clients", type=int, default=5000)
     ap.add_argument("--protocols", default=",".join(PROTOCOLS),
@@ -465,7 +480,8 @@ def main():
         # cells of one load and client count, one per protocol, run interleaved: each pass visits every
         # protocol and, within it, every target once, in an order that rotates from pass to pass, so
         # that protocols compare as fairly as targets do
-        groups = [(select_only, 64)] if args.quick else [(sel, c) for sel in (True, False) for c in (8, 64, 256)]
+        groups = ([(select_only, args.clients)] if args.quick else
+                  [(sel, c) for sel in (True, False) for c in (8, 64, 256)])
         names = [p.name for p in poolers]
         w = max([9] + [len(n) for n in names])
         hdr = "%-7s %-8s %4s | %9s | " % ("load", "protocol", "cl", "direct") + " | ".join(
@@ -475,7 +491,7 @@ def main():
             hdr += " | %*s" % (cw[b], "%6s %6s" % ("ratio", "cpu") if len(bouncers) == 1 else "vs " + b)
         print(hdr)
         print("-" * len(hdr))
-        errors = {}
+        errors, skipped = {}, set()
         order = [None] + poolers  # None: PostgreSQL directly
         for sel, clients in groups:
             # runs[proto][name]: per pass, (tps, us per transaction, failed transactions) or None
@@ -484,6 +500,10 @@ def main():
                 for proto in protocols[i % len(protocols):] + protocols[:i % len(protocols)]:
                     for p in order[i % len(order):] + order[:i % len(order)]:
                         name = p.name if p else "direct"
+                        if p and deadlocks(sel, proto, clients, args.pool_size):
+                            runs[proto][name].append(None)
+                            skipped.add("%s -M prepared, %d clients" % ("-S" if sel else "TPC-B", clients))
+                            continue
                         try:
                             if p is None:
                                 tps, n, failed = pgbench(pg.port, "127.0.0.1", clients, args.duration, sel, proto)
@@ -506,7 +526,8 @@ def main():
                 for name in names:
                     ok = [x for x in r[name] if x]
                     if not ok:
-                        cells.append("%*s %7s" % (w, "FAILED", "NA"))
+                        cells.append("%*s %7s" % (w, "not run" if deadlocks(sel, proto, clients, args.pool_size)
+                                                  else "FAILED", "NA"))
                         med[name] = None
                         continue
                     tps, cpu = spread([x[0] for x in ok])[0], spread([x[1] for x in ok])[0]
@@ -545,9 +566,14 @@ def main():
             print("ratio = pgtenant TPS / %s TPS; cpu = pgtenant CPU per transaction / %s's" % (b, b))
         for (name, proto), err in sorted(errors.items()):
             print("%s -M %s: pgbench failed: %s" % (name, proto, err))
+        for cell in sorted(skipped):
+            print("poolers, %s: %s" % (cell, DEADLOCK))
         if args.syscalls:
             for proto in protocols:
                 vals = dict((p.name, []) for p in poolers)
+                if deadlocks(select_only, proto, 64, args.pool_size):
+                    print("syscalls per transaction (%s %s, 64 clients): NA, %s" % (load, proto, DEADLOCK))
+                    continue
                 for i in range(min(args.runs, 3)):  # repeatable to 0.01: 3 runs say so
                     for p in poolers[i % len(poolers):] + poolers[:i % len(poolers)]:
                         vals[p.name].append(syscalls_per_xact(p, 64, proto, 2000 if select_only else 100,
@@ -569,14 +595,15 @@ def main():
                     sys.stdout.flush()
         if "prepared" in protocols:
             for p in poolers:
-                r = parse_counts(p, 64, 100 if select_only else 20, select_only)
+                clients = 64 if not deadlocks(select_only, "prepared", 64, args.pool_size) else args.pool_size
+                r = parse_counts(p, clients, 100 if select_only else 20, select_only)
                 if isinstance(r, str):
                     print("%-*s SHOW STATS_TOTALS over a -M prepared run: NA (%s)" % (w, p.name, r))
                     continue
                 n, c = r
-                print("%-*s SHOW STATS_TOTALS over %d -M prepared %s transactions (64 clients): "
+                print("%-*s SHOW STATS_TOTALS over %d -M prepared %s transactions (%d clients): "
                       "client_parse_count %d (%.3f/tx), server_parse_count %d (%.3f/tx), bind_count %d (%.3f/tx)" %
-                      (w, p.name, n, load, c["client_parse_count"], c["client_parse_count"] / float(n),
+                      (w, p.name, n, load, clients, c["client_parse_count"], c["client_parse_count"] / float(n),
                        c["server_parse_count"], c["server_parse_count"] / float(n), c["bind_count"],
                        c["bind_count"] / float(n)))
         if args.idle_clients:
