@@ -723,6 +723,17 @@ static bool emit_ready(struct pgt_server *s)
 
 /* ---- the client's messages ---- */
 
+/* A made-up answer in the client's place in the stream: at once if nothing
+ * is outstanding before it, else when its turn comes. */
+static enum sbuf_verdict answer_here(struct pgt_client *c, struct pgt_server *s, uint8_t kind, void *p)
+{
+	bool first = q_len(s->ps) == 0;
+	q_push(s->ps, kind, p);
+	if (first && !emit_ready(s))
+		return c->conn.dead ? SB_GONE : SB_SKIP;
+	return SB_SKIP;
+}
+
 /* A name whose Parse went out in an earlier Sync segment and is not
  * answered yet: whether it exists depends on that answer (an error there
  * skips it), so the client waits for it.  Only a client that pipelines a
@@ -985,11 +996,7 @@ static enum sbuf_verdict client_parse(struct pgt_client *c, struct pgt_server *s
 	if (se) {
 		list_del(&se->lru);
 		list_append(&ps->lru, &se->lru);
-		bool first = q_len(ps) == 0;
-		q_push(ps, R_FAKE_PARSE, e);
-		if (first && !emit_ready(s))
-			return c->conn.dead ? SB_GONE : SB_SKIP;
-		return SB_SKIP;
+		return answer_here(c, s, R_FAKE_PARSE, e);
 	}
 	/* prepare it under its server-side name (the request is the client's:
 	 * its ParseComplete goes to the client) */
@@ -1094,11 +1101,7 @@ static enum sbuf_verdict client_describe_close(struct pgt_client *c, struct pgt_
 		e->refs++;
 		e->closing = true; /* gone once answered; skipped, it stays */
 		e->close_epoch = ps->epoch;
-		bool first = q_len(ps) == 0;
-		q_push(ps, R_FAKE_CLOSE, e);
-		if (first && !emit_ready(s))
-			return c->conn.dead ? SB_GONE : SB_SKIP;
-		return SB_SKIP;
+		return answer_here(c, s, R_FAKE_CLOSE, e);
 	}
 	if (!ensure_on_server(c, s, e->st))
 		return SB_GONE;
@@ -1113,11 +1116,7 @@ static enum sbuf_verdict client_describe_close(struct pgt_client *c, struct pgt_
 	q_push(ps, R_DESCRIBE, e->st);
 	return SB_SKIP;
 fake_close : {
-	bool first = q_len(ps) == 0;
-	q_push(ps, R_FAKE_CLOSE, NULL);
-	if (first && !emit_ready(s))
-		return c->conn.dead ? SB_GONE : SB_SKIP;
-	return SB_SKIP;
+	return answer_here(c, s, R_FAKE_CLOSE, NULL);
 }
 }
 
