@@ -1086,8 +1086,8 @@ static enum sbuf_verdict client_describe_close(struct pgt_client *c, struct pgt_
 		return wait_for_answers(ps);
 	if (!e) {
 		if (starts_with_prefix(name)) {
-			if (kind == R_CLOSE)
-				goto fake_close; /* closing a name that does not exist is no error */
+			if (kind == R_CLOSE) /* closing a name that does not exist is no error */
+				return answer_here(c, s, R_FAKE_CLOSE, NULL);
 			return fail_here(c, s, "26000", "prepared statement \"%s\" does not exist", name)
 			           ? SB_SKIP
 			           : SB_GONE;
@@ -1115,9 +1115,6 @@ static enum sbuf_verdict client_describe_close(struct pgt_client *c, struct pgt_
 		return SB_GONE;
 	q_push(ps, R_DESCRIBE, e->st);
 	return SB_SKIP;
-fake_close : {
-	return answer_here(c, s, R_FAKE_CLOSE, NULL);
-}
 }
 
 enum sbuf_verdict ps_client_packet(struct pgt_client *c, struct pgt_server *s, struct pgt_pkt *pkt)
