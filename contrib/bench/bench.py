@@ -587,12 +587,27 @@ def main():
                            (len(vals[p.name]) - len(ok), len(vals[p.name]))))
                 sys.stdout.flush()
         if args.callgrind:
+            # the count moves by a few percent from run to run (how the clients'
+            # messages happen to be batched per wakeup): --runs N gives the
+            # median of N, the targets interleaved
             for proto in protocols:
+                vals = {t.name: [] for t in targets}
+                for r in range(args.runs):
+                    for t in targets:
+                        vals[t.name].append(callgrind_per_xact(workdir, pg, args.pool_size, t, proto,
+                                                               select_only, args.callgrind_keep))
                 for t in targets:
-                    v = callgrind_per_xact(workdir, pg, args.pool_size, t, proto, select_only, args.callgrind_keep)
-                    print("%-*s user-space instructions per transaction (callgrind, %s %s, 8 clients): %s" %
-                          (w, t.name, load, proto, fmt(v, "%.0f") if v is not None else "NA (pgbench failed)"))
-                    sys.stdout.flush()
+                    ok = [v for v in vals[t.name] if v is not None]
+                    if not ok:
+                        print("%-*s user-space instructions per transaction (callgrind, %s %s, 8 clients): "
+                              "NA (pgbench failed)" % (w, t.name, load, proto))
+                        continue
+                    m = spread(ok)
+                    print("%-*s user-space instructions per transaction (callgrind, %s %s, 8 clients): %s%s" %
+                          (w, t.name, load, proto, fmt(m[0], "%.0f"),
+                           " (%s-%s, %d runs)" % (fmt(m[1], "%.0f"), fmt(m[2], "%.0f"), len(ok))
+                           if len(ok) > 1 else ""))
+                sys.stdout.flush()
         if "prepared" in protocols:
             for p in poolers:
                 clients = 64 if not deadlocks(select_only, "prepared", 64, args.pool_size) else args.pool_size
