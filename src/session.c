@@ -124,90 +124,137 @@ void session_note_set(struct pgt_server *sv, const uint8_t *s, size_t n)
 	note_name(sv, p, end);
 }
 
-uint8_t session_text_hint(const uint8_t *s, size_t n, struct pgt_server *sv)
+#ifdef __SSE2__
+/* The pair starts among the 16 bytes at p (p[16] is read too), as a mask. */
+static inline int pairs16(const uint8_t *p)
+{
+	const __m128i lower = _mm_set1_epi8(0x20);
+	__m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
+	__m128i y = _mm_or_si128(_mm_loadu_si128((const __m128i *)(const void *)(p + 1)), lower);
+	__m128i xl = _mm_or_si128(x, lower);
+	__m128i c = _mm_or_si128(
+	    _mm_or_si128(
+	        _mm_and_si128(_mm_cmpeq_epi8(xl, _mm_set1_epi8('v')), _mm_cmpeq_epi8(y, _mm_set1_epi8('i'))),
+	        _mm_and_si128(_mm_cmpeq_epi8(xl, _mm_set1_epi8('m')), _mm_cmpeq_epi8(y, _mm_set1_epi8('p')))),
+	    _mm_and_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('_')), _mm_cmpeq_epi8(y, _mm_set1_epi8('c'))));
+	return _mm_movemask_epi8(c);
+}
+#endif
+
+#ifdef __SSE2__
+#if defined(__x86_64__) && defined(__GNUC__)
+#define PGT_HAVE_AVX2_TARGET 1
+#include <immintrin.h>
+/* The same over 32 bytes (p[32] is read too), where the CPU has AVX2. */
+__attribute__((target("avx2"))) static inline unsigned pairs32(const uint8_t *p)
+{
+	const __m256i lower = _mm256_set1_epi8(0x20);
+	__m256i x = _mm256_loadu_si256((const __m256i *)(const void *)p);
+	__m256i y = _mm256_or_si256(_mm256_loadu_si256((const __m256i *)(const void *)(p + 1)), lower);
+	__m256i xl = _mm256_or_si256(x, lower);
+	__m256i c =
+	    _mm256_or_si256(_mm256_or_si256(_mm256_and_si256(_mm256_cmpeq_epi8(xl, _mm256_set1_epi8('v')),
+	                                                     _mm256_cmpeq_epi8(y, _mm256_set1_epi8('i'))),
+	                                    _mm256_and_si256(_mm256_cmpeq_epi8(xl, _mm256_set1_epi8('m')),
+	                                                     _mm256_cmpeq_epi8(y, _mm256_set1_epi8('p')))),
+	                    _mm256_and_si256(_mm256_cmpeq_epi8(x, _mm256_set1_epi8('_')),
+	                                     _mm256_cmpeq_epi8(y, _mm256_set1_epi8('c'))));
+	return (unsigned)_mm256_movemask_epi8(c);
+}
+
+#endif
+
+/* Every pair start of a text of 17 bytes or more, looked at closely. */
+static __attribute__((noinline)) uint8_t hints_in(const uint8_t *s, size_t n, struct pgt_server *sv)
 {
 	uint8_t h = 0;
-	size_t i = 0;
+	for (size_t i = 0;; i += 16) {
+		size_t at = i + 17 <= n ? i : n - 17;
+		int m = pairs16(s + at) & ~((1 << (i - at)) - 1);
+		while (m) {
+			h |= hint_at(s, n, at + (size_t)__builtin_ctz((unsigned)m), sv);
+			m &= m - 1;
+		}
+		if (at + 17 >= n)
+			return h;
+	}
+}
+
+static __attribute__((noinline)) uint8_t hints_in_short(const uint8_t *s, size_t n, struct pgt_server *sv)
+{
+	uint8_t h = 0;
+	uint8_t tail[33] = {0}; /* zero-padded: no pair ends in a zero */
+	memcpy(tail, s, n);
+	int m = pairs16(tail);
+	while (m) {
+		int b = __builtin_ctz((unsigned)m);
+		if ((size_t)b + 1 < n)
+			h |= hint_at(s, n, (size_t)b, sv);
+		m &= m - 1;
+	}
+	return h;
+}
+#endif
+
+#ifdef __SSE2__
+static uint8_t text_hint_sse2(const uint8_t *s, size_t n, struct pgt_server *sv)
+{
+	if (n < 17)
+		return n >= 2 ? hints_in_short(s, n, sv) : 0;
+	/* 16 pair starts at a time; the last window ends at the text's end and
+	 * overlaps the one before.  Most texts have no pair: find that out
+	 * first, with nothing but the scan in the loop. */
+	int any = pairs16(s + n - 17);
+	for (size_t i = 0; i + 17 < n; i += 16)
+		any |= pairs16(s + i);
+	return any ? hints_in(s, n, sv) : 0;
+}
+
+#ifdef PGT_HAVE_AVX2_TARGET
+/* The same, 32 pair starts at a time. */
+__attribute__((target("avx2"))) static uint8_t text_hint_avx2(const uint8_t *s, size_t n,
+                                                              struct pgt_server *sv)
+{
+	if (n < 33)
+		return text_hint_sse2(s, n, sv);
+	unsigned any = pairs32(s + n - 33);
+	for (size_t i = 0; i + 33 < n; i += 32)
+		any |= pairs32(s + i);
+	return any ? hints_in(s, n, sv) : 0;
+}
+#endif
+
+/* The scan for this CPU, chosen at the first call. */
+static uint8_t text_hint_pick(const uint8_t *s, size_t n, struct pgt_server *sv);
+static uint8_t (*text_hint)(const uint8_t *, size_t, struct pgt_server *) = text_hint_pick;
+
+static uint8_t text_hint_pick(const uint8_t *s, size_t n, struct pgt_server *sv)
+{
+	text_hint = text_hint_sse2;
+#ifdef PGT_HAVE_AVX2_TARGET
+	__builtin_cpu_init();
+	if (__builtin_cpu_supports("avx2"))
+		text_hint = text_hint_avx2;
+#endif
+	return text_hint(s, n, sv);
+}
+#endif
+
+uint8_t session_text_hint(const uint8_t *s, size_t n, struct pgt_server *sv)
+{
 	/* only the pairs "vi" (advisory), "mp" (temp) and "_c" (set_config), in
 	 * any case, start a closer look: ordinary queries have none */
 #ifdef __SSE2__
-	const __m128i lv = _mm_set1_epi8('v'), li = _mm_set1_epi8('i'), lm = _mm_set1_epi8('m'),
-	              lp = _mm_set1_epi8('p'), us = _mm_set1_epi8('_'), lc = _mm_set1_epi8('c'),
-	              lower = _mm_set1_epi8(0x20);
-	uint8_t tail[33];
-	const uint8_t *p = s;
-	for (;;) {
-		if (i + 17 > n) {
-			/* the last bytes, zero-padded (no pair ends in a zero) */
-			if (p == tail || i + 1 >= n)
-				break;
-			memset(tail, 0, sizeof(tail));
-			memcpy(tail, s + i, n - i);
-			p = tail;
-		}
-		const uint8_t *q = p == tail ? tail : s + i;
-		__m128i x = _mm_loadu_si128((const __m128i *)(const void *)q);
-		__m128i y = _mm_or_si128(_mm_loadu_si128((const __m128i *)(const void *)(q + 1)), lower);
-		__m128i xl = _mm_or_si128(x, lower);
-		__m128i c =
-		    _mm_or_si128(_mm_or_si128(_mm_and_si128(_mm_cmpeq_epi8(xl, lv), _mm_cmpeq_epi8(y, li)),
-		                              _mm_and_si128(_mm_cmpeq_epi8(xl, lm), _mm_cmpeq_epi8(y, lp))),
-		                 _mm_and_si128(_mm_cmpeq_epi8(x, us), _mm_cmpeq_epi8(y, lc)));
-		int m = _mm_movemask_epi8(c);
-		while (m) {
-			int b = __builtin_ctz((unsigned)m);
-			if (i + (size_t)b < n)
-				h |= hint_at(s, n, i + (size_t)b, sv);
-			m &= m - 1;
-		}
-		i += 16;
-		if (p == tail)
-			break;
-	}
-	return h;
+	return text_hint(s, n, sv);
 #else
-	for (; i + 1 < n; i++) {
+	uint8_t h = 0;
+	for (size_t i = 0; i + 1 < n; i++) {
 		uint8_t c = s[i] | 0x20, d = s[i + 1] | 0x20;
 		if ((c == 'v' && d == 'i') || (c == 'm' && d == 'p') || (s[i] == '_' && d == 'c'))
 			h |= hint_at(s, n, i, sv);
 	}
-#endif
 	return h;
-}
-
-uint8_t session_tag_hint(const char *tag, size_t len)
-{
-	switch (tag[0]) {
-	case 'S':
-		return len == 3 && memcmp(tag, "SET", 3) == 0 ? SESSION_HINT_SET : 0;
-	case 'R':
-		return len == 5 && memcmp(tag, "RESET", 5) == 0 ? SESSION_HINT_SET : 0;
-	case 'D':
-		if (len == 2 && memcmp(tag, "DO", 2) == 0)
-			return SESSION_HINT_SET | SESSION_HINT_PIN;
-		if (len >= 4 && (memcmp(tag, "DECL", 4) == 0 || memcmp(tag, "DEAL", 4) == 0 ||
-		                 memcmp(tag, "DISC", 4) == 0 || memcmp(tag, "DROP", 4) == 0))
-			return SESSION_HINT_PIN;
-		return 0;
-	case 'C':
-		if (len == 4 && memcmp(tag, "CALL", 4) == 0)
-			return SESSION_HINT_SET | SESSION_HINT_PIN;
-		if (len >= 5 && memcmp(tag, "COPY ", 5) == 0)
-			return 0;
-		if (len == 6 && memcmp(tag, "COMMIT", 6) == 0)
-			return 0;
-		return SESSION_HINT_PIN; /* CREATE ..., CLOSE CURSOR */
-	case 'L':
-	case 'U':
-		if (len >= 6 &&
-		    (memcmp(tag, "LISTEN", 6) == 0 || memcmp(tag, "UNLISTEN", len < 8 ? len : 8) == 0))
-			return SESSION_HINT_PIN;
-		return 0;
-	case 'P':
-		return len == 7 && memcmp(tag, "PREPARE", 7) == 0 ? SESSION_HINT_PIN : 0;
-	default:
-		return 0;
-	}
+#endif
 }
 
 /* Two result sets: why the client must keep this connection (empty: no
