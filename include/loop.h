@@ -25,12 +25,19 @@ struct pgt_loop {
 	int nclients;      /* all client connections, admin included */
 	int nlogin;        /* ... of which not authenticated yet (max_login_clients) */
 	usec_t coarse_now; /* loop_now() as of the last janitor run (every 200 ms) */
+	usec_t now_cache;  /* loop_now() within one connection event (sbuf.c): 1 until
+	                    * read, 0 outside one */
 };
 
 extern struct pgt_loop pgt;
 
-/* Cached time of the current loop iteration (no syscall on the hot path). */
-usec_t loop_now(void);
+usec_t loop_now_slow(void);
+/* Cached time of the current loop iteration (no syscall on the hot path);
+ * within a connection event, read once. */
+static inline usec_t loop_now(void)
+{
+	return pgt.now_cache > 1 ? pgt.now_cache : loop_now_slow();
+}
 /* The time within the janitor's 200 ms: for stamps that only timeouts
  * checked by the janitor read (one load instead of ~40 instructions). */
 static inline usec_t loop_coarse_now(void)

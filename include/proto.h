@@ -28,10 +28,6 @@ struct proto_hdr {
 	uint32_t total;
 };
 
-/* Parse a regular message header (type + int32 length) from avail bytes.
- * The length must be >= 4 and total <= max_total. */
-enum proto_result proto_parse_header(const uint8_t *p, size_t avail, uint32_t max_total,
-                                     struct proto_hdr *hdr);
 /* Parse a startup-style header (int32 length, no type byte). */
 enum proto_result proto_parse_startup_header(const uint8_t *p, size_t avail, struct proto_hdr *hdr);
 
@@ -78,6 +74,21 @@ const uint8_t *proto_get_bytes(struct proto_reader *r, size_t n);
 static inline uint32_t proto_be32(const uint8_t *p)
 {
 	return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+/* Parse a regular message header (type + int32 length) from avail bytes.
+ * The length must be >= 4 and total <= max_total.  Inline: every message
+ * forwarded goes through it. */
+static inline enum proto_result proto_parse_header(const uint8_t *p, size_t avail, uint32_t max_total,
+                                                   struct proto_hdr *hdr)
+{
+	if (avail < 5)
+		return PROTO_NEED_MORE;
+	uint32_t len = proto_be32(p + 1);
+	if (len < 4 || len > max_total - 1 || len > 0x7fffffffu)
+		return PROTO_BAD;
+	hdr->type = p[0];
+	hdr->total = len + 1;
+	return PROTO_OK;
 }
 static inline void proto_put_be32(uint8_t *p, uint32_t v)
 {

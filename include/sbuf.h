@@ -47,18 +47,18 @@ enum sbuf_verdict {
 enum conn_kind { CONN_CLIENT = 1, CONN_SERVER = 2, CONN_CANCEL = 3 };
 
 struct pgt_pkt {
-	uint8_t type;        /* 0 for startup-style packets */
+	const uint8_t *data; /* start of the message in the buffer */
 	uint32_t total;      /* bytes on the wire, type byte included; a handler
 	                      * returning SB_SKIP may raise it to cover several
 	                      * whole messages it has checked, up to avail */
-	const uint8_t *data; /* start of the message in the buffer */
-	bool full;           /* the whole message is in the buffer */
 	uint32_t avail;      /* bytes in the buffer from data on */
 	/* SB_FORWARD: leave out this many bytes at the start of the message
 	 * (the handler has sent its own replacement for them with sbuf_inject) */
 	uint32_t skip_head;
 	/* SB_NEED_FULL: only this many bytes are needed (0 = all of it) */
 	uint32_t want;
+	uint8_t type; /* 0 for startup-style packets */
+	bool full;    /* the whole message is in the buffer */
 	/* SB_NEED_FULL: a message larger than the buffer may be read whole
 	 * into one of its own (up to SBUF_MAX_WHOLE) */
 	bool grow;
@@ -142,6 +142,14 @@ void sbuf_mem_stats(int *bufs_used, int *bufs_free, uint32_t *bufsize);
 void sbuf_init(struct pgt_conn *c, int fd, uint8_t kind, const struct conn_ops *ops);
 /* Recompute which events the connection needs and (re)register if changed. */
 void sbuf_update_events(struct pgt_conn *c);
+/* The same for a connection that only reads (an idle or freshly linked
+ * one), when nothing says its interest can have changed: the common case
+ * costs a few loads instead of a call. */
+static inline void sbuf_update_events_idle(struct pgt_conn *c, const struct pgt_conn *peer)
+{
+	if (c->blocked || c->outq || c->pre || c->ev_mask != EV_READ || (peer && peer->blocked))
+		sbuf_update_events(c);
+}
 /* Queue bytes pgtenant originates; false if the socket failed (caller closes). */
 bool sbuf_send_raw(struct pgt_conn *c, const void *data, size_t len) _MUSTCHECK;
 /* Set c's prefix (see above); the caller forwards data to c right after. */

@@ -33,12 +33,15 @@
 
 struct pgt_loop pgt;
 
-usec_t loop_now(void)
+usec_t loop_now_slow(void)
 {
 	struct timeval tv;
 	if (!pgt.base || event_base_gettimeofday_cached(pgt.base, &tv) != 0)
 		return util_now();
-	return (usec_t)tv.tv_sec * USEC_PER_SEC + tv.tv_usec;
+	usec_t now = (usec_t)tv.tv_sec * USEC_PER_SEC + tv.tv_usec;
+	if (pgt.now_cache == 1)
+		pgt.now_cache = now; /* the rest of the event reads it for free */
+	return now;
 }
 
 bool loop_reload(void)

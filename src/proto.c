@@ -9,19 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum proto_result proto_parse_header(const uint8_t *p, size_t avail, uint32_t max_total,
-                                     struct proto_hdr *hdr)
-{
-	if (avail < 5)
-		return PROTO_NEED_MORE;
-	uint32_t len = proto_be32(p + 1);
-	if (len < 4 || len > max_total - 1 || len > 0x7fffffffu)
-		return PROTO_BAD;
-	hdr->type = p[0];
-	hdr->total = len + 1;
-	return PROTO_OK;
-}
-
 enum proto_result proto_parse_startup_header(const uint8_t *p, size_t avail, struct proto_hdr *hdr)
 {
 	if (avail < 4)

@@ -74,9 +74,9 @@ static inline uint32_t cap(const struct pgt_conn *c)
 	return c->bigcap ? c->bigcap : bufsize;
 }
 
-static void buf_release(struct pgt_conn *c)
+static inline void buf_release(struct pgt_conn *c)
 {
-	if (c->bigcap) {
+	if (__builtin_expect(c->bigcap != 0, 0)) {
 		free(c->buf);
 		c->bigcap = 0;
 	} else {
@@ -496,7 +496,11 @@ static bool pump_inner(struct pgt_conn *c)
 				c->ops->on_close(c, "invalid message length", true);
 				return false;
 			}
-			struct pgt_pkt pkt = {hdr.type, hdr.total, p, avail >= hdr.total, avail, 0, 0, false};
+			struct pgt_pkt pkt = {.data = p,
+			                      .total = hdr.total,
+			                      .avail = avail,
+			                      .type = hdr.type,
+			                      .full = avail >= hdr.total};
 			enum sbuf_verdict v = c->ops->on_packet(c, &pkt);
 			if (v == SB_NEED_FULL) {
 				if (pkt.want && pkt.want < hdr.total)
@@ -542,6 +546,11 @@ static bool pump_inner(struct pgt_conn *c)
 			}
 			switch (v) {
 			case SB_FORWARD:
+				if (__builtin_expect(pkt.full && !pkt.skip_head && !c->dead, 1)) {
+					/* the common case, whole and as it is: on to the next */
+					c->parse_pos += hdr.total;
+					continue;
+				}
 				c->pkt_skip = 0;
 				c->pkt_remain = hdr.total;
 				if (pkt.skip_head) {
@@ -610,11 +619,23 @@ out:
 	return true;
 }
 
+/* After a pump: most often the connection still only waits to read, and
+ * nothing of its own says otherwise.  A peer blocked on its socket would
+ * have added EV_WRITE to its mask when it blocked (flush), so a mask of
+ * EV_READ alone means none is. */
+static inline void update_events_after_pump(struct pgt_conn *c)
+{
+	if (c->ev_mask == EV_READ && !c->blocked && !c->connecting && !c->outq && !c->pre &&
+	    (!c->buf || c->recv_pos < cap(c)))
+		return;
+	sbuf_update_events(c);
+}
+
 bool sbuf_pump(struct pgt_conn *c)
 {
 	bool ok = pump(c);
 	if (ok)
-		sbuf_update_events(c);
+		update_events_after_pump(c);
 	return ok;
 }
 
@@ -664,10 +685,19 @@ static void conn_read(struct pgt_conn *c)
 	sbuf_pump(c);
 }
 
+static inline __attribute__((always_inline)) void conn_event(short what, struct pgt_conn *c);
+
 static void conn_event_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct pgt_conn *c = arg;
 	(void)fd;
+	/* libevent's time is per loop iteration: an event may read it once */
+	pgt.now_cache = 1;
+	conn_event(what, arg);
+	pgt.now_cache = 0;
+}
+
+static inline __attribute__((always_inline)) void conn_event(short what, struct pgt_conn *c)
+{
 	if (c->dead)
 		return;
 	if (what & EV_WRITE) {
