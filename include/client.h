@@ -39,6 +39,7 @@ struct pgt_client {
 	enum client_state state;
 	struct pgt_pool *pool;
 	struct pgt_server *server;
+	struct pgt_server *last_server;  /* its last link's connection while it is `affine` to it */
 	struct client_login *login;      /* only during login; freed after */
 	char *user;                      /* login user name (tenant suffix removed) */
 	char *tenant;                    /* NULL = no tenant */

@@ -53,12 +53,15 @@ struct pgt_pool {
 	int nwaiting;                /* its length (launch decisions must not walk it) */
 	int nactive, nwelcome; /* lengths of active_clients and welcome_clients (metrics are O(pools)) */
 	struct list login_servers, idle_servers, active_servers, used_servers;
-	int nservers;      /* all server connections of this pool */
-	bool internal;     /* pgtenant's own connections (tenant registry): no pin, no clients */
-	char replication;  /* 'd' replication=database, 'p' physical: session mode, never reused */
-	bool tenant_role;  /* user is the tenant's own role (password from auth_file) */
-	usec_t full_until; /* the server refused a login with 53300: no new one before this */
-	int internal_want; /* queued registry lookups */
+	int nservers;       /* all server connections of this pool */
+	bool internal;      /* pgtenant's own connections (tenant registry): no pin, no clients */
+	char replication;   /* 'd' replication=database, 'p' physical: session mode, never reused */
+	int8_t mode;        /* pool_mode(), from the configuration as of the last (re)load */
+	bool session_track; /* transaction mode: session state is tracked (unless internal) */
+	bool ps_on;         /* ... and so are named prepared statements (prepare.c) */
+	bool tenant_role;   /* user is the tenant's own role (password from auth_file) */
+	usec_t full_until;  /* the server refused a login with 53300: no new one before this */
+	int internal_want;  /* queued registry lookups */
 
 	struct pgt_vars welcome; /* ParameterStatus values from the first login */
 	bool base_disabled;      /* a login with a client's parameters failed: open servers without */
@@ -115,7 +118,11 @@ void pool_login_failed(struct pgt_pool *pool, const char *reason);
 int pool_clients(const struct pgt_pool *pool);
 /* Effective sizes under the config in force. */
 int pool_size_limit(const struct pgt_pool *pool);
-int pool_mode(const struct pgt_pool *pool);
+/* PGT_POOL_SESSION or PGT_POOL_TRANSACTION. */
+static inline int pool_mode(const struct pgt_pool *pool)
+{
+	return pool->mode;
+}
 bool pool_in_backoff(const struct pgt_pool *pool);
 /* After a reload: re-resolve database entries. */
 void pool_config_changed(void);

@@ -38,6 +38,10 @@ struct pgt_server {
 	enum server_state state;
 	struct pgt_pool *pool;
 	struct pgt_client *client;
+	/* the client whose transaction ended here last: linked to it again,
+	 * the reset may keep the statements on it (server.c) */
+	struct pgt_client *affine;
+	bool keep_state; /* this link is the affine client's */
 	struct server_login *login;
 	struct pgt_vars vars; /* reported (ParameterStatus) values the server has now */
 	/* the reported settable parameters it was opened with (those of the
@@ -55,21 +59,22 @@ struct pgt_server {
 	bool close_needed;
 	bool fatal_forwarded; /* the linked client got the server's FATAL */
 	/* the transaction-mode hand-over (see server.c for the whole model) */
-	bool dirty;           /* a client has used it since its last reset */
-	bool need_setup;      /* linked; reset and parameters ride on the client's first message */
-	bool reset_pending;   /* the reset went out; its CommandComplete has not come back */
-	bool reset_simple;    /* an old server: the reset goes as a simple Query, confirmed first */
-	bool reset_fence;     /* a client Sync/Query went out behind the pending reset */
-	bool client_held;     /* the client's input is held until the reset is confirmed */
-	bool copy_in;         /* the server waits for COPY data from the client */
-	bool cut;             /* a client message reached the server only in part */
-	bool draining;        /* the client left mid-transaction: finishing, then kept or closed */
-	bool cancel_sent;     /* a CancelRequest went out while draining */
-	bool ps_on;           /* the client's requests are tracked (prepare.c) */
-	bool reset_keep;      /* the reset in flight keeps pgtenant's statements */
-	bool superuser;       /* logged in as a superuser (clients can change session authorization) */
-	uint8_t reset_cmds;   /* CommandCompletes of the reset still to come */
-	struct ps_server *ps; /* statements prepared on it, requests in flight */
+	bool dirty;            /* a client has used it since its last reset */
+	bool need_setup;       /* linked; reset and parameters ride on the client's first message */
+	bool reset_pending;    /* the reset went out; its CommandComplete has not come back */
+	bool reset_simple;     /* an old server: the reset goes as a simple Query, confirmed first */
+	bool reset_fence;      /* a client Sync/Query went out behind the pending reset */
+	bool client_held;      /* the client's input is held until the reset is confirmed */
+	bool copy_in;          /* the server waits for COPY data from the client */
+	bool cut;              /* a client message reached the server only in part */
+	bool draining;         /* the client left mid-transaction: finishing, then kept or closed */
+	bool cancel_sent;      /* a CancelRequest went out while draining */
+	bool ps_on;            /* the client's requests are tracked (prepare.c) */
+	bool reset_keep;       /* the reset in flight keeps pgtenant's statements */
+	bool superuser;        /* logged in as a superuser (clients can change session authorization) */
+	uint8_t reset_cmds;    /* CommandCompletes of the reset still to come */
+	struct ps_server *ps;  /* statements prepared on it, requests in flight */
+	uint32_t ps_untracked; /* simple Queries in flight that were not queued (prepare.c) */
 	/* session state (session.c): what this link may have changed, and the
 	 * check that asks the server */
 	uint8_t hint;

@@ -239,6 +239,11 @@ void client_close(struct pgt_client *c, const char *reason)
 		c->tstate = NULL;
 	}
 	registry_forget_client(c);
+	if (c->last_server) {
+		if (c->last_server->affine == c)
+			c->last_server->affine = NULL;
+		c->last_server = NULL;
+	}
 	if (s) {
 		/* what was parsed for the server goes out (a Terminate may follow
 		 * the last messages in the same read), so that the server's

@@ -44,6 +44,18 @@ const char *pool_backend_dbname(const struct pgt_pool *pool)
 	return pool->db->dbname ? pool->db->dbname : pool->dbname;
 }
 
+static void refresh_mode(struct pgt_pool *pool)
+{
+	if (pool->replication)
+		pool->mode = PGT_POOL_SESSION; /* a replication connection is the client's alone */
+	else if (pool->tconf && pool->tconf->pool_mode >= 0)
+		pool->mode = (int8_t)pool->tconf->pool_mode;
+	else
+		pool->mode = (int8_t)config_db_pool_mode(pgt.cfg, pool->db);
+	pool->session_track = pool->mode == PGT_POOL_TRANSACTION;
+	pool->ps_on = pool->session_track && pgt.cfg->max_prepared_statements > 0;
+}
+
 struct pgt_pool *pool_get(const char *dbname, const struct pgt_database *db, const char *user,
                           const char *tenant, char replication)
 {
@@ -61,6 +73,7 @@ struct pgt_pool *pool_get(const char *dbname, const struct pgt_database *db, con
 	p->tenant = xstrdup(tenant);
 	p->db = db;
 	p->tconf = tenant[0] ? config_find_tenant(pgt.cfg, tenant) : NULL;
+	refresh_mode(p);
 	p->dbstate = dbstate_get(db->name);
 	/* start by keeping prepared statements over resets: a pool whose
 	 * transactions use fewer drifts to discarding within a few dozen */
@@ -77,15 +90,6 @@ struct pgt_pool *pool_get(const char *dbname, const struct pgt_database *db, con
 	pool_remember_backend(p);
 	log_debug("new pool %s/%s", p->dbname, p->user);
 	return p;
-}
-
-int pool_mode(const struct pgt_pool *pool)
-{
-	if (pool->replication)
-		return PGT_POOL_SESSION; /* a replication connection is the client's alone */
-	if (pool->tconf && pool->tconf->pool_mode >= 0)
-		return pool->tconf->pool_mode;
-	return config_db_pool_mode(pgt.cfg, pool->db);
 }
 
 int pool_size_limit(const struct pgt_pool *pool)
@@ -294,7 +298,9 @@ static void make_room_for_key(struct pgt_pool *pool)
 struct pgt_server *pool_assign(struct pgt_pool *pool, struct pgt_client *c)
 {
 	if (list_empty(&pool->waiting_clients) && !pool_paused(pool)) {
-		struct pgt_server *s = idle_for(pool, c);
+		struct pgt_server *s = c->last_server;
+		if (!s || s->affine != c || s->state != SV_IDLE || s->pool != pool)
+			s = idle_for(pool, c);
 		if (s) {
 			if (!server_link(s, c))
 				return NULL;
@@ -347,7 +353,7 @@ void pool_server_ready(struct pgt_pool *pool, struct pgt_server *s)
 	list_del(&s->node);
 	s->state = SV_IDLE;
 	list_append(&pool->idle_servers, &s->node);
-	sbuf_update_events(&s->conn);
+	sbuf_update_events_idle(&s->conn, NULL);
 	if (first && keyed(pool))
 		pool_maybe_launch(pool);
 }
@@ -437,6 +443,7 @@ void pool_config_changed(void)
 					         p->dbname, p->user, p->tenant[0] ? "/" : "", p->tenant);
 			}
 			p->db = p->removed_db;
+			refresh_mode(p);
 			continue;
 		}
 		if (p->removed_db) {
@@ -450,6 +457,7 @@ void pool_config_changed(void)
 			p->generation++;
 		}
 		p->db = db;
+		refresh_mode(p);
 		pool_remember_backend(p);
 	}
 }

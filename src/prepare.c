@@ -37,6 +37,16 @@
  * sending a message that surely fails and replacing the server's error by
  * the right one, so the server skips to the Sync as PostgreSQL would.
  *
+ * A simple Query of a client that has no names, sent while nothing is
+ * queued, is not queued either: only counted (s->ps_untracked, one less per
+ * ReadyForQuery), so that a client that never prepares pays nothing per
+ * message.  Such Queries are always the oldest requests in flight; when a
+ * message that must be tracked follows them, they are queued first.  A
+ * DISCARD ALL or DEALLOCATE ALL is seen by its tag whichever way it went
+ * (ps_server_tag): it removes what was prepared before it, not the Parses
+ * pipelined behind it; a client's names wait for the answer of a Query
+ * that may be one of those (REQ_FORGET).
+ *
  * Isolation does not rest on any of this: the hand-over reset (server.c)
  * either keeps only statements with pgtenant's prefix that came through the
  * protocol (never a client's SQL PREPARE) or discards everything, and
@@ -171,11 +181,6 @@ struct ps_cent {
 	char name[];
 };
 
-struct ps_client {
-	struct ps_cent **b;
-	uint32_t nb, n;
-};
-
 static uint32_t hash_name(const char *s)
 {
 	uint32_t h = 2166136261u;
@@ -251,11 +256,6 @@ void ps_client_free(struct pgt_client *c)
 	c->ps = NULL;
 }
 
-uint32_t ps_client_count(const struct pgt_client *c)
-{
-	return c->ps ? c->ps->n : 0;
-}
-
 /* ---- a server connection's statements and its queue of requests ---- */
 
 /* What pgtenant knows of a statement on the server, in stream order: its
@@ -302,23 +302,13 @@ struct ps_req {
 #define REQ_REPREP 1        /* a Parse of a statement the server may have had: undo = "unknown" */
 #define REQ_QUIET 2         /* a Close before such a Parse: nothing to undo */
 #define REQ_WAS_CONFIRMED 4 /* an eviction of a statement known to be there */
-
-struct ps_server {
-	struct ps_sent **b;
-	uint32_t nb, n;
-	struct list lru;
-	struct ps_req *q; /* ring of requests sent and not yet answered */
-	uint32_t qcap, qhead, qtail;
-	uint32_t uses;   /* named Binds in the current link */
-	uint32_t epoch;  /* Sync segments sent so far */
-	bool held;       /* the client is held because the queue is full */
-	bool skipping;   /* the server skips everything up to the client's next Sync */
-	bool emit_after; /* made-up answers wait for the current message to be sent */
-};
+#define REQ_FORGET 8        /* a Query that may be DEALLOCATE ALL or DISCARD ALL */
 
 /* A client that pipelines without reading can queue this many requests;
  * then it is held until answers come back. */
 #define PS_QUEUE_MAX 65536
+/* Simple Queries counted instead of queued, at most (then they are queued). */
+#define PS_UNTRACKED_MAX 1024
 
 static struct ps_server *ps_server_get(struct pgt_server *s)
 {
@@ -399,30 +389,6 @@ static void smap_undo_parse(struct ps_server *ps, const struct ps_stmt *st, cons
 		e->state = SENT_UNKNOWN;
 	else
 		smap_del(ps, e);
-}
-
-uint32_t ps_server_count(const struct pgt_server *s)
-{
-	return s->ps ? s->ps->n : 0;
-}
-
-uint32_t ps_server_take_uses(struct pgt_server *s)
-{
-	if (!s->ps)
-		return 0;
-	uint32_t n = s->ps->uses;
-	s->ps->uses = 0;
-	return n;
-}
-
-bool ps_server_skipping(const struct pgt_server *s)
-{
-	return s->ps && s->ps->skipping;
-}
-
-bool ps_server_busy(const struct pgt_server *s)
-{
-	return s->ps && s->ps->qhead != s->ps->qtail;
 }
 
 static uint32_t q_len(const struct ps_server *ps)
@@ -542,6 +508,8 @@ static void req_undo(struct pgt_server *s, struct ps_req *r)
 static void q_pop(struct ps_server *ps)
 {
 	struct ps_req *r = &ps->q[ps->qhead++ & (ps->qcap - 1)];
+	if (r->flags & REQ_FORGET)
+		ps->forget_pending--;
 	req_release(r);
 }
 
@@ -552,7 +520,7 @@ static void q_clear(struct pgt_server *s)
 		q_pop(ps);
 }
 
-void ps_server_forget(struct pgt_server *s)
+void ps_server_forget_all(struct pgt_server *s)
 {
 	struct ps_server *ps = s->ps;
 	if (!ps)
@@ -569,7 +537,7 @@ void ps_server_free(struct pgt_server *s)
 		return;
 	if (ps->q)
 		q_clear(s);
-	ps_server_forget(s);
+	ps_server_forget_all(s);
 	free(ps->q);
 	free(ps->b);
 	free(ps);
@@ -604,14 +572,14 @@ static bool inject_close(struct pgt_client *c, const struct ps_stmt *st)
 	return sbuf_inject(&c->conn, m, n);
 }
 
-/* Close the least recently used statement if one more would not fit: two
- * at most per message (the queue has room for that), so that a smaller
+/* Close the least recently used statement if `more` more would not fit:
+ * two at most per message (the queue has room for that), so that a smaller
  * max_prepared_statements after a reload is reached over the next ones. */
-static bool make_room(struct pgt_client *c, struct pgt_server *s)
+static bool make_room_for(struct pgt_client *c, struct pgt_server *s, uint32_t more)
 {
 	struct ps_server *ps = s->ps;
 	uint32_t max = (uint32_t)pgt.cfg->max_prepared_statements;
-	for (int k = 0; k < 2 && ps->n > 0 && ps->n >= max; k++) {
+	for (int k = 0; k < 2 && ps->n > 0 && ps->n + more > max; k++) {
 		struct ps_sent *old = container_of(list_first(&ps->lru), struct ps_sent, lru);
 		if (!inject_close(c, old->st))
 			return false;
@@ -622,6 +590,11 @@ static bool make_room(struct pgt_client *c, struct pgt_server *s)
 		smap_del(ps, old);
 	}
 	return true;
+}
+
+static bool make_room(struct pgt_client *c, struct pgt_server *s)
+{
+	return make_room_for(c, s, 1);
 }
 
 /* st is on s's map, but not to be relied on: close it (no error if it is
@@ -650,7 +623,8 @@ static bool ensure_on_server(struct pgt_client *c, struct pgt_server *s, struct 
 	if (e && usable(ps, e)) {
 		list_del(&e->lru);
 		list_append(&ps->lru, &e->lru);
-		return true;
+		/* above a limit lowered by a reload: the others make way */
+		return ps->n <= (uint32_t)pgt.cfg->max_prepared_statements || make_room_for(c, s, 0);
 	}
 	if (e) {
 		if (!reprepare(c, s, e))
@@ -749,9 +723,11 @@ static bool unsettled(const struct ps_server *ps, const struct ps_cent *e)
 static struct ps_cent *lookup(const struct ps_server *ps, const struct pgt_client *c, const char *name,
                               bool *wait)
 {
-	*wait = false;
+	/* a name may be gone once an earlier Query is answered (a Query ends
+	 * with ReadyForQuery, flushed: waiting for it cannot stall) */
+	*wait = ps->forget_pending > 0;
 	const struct ps_client *m = c->ps;
-	if (!m || !m->nb)
+	if (!m || !m->nb || *wait)
 		return NULL;
 	uint32_t h = hash_name(name);
 	struct ps_cent *found = NULL;
@@ -873,6 +849,18 @@ static enum sbuf_verdict client_deallocate(struct pgt_client *c, struct pgt_serv
 	return SB_SKIP;
 }
 
+/* Query text that starts with DEALLOCATE or DISCARD (ALL or not: a wait
+ * too many costs only a round trip). */
+static bool may_forget_all(const char *q, size_t n)
+{
+	while (n > 0 && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r' || *q == '(')) {
+		q++;
+		n--;
+	}
+	return (n >= 10 && strncasecmp(q, "deallocate", 10) == 0) ||
+	       (n >= 7 && strncasecmp(q, "discard", 7) == 0);
+}
+
 static enum sbuf_verdict client_query(struct pgt_client *c, struct pgt_server *s, struct pgt_pkt *pkt)
 {
 	char name[128];
@@ -887,6 +875,13 @@ static enum sbuf_verdict client_query(struct pgt_client *c, struct pgt_server *s
 				return wait_for_answers(s->ps);
 			if (e)
 				return client_deallocate(c, s, e, true);
+		}
+		if (may_forget_all((const char *)pkt->data + 5, pkt->total - 5)) {
+			/* the client's names may be gone once it is answered: what
+			 * uses them next waits for that (lookup) */
+			q_push(s->ps, R_QUERY, NULL)->flags |= REQ_FORGET;
+			s->ps->forget_pending++;
+			return SB_FORWARD;
 		}
 	}
 	q_push(s->ps, R_QUERY, NULL);
@@ -1117,9 +1112,24 @@ static enum sbuf_verdict client_describe_close(struct pgt_client *c, struct pgt_
 	return SB_SKIP;
 }
 
-enum sbuf_verdict ps_client_packet(struct pgt_client *c, struct pgt_server *s, struct pgt_pkt *pkt)
+enum sbuf_verdict ps_client_message(struct pgt_client *c, struct pgt_server *s, struct pgt_pkt *pkt)
 {
 	struct ps_server *ps = ps_server_get(s);
+	if (pkt->type == 'Q' && ps->qhead == ps->qtail && !ps->skipping && (!c->ps || !c->ps->n) &&
+	    s->ps_untracked < PS_UNTRACKED_MAX) {
+		/* nothing to make up or undo around it, no name of the client's in
+		 * it: its answers pass as they are, counted only (as inline in
+		 * ps_client_packet, for a connection without a record yet) */
+		s->ps_untracked++;
+		return SB_FORWARD;
+	}
+	if (s->ps_untracked) {
+		/* they come first in the answers: queue them, now that the order
+		 * matters (the queue is empty: there is room) */
+		q_room(ps, s->ps_untracked + 6);
+		for (; s->ps_untracked; s->ps_untracked--)
+			q_push(ps, R_QUERY, NULL);
+	}
 	if (ps->skipping) {
 		/* sent before the client saw the error: the server ignores it, and
 		 * nothing of it is kept; a Query or FunctionCall gets no answer */
@@ -1179,9 +1189,11 @@ static void popped(struct pgt_server *s)
 		sbuf_set_barrier(&s->conn);
 	}
 	if (ps->held && s->client) {
-		/* it waits for room in the queue or for an answer: look again */
+		/* it waits for room in the queue or for an answer: look again once
+		 * this answer is sent (what it makes up goes after it) */
 		ps->held = false;
-		sbuf_resume(&s->client->conn);
+		ps->resume_after = true;
+		sbuf_set_barrier(&s->conn);
 	}
 }
 
@@ -1296,19 +1308,6 @@ int ps_server_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 	case 'C':
 	case 'I':
 	case 's':
-		if (pkt->type == 'C' && (r->kind == R_EXECUTE || r->kind == R_QUERY) && pkt->total < 64) {
-			if (!pkt->full)
-				return SB_NEED_FULL;
-			/* everything on the server went with these, and the client asked
-			 * to forget its own statements */
-			const char *tag = (const char *)pkt->data + 5;
-			if (tag[0] == 'D' && pkt->data[pkt->total - 1] == '\0' &&
-			    (strcmp(tag, "DISCARD ALL") == 0 || strcmp(tag, "DEALLOCATE ALL") == 0)) {
-				ps_server_forget(s);
-				if (s->client)
-					cmap_clear(s->client->ps);
-			}
-		}
 		if (r->kind == R_EXECUTE) {
 			q_pop(ps);
 			popped(s);
@@ -1332,11 +1331,48 @@ int ps_server_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 	return SB_GONE;
 }
 
-void ps_server_barrier(struct pgt_server *s)
+void ps_server_tag(struct pgt_server *s, const char *tag, size_t len)
+{
+	/* everything on the server went with these, and the client asked to
+	 * forget its own statements */
+	if (!((len == 11 && memcmp(tag, "DISCARD ALL", 11) == 0) ||
+	      (len == 14 && memcmp(tag, "DEALLOCATE ALL", 14) == 0)))
+		return;
+	/* what was prepared before it, not what the client pipelined after it
+	 * (those Parses are still unanswered) */
+	struct ps_server *ps = s->ps;
+	if (ps) {
+		struct list *i, *next;
+		for (i = ps->lru.next; i != &ps->lru; i = next) {
+			next = i->next;
+			struct ps_sent *e = container_of(i, struct ps_sent, lru);
+			if (e->state != SENT_TENTATIVE)
+				smap_del(ps, e);
+		}
+	}
+	struct ps_client *m = s->client ? s->client->ps : NULL;
+	for (uint32_t b = 0; m && b < m->nb; b++) {
+		for (struct ps_cent *e = m->b[b], *next; e; e = next) {
+			next = e->hnext;
+			if (!e->pending)
+				cmap_remove(m, e);
+		}
+	}
+}
+
+void ps_server_barrier_run(struct pgt_server *s)
 {
 	struct ps_server *ps = s->ps;
-	if (!ps || !ps->emit_after)
+	if (!ps)
 		return;
-	ps->emit_after = false;
-	emit_ready(s);
+	if (ps->emit_after) {
+		ps->emit_after = false;
+		if (!emit_ready(s))
+			return;
+	}
+	if (ps->resume_after) {
+		ps->resume_after = false;
+		if (s->client)
+			sbuf_resume(&s->client->conn);
+	}
 }

@@ -16,9 +16,10 @@
  * Within the pool the invariant is: every link (a transaction in
  * transaction mode, a session in session mode) starts on a connection in
  * the state of a freshly opened connection of the pool, plus the linked
- * client's own session parameters.  Nothing here looks at query text, so
- * no function, DO block, Unicode-escaped name or statement prepared earlier
- * can get around it.
+ * client's own session parameters (and prepared statements: pgtenant's,
+ * and a returning client's own, see affinity below).  Nothing here looks at
+ * query text, so no function, DO block, Unicode-escaped name or statement
+ * prepared earlier can get around it.
  *
  *  - `dirty`: a client's bytes were forwarded since the connection was
  *    opened or last reset.  A dirty connection gets the reset in front of
@@ -54,10 +55,18 @@
  *    ALL.  When a pool's transactions use enough of them (PS_KEEP_USES) the
  *    reset is instead DISCARD ALL's pieces in a BEGIN/COMMIT of their own,
  *    deallocating every statement not prepared by pgtenant through the
- *    protocol (keep_reset_msg); otherwise DISCARD ALL, and prepare.c
+ *    protocol (keep_reset); otherwise DISCARD ALL, and prepare.c
  *    forgets them and prepares again what the next client binds.  The
  *    reset, its expected answers and the decision are all here (reset_msg,
- *    keep_reset_msg, server_begin).
+ *    keep_reset, server_begin).
+ *  - Affinity: a transaction-mode connection remembers the client of its
+ *    last link (`affine`, and the client its `last_server`).  The client's
+ *    next transaction gets that connection back if it is idle (pool.c),
+ *    and if nobody has linked to it since (`keep_state`), every statement
+ *    on it is pgtenant's or that client's own: the reset then keeps them
+ *    all, whatever the pool's average (keep_reset(own), without the DO
+ *    block that deallocates others').  Everything else is reset as always.
+ *    A connection given to anyone else loses the mark.
  *  - What a client's transaction leaves that should follow the client (its
  *    SETs) or keep it on this connection (temporary tables, locks, LISTEN)
  *    is asked of the server after the transaction, before the connection
@@ -177,6 +186,15 @@ static void set_state(struct pgt_server *s, enum server_state st, struct list *l
 }
 
 /* The single exit door.  is_error: log as an error and treat as a failure. */
+static void server_unaffine(struct pgt_server *s)
+{
+	if (s->affine) {
+		if (s->affine->last_server == s)
+			s->affine->last_server = NULL;
+		s->affine = NULL;
+	}
+}
+
 static void server_close_internal(struct pgt_server *s, const char *reason, bool is_error)
 {
 	if (s->state == SV_DEAD)
@@ -186,6 +204,7 @@ static void server_close_internal(struct pgt_server *s, const char *reason, bool
 	server_log(s, is_error ? PGT_LOG_WARNING : PGT_LOG_INFO, "closing because: %s", reason);
 	struct pgt_client *c = s->client;
 	s->state = SV_DEAD;
+	server_unaffine(s);
 	list_del(&s->node);
 	list_del(&s->conn_all_node);
 	list_append(&dead_servers, &s->node);
@@ -785,38 +804,31 @@ _Static_assert(sizeof(reset_msg) == (1 + 19) + (1 + 12) + (1 + 9) + (1 + 6), "re
 _Static_assert(sizeof(reset_query_msg) == 1 + 16, "reset query length");
 
 /* The reset that keeps pgtenant's own prepared statements: DISCARD ALL's
- * pieces but DISCARD PLANS, and DEALLOCATE of every statement but those
- * pgtenant prepared through the protocol (a client's SQL PREPARE shows as
- * from_sql, whatever name it chose).  RESET ALL goes first, on its own, so
- * that the DO block runs as the session user with the pinned search_path;
- * everything it calls is schema-qualified all the same.  All of it in a
- * transaction block of its own, BEGIN ... COMMIT: a client whose first
- * statement fails (or who rolls back) cannot undo the reset, an error in it
- * makes the server skip the client's messages up to their Sync, and the
- * COMMIT leaves the server outside any pipeline, so that the client's first
- * statement may be one that refuses to run in one (VACUUM, CREATE INDEX
- * CONCURRENTLY, DISCARD ALL).  Its answers are as fixed as DISCARD ALL's:
- * '1' '2' 'C' four times. */
-#define KEEP_RESET_SQL(session_auth)                                                                         \
-	"DO $pgtenant$DECLARE r record; BEGIN EXECUTE 'CLOSE ALL'; " session_auth "EXECUTE 'UNLISTEN *'; "   \
-	"PERFORM pg_catalog.pg_advisory_unlock_all(); EXECUTE 'DISCARD TEMP'; "                              \
-	"EXECUTE 'DISCARD SEQUENCES'; FOR r IN SELECT name FROM pg_catalog.pg_prepared_statements "          \
-	"WHERE from_sql OR NOT pg_catalog.starts_with(name, '" PS_SERVER_PREFIX "') LOOP "                   \
-	"EXECUTE 'DEALLOCATE ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(r.name); END LOOP; "           \
-	"END$pgtenant$"
-/* clang-format off */
-static const uint8_t keep_answer[] = {
-    '1', 0, 0, 0, 4, '2', 0, 0, 0, 4, 'C', 0, 0, 0, 10, 'B', 'E', 'G', 'I', 'N', 0,
-    '1', 0, 0, 0, 4, '2', 0, 0, 0, 4, 'C', 0, 0, 0, 10, 'R', 'E', 'S', 'E', 'T', 0,
-    '1', 0, 0, 0, 4, '2', 0, 0, 0, 4, 'C', 0, 0, 0, 7, 'D', 'O', 0,
-    '1', 0, 0, 0, 4, '2', 0, 0, 0, 4, 'C', 0, 0, 0, 11, 'C', 'O', 'M', 'M', 'I', 'T', 0,
-    '3', 0, 0, 0, 4,
+ * pieces but DISCARD PLANS, each a statement of its own, and a DO block
+ * that deallocates every statement but those pgtenant prepared through the
+ * protocol (a client's SQL PREPARE shows as from_sql, whatever name it
+ * chose).  RESET ALL comes before the DO block, so that it runs as the
+ * session user with the pinned search_path; everything it calls is
+ * schema-qualified all the same.  All of it in a transaction block of its
+ * own, BEGIN ... COMMIT: a client whose first statement fails (or who rolls
+ * back) cannot undo the reset, an error in it makes the server skip the
+ * client's messages up to their Sync, and the COMMIT leaves the server
+ * outside any pipeline, so that the client's first statement may be one
+ * that refuses to run in one (VACUUM, CREATE INDEX CONCURRENTLY, DISCARD
+ * ALL).  Its answers are as fixed as DISCARD ALL's (keep_reset()->answer).
+ * PostgreSQL 15 spends about 27 us on it, against about 18 us to parse and
+ * plan pgbench's SELECT again: utility statements cost it little, the DO
+ * block (compiled and planned anew each time) the most. */
+struct keep_reset {
+	struct pktbuf msg, answer;
+	uint8_t cmds; /* CommandCompletes in the answer */
 };
-/* clang-format on */
 
-/* Parse/Bind/Execute of sql on the unnamed statement, no Sync. */
-static void build_pbe(struct pktbuf *b, const char *sql)
+/* One statement of it: Parse/Bind/Execute on the unnamed statement, no
+ * Sync; and what the server answers (a row for a SELECT). */
+static void keep_stmt(struct keep_reset *k, const char *sql, const char *tag, bool row)
 {
+	struct pktbuf *b = &k->msg;
 	pktbuf_start(b, 'P');
 	pktbuf_put_u8(b, 0);
 	pktbuf_put_str(b, sql);
@@ -833,36 +845,71 @@ static void build_pbe(struct pktbuf *b, const char *sql)
 	pktbuf_put_u8(b, 0);
 	pktbuf_put_u32(b, 0);
 	pktbuf_finish(b);
+	struct pktbuf *a = &k->answer;
+	pktbuf_start(a, '1');
+	pktbuf_finish(a);
+	pktbuf_start(a, '2');
+	pktbuf_finish(a);
+	if (row) {
+		/* one column, void: empty */
+		pktbuf_start(a, 'D');
+		pktbuf_put_u16(a, 1);
+		pktbuf_put_u32(a, 0);
+		pktbuf_finish(a);
+	}
+	pktbuf_start(a, 'C');
+	pktbuf_put_str(a, tag);
+	pktbuf_finish(a);
+	k->cmds++;
 }
 
-/* The keeping reset's messages; [1] for servers logged in as a superuser,
- * whose clients can change the session authorization.  Built once. */
-static const struct pktbuf *keep_reset_msg(bool superuser)
+/* The keeping reset, for servers logged in as a superuser (whose clients
+ * can change the session authorization) or not; `own`: the client comes
+ * back to the connection it left (affinity), so every statement on it is
+ * pgtenant's or its own, and none is deallocated.  Built once. */
+static const struct keep_reset *keep_reset(bool superuser, bool own)
 {
-	static struct pktbuf msg[2];
-	static bool built[2];
-	struct pktbuf *b = &msg[superuser];
-	if (!built[superuser]) {
-		pktbuf_init(b);
-		build_pbe(b, "BEGIN");
-		build_pbe(b, "RESET ALL");
-		build_pbe(b, superuser ? KEEP_RESET_SQL("EXECUTE 'SET SESSION AUTHORIZATION DEFAULT'; ")
-		                       : KEEP_RESET_SQL(""));
-		build_pbe(b, "COMMIT");
-		pktbuf_start(b, 'C'); /* the unnamed statement, as with reset_msg */
-		pktbuf_put_u8(b, 'S');
-		pktbuf_put_u8(b, 0);
-		pktbuf_finish(b);
-		built[superuser] = true;
-	}
-	return b;
+	static struct keep_reset k[2][2];
+	static bool built[2][2];
+	struct keep_reset *r = &k[superuser][own];
+	if (built[superuser][own])
+		return r;
+	pktbuf_init(&r->msg);
+	pktbuf_init(&r->answer);
+	keep_stmt(r, "BEGIN", "BEGIN", false);
+	keep_stmt(r, "CLOSE ALL", "CLOSE CURSOR ALL", false);
+	if (superuser)
+		keep_stmt(r, "SET SESSION AUTHORIZATION DEFAULT", "SET", false);
+	keep_stmt(r, "RESET ALL", "RESET", false);
+	keep_stmt(r, "UNLISTEN *", "UNLISTEN", false);
+	keep_stmt(r, "SELECT pg_catalog.pg_advisory_unlock_all()", "SELECT 1", true);
+	keep_stmt(r, "DISCARD TEMP", "DISCARD TEMP", false);
+	keep_stmt(r, "DISCARD SEQUENCES", "DISCARD SEQUENCES", false);
+	if (!own)
+		keep_stmt(r,
+		          "DO $pgtenant$DECLARE r record; BEGIN FOR r IN SELECT p.name FROM "
+		          "pg_catalog.pg_prepared_statement() p WHERE p.from_sql OR NOT "
+		          "pg_catalog.starts_with(p.name, '" PS_SERVER_PREFIX "') LOOP "
+		          "EXECUTE 'DEALLOCATE ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(r.name); "
+		          "END LOOP; END$pgtenant$",
+		          "DO", false);
+	keep_stmt(r, "COMMIT", "COMMIT", false);
+	/* the unnamed statement, as with reset_msg */
+	pktbuf_start(&r->msg, 'C');
+	pktbuf_put_u8(&r->msg, 'S');
+	pktbuf_put_u8(&r->msg, 0);
+	pktbuf_finish(&r->msg);
+	pktbuf_start(&r->answer, '3');
+	pktbuf_finish(&r->answer);
+	built[superuser][own] = true;
+	return r;
 }
 
 /* Keeping a connection's statements over the reset costs the server about
- * as much as preparing two or three statements again (PostgreSQL 15: ~35 us
- * against ~15 us per simple statement): worth it when the pool's links use
- * this many named statements on average (more for complex queries, whose
- * planning the kept statements also save). */
+ * as much as preparing one and a half simple statements again (see
+ * keep_reset): worth it when the pool's links use this many named
+ * statements on average (fewer for complex queries, whose planning the
+ * kept statements also save, which this does not see). */
 #define PS_KEEP_USES 2
 
 /* Does the server commit DISCARD ALL by itself in an unsynced pipeline?
@@ -894,8 +941,9 @@ static bool own_answers_at_once(struct pgt_server *s, struct pgt_pkt *pkt)
 	uint32_t sets = s->own_rfq == 1 ? s->sync_sets : 0;
 	if (s->reset_simple || (s->own_rfq && !sets))
 		return false;
-	const uint8_t *answer = s->reset_keep ? keep_answer : reset_answer;
-	uint32_t alen = s->reset_keep ? sizeof(keep_answer) : sizeof(reset_answer);
+	const struct keep_reset *k = s->reset_keep ? keep_reset(s->superuser, s->keep_state) : NULL;
+	const uint8_t *answer = k ? k->answer.data : reset_answer;
+	uint32_t alen = k ? (uint32_t)k->answer.len : sizeof(reset_answer);
 	uint32_t need = alen + (sets ? sets * sizeof(set_answer) + sizeof(idle_answer) : 0);
 	const uint8_t *p = pkt->data;
 	if (pkt->avail < need || memcmp(p, answer, alen) != 0)
@@ -926,6 +974,7 @@ static enum sbuf_verdict reset_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 	switch (pkt->type) {
 	case '1':
 	case '2':
+	case 'D': /* the keeping reset's SELECT */
 	case 'N':
 	case 'A': /* a notification for a channel the previous client listened to */
 		return SB_SKIP;
@@ -1024,10 +1073,25 @@ static enum sbuf_verdict own_query_packet(struct pgt_server *s, struct pgt_pkt *
 	return SB_SKIP;
 }
 
+/* A client's CommandComplete (read whole, see server_on_packet): what it
+ * may have left in the session (session.c), and whether it removed
+ * pgtenant's statements (prepare.c). */
+static inline void command_tag(struct pgt_server *s, const struct pgt_pkt *pkt)
+{
+	if (!pkt->full || pkt->total < 7 || pkt->data[pkt->total - 1] != '\0')
+		return;
+	const char *tag = (const char *)pkt->data + 5;
+	size_t len = pkt->total - 6;
+	uint8_t h = session_tag_hint(tag, len);
+	s->hint |= h;
+	if (h && tag[0] == 'D' && s->ps_on)
+		ps_server_tag(s, tag, len);
+}
+
 /* What a vanished client left running: let it finish, answer nothing. */
 static enum sbuf_verdict drain_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 {
-	if (s->ps_on && pkt->type != 'D') {
+	if (s->ps_on && pkt->type != 'D' && !s->ps_untracked) {
 		/* keep the record of the statements on it true */
 		int v = ps_server_packet(s, pkt);
 		if (v == SB_GONE || v == SB_NEED_FULL)
@@ -1036,6 +1100,13 @@ static enum sbuf_verdict drain_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 			return SB_GONE;
 	}
 	switch (pkt->type) {
+	case 'C':
+		if (s->ps_on && pkt->total < 64) {
+			if (!pkt->full)
+				return SB_NEED_FULL;
+			command_tag(s, pkt);
+		}
+		return SB_SKIP;
 	case 'G': /* a COPY FROM STDIN the client started: end it */
 		if (!send_copy_fail(s))
 			return SB_GONE;
@@ -1047,6 +1118,8 @@ static enum sbuf_verdict drain_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 		s->copy_in = false;
 		if (s->expect_rfq > 0)
 			s->expect_rfq--;
+		if (s->ps_untracked)
+			s->ps_untracked--;
 		return server_drain_check(s) ? SB_SKIP : SB_GONE;
 	default:
 		return SB_SKIP;
@@ -1089,16 +1162,33 @@ static enum sbuf_verdict special_packet(struct pgt_server *s, struct pgt_pkt *pk
 	}
 }
 
+static enum sbuf_verdict server_packet(struct pgt_server *s, struct pgt_pkt *pkt);
+
 static enum sbuf_verdict server_on_packet(struct pgt_conn *conn, struct pgt_pkt *pkt)
 {
 	struct pgt_server *s = (struct pgt_server *)conn;
+	if ((pkt->type == 'D' ||
+	     (pkt->type == 'T' && (!s->ps_on || s->ps_untracked || !ps_server_busy(s)))) &&
+	    s->client && !s->reset_pending && !s->own_rfq) {
+		/* the bulk of most results, nothing to look at or track: as below */
+		s->pool->stats.bytes_out += pkt->total;
+		return SB_FORWARD;
+	}
+	if (s->reset_pending && pkt->type == '1' && s->state != SV_LOGIN)
+		return reset_packet(s, pkt); /* the reset's answers, mostly in one step */
+	return server_packet(s, pkt);
+}
+
+static __attribute__((noinline)) enum sbuf_verdict server_packet(struct pgt_server *s, struct pgt_pkt *pkt)
+{
+	struct pgt_conn *conn = &s->conn;
 	struct pgt_client *c = s->client;
 	/* a login, a registry query, a drain or an idle server have no client */
 	if (__builtin_expect(!c || s->reset_pending || s->own_rfq, 0))
 		return special_packet(s, pkt);
 	if (pkt->type == 'C' && !pkt->full && pkt->total < 256)
 		return SB_NEED_FULL; /* its tag is read below (before anything else acts on it) */
-	if (s->ps_on && pkt->type != 'D') {
+	if (s->ps_on && pkt->type != 'D' && !s->ps_untracked) {
 		int v = ps_server_packet(s, pkt);
 		if (v != PS_PASS)
 			return (enum sbuf_verdict)v;
@@ -1113,6 +1203,8 @@ static enum sbuf_verdict server_on_packet(struct pgt_conn *conn, struct pgt_pkt 
 		s->copy_in = false;
 		if (s->expect_rfq > 0)
 			s->expect_rfq--;
+		if (s->ps_untracked)
+			s->ps_untracked--; /* the oldest Query in flight is answered */
 		struct pgt_pool *pool = s->pool;
 		usec_t now = loop_now();
 		if (s->query_start) {
@@ -1137,12 +1229,8 @@ static enum sbuf_verdict server_on_packet(struct pgt_conn *conn, struct pgt_pkt 
 		param_status(s, pkt->data + 5, pkt->total - 5);
 		return SB_FORWARD;
 	case 'C':
-		if (s->session_track) {
-			if (pkt->full && pkt->total > 5)
-				s->hint |=
-				    session_tag_hint((const char *)pkt->data + 5,
-				                     strnlen((const char *)pkt->data + 5, pkt->total - 5));
-		}
+		if (s->session_track)
+			command_tag(s, pkt);
 		s->pool->stats.bytes_out += pkt->total;
 		return SB_FORWARD;
 	case 'E':
@@ -1219,13 +1307,18 @@ bool server_link(struct pgt_server *s, struct pgt_client *c)
 	s->sent_since_rfq = false;
 	s->query_start = 0;
 	s->need_setup = true;
+	s->keep_state = s->affine == c;
+	server_unaffine(s);
 	s->cut = false;
-	s->session_track = pool_mode(pool) == PGT_POOL_TRANSACTION && !pool->internal;
-	s->ps_on = s->session_track && pgt.cfg->max_prepared_statements > 0;
+	s->session_track = pool->session_track && !pool->internal;
+	s->ps_on = pool->ps_on && !pool->internal;
+	s->ps_untracked = 0;
 	s->hint = 0;
 	s->check_names[0] = '\0';
-	/* the server may have been blocked on this client before: re-evaluate */
-	sbuf_update_events(&s->conn);
+	/* the server may have been blocked on this client before, or the client
+	 * may wait for room in the server's socket: re-evaluate (an idle server
+	 * otherwise only waits to read, as it still does) */
+	sbuf_update_events_idle(&s->conn, &c->conn);
 	return true;
 }
 
@@ -1240,7 +1333,7 @@ void server_begin(struct pgt_server *s, struct pgt_client *c)
 		s->reset_pending = true;
 		s->reset_cmds = 1;
 		s->reset_keep = !s->reset_simple && ps_server_count(s) > 0 &&
-		                s->pool->ps_uses_avg >= PS_KEEP_USES * 16 &&
+		                (s->keep_state || s->pool->ps_uses_avg >= PS_KEEP_USES * 16) &&
 		                pgt.cfg->max_prepared_statements > 0;
 		if (!s->reset_keep)
 			ps_server_forget(s); /* DISCARD ALL deallocates them */
@@ -1255,10 +1348,10 @@ void server_begin(struct pgt_server *s, struct pgt_client *c)
 			return;
 		}
 		if (s->reset_keep) {
-			const struct pktbuf *k = keep_reset_msg(s->superuser);
-			s->prefix.iov[n].iov_base = k->data;
-			s->prefix.iov[n++].iov_len = k->len;
-			s->reset_cmds = 4;
+			const struct keep_reset *k = keep_reset(s->superuser, s->keep_state);
+			s->prefix.iov[n].iov_base = k->msg.data;
+			s->prefix.iov[n++].iov_len = k->msg.len;
+			s->reset_cmds = k->cmds;
 		} else {
 			s->prefix.iov[n].iov_base = (void *)reset_msg;
 			s->prefix.iov[n++].iov_len = sizeof(reset_msg);
@@ -1371,14 +1464,24 @@ void server_release(struct pgt_server *s)
 {
 	struct pgt_pool *pool = s->pool;
 	struct pgt_client *c = s->client;
-	if (s->ps) {
+	if (s->ps && (s->ps->uses || pool->ps_uses_avg)) {
 		int32_t uses = (int32_t)ps_server_take_uses(s) * 16, avg = (int32_t)pool->ps_uses_avg;
-		pool->ps_uses_avg = (uint32_t)(avg + (uses - avg) / 8);
+		pool->ps_uses_avg = (uint32_t)((avg * 7 + uses) / 8); /* reaches 0 when unused */
 	}
 	if (c) {
 		c->server = NULL;
 		s->client = NULL;
-		sbuf_update_events(&c->conn);
+		/* without a server the client cannot be waiting to write for it */
+		if (c->conn.blocked || (c->conn.ev_mask & EV_WRITE))
+			sbuf_update_events(&c->conn);
+		if (c->state != CL_DEAD && pool_mode(pool) == PGT_POOL_TRANSACTION) {
+			/* should c come back while the connection is idle, it goes on
+			 * here (server_begin) */
+			if (c->last_server && c->last_server->affine == c)
+				c->last_server->affine = NULL;
+			s->affine = c;
+			c->last_server = s;
+		}
 	}
 	s->need_setup = false;
 	s->client_held = false;

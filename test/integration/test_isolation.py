@@ -68,7 +68,8 @@ def fresh_state(conn):
         "work_mem": one(conn, "show work_mem"),
         "statement_timeout": one(conn, "show statement_timeout"),
         "read_only": one(conn, "show default_transaction_read_only"),
-        "prepared": one(conn, "select count(*) from pg_prepared_statements"),
+        "prepared": one(conn, "select count(*) from pg_prepared_statements "
+                              "where from_sql or left(name, 10) <> '_pgtenant_'"),
         "cursors": one(conn, "select count(*) from pg_cursors"),
         "advisory_locks": one(conn, "select count(*) from pg_locks where locktype = 'advisory' "
                                     "and pid = pg_backend_pid()"),

@@ -459,6 +459,10 @@ def random_batch(rnd, names):
     (a new server connection has none)."""
     out = []
     unnamed = False
+    if rnd.random() < 0.3:
+        # Queries first: without names they pass uncounted until the rest
+        # of the batch makes the order matter
+        out += [msg(b"Q", b"SELECT 7\0")] * rnd.randint(1, 3)
     for _ in range(rnd.randint(1, 7)):
         k = rnd.random()
         name = rnd.choice(names)
@@ -485,7 +489,9 @@ def random_batch(rnd, names):
             unnamed = False
         else:
             unnamed = False
-            out.append(msg(b"Q", b"SELECT 7\0") if rnd.random() < 0.7 else
+            q = rnd.random()
+            out.append(msg(b"Q", b"SELECT 7\0") if q < 0.6 else
+                       msg(b"Q", b"DEALLOCATE ALL\0") if q < 0.7 else
                        msg(b"Q", ("DEALLOCATE %s\0" % (name or "nosuch")).encode()))
     out.append(S)
     return out
@@ -541,7 +547,7 @@ def test_random_pipelines_answer_as_postgresql(bouncer_factory, pg, seed):
         batch = random_batch(rnd, names)
         want = run_batch(direct[k], batch)
         got = run_batch(pooled[k], batch)
-        assert got == want, (i, k, batch)
+        assert got == want, (i, k, batch, want, got)
 
 
 class types_of_port:
@@ -561,3 +567,30 @@ def test_reload_to_a_smaller_max_prepared_statements(bouncer_factory):
             assert rows(answers(s)) == [str(i)]
     n = int(pgwire.data_rows(pgwire.query(s, "SELECT count(*) FROM pg_prepared_statements"))[0])
     assert n <= 2
+
+
+def test_back_on_its_own_connection_keeps_statements(bouncer_factory):
+    """A client that finds its last connection idle and unused since gets
+    it back without a reset (server.c's affinity): its statement is parsed
+    on the server once, however many transactions use it, even though one
+    use per transaction would otherwise have the reset discard it.  A
+    second client on another connection of the pool does the same."""
+    b = one_pool(bouncer_factory, default_pool_size="2")
+    a, _ = pgwire.login(b)
+    c, _ = pgwire.login(b)
+    for s in (a, c):  # at once: the pool opens its second connection
+        pgwire.result(pgwire.query(s, "BEGIN"))
+    for s in (a, c):
+        s.sendall(P("q", "SELECT $1::int * 2", [23]) + S)
+        assert types(answers(s)) == "1Z"
+        pgwire.result(pgwire.query(s, "COMMIT"))
+    before = None
+    for i in range(30):
+        if i == 5:  # both have a connection of their own by now
+            before = b.admin("SHOW STATS_TOTALS")[0]["server_parse_count"]
+        for s in (a, c):
+            s.sendall(B("q", [str(i)]) + E + S)
+            assert rows(answers(s)) == [str(2 * i)]
+    st = b.admin("SHOW STATS_TOTALS")[0]
+    assert st["client_parse_count"] == 2 and st["server_parse_count"] == before <= 4, (before, st)
+    assert sum(int(r["prepared_statements"]) for r in b.admin("SHOW SERVERS")) == 2

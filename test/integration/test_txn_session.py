@@ -106,7 +106,8 @@ def test_temp_table_pins_until_dropped(bouncer_factory):
     port = free_port()
     b = pool_of(bouncer_factory, 2, metrics_listen="127.0.0.1:%d" % port)
     stop = threading.Event()
-    ts = churn(b, stop, n=1)
+    # two others on a pool of two: unpinned, the client must share
+    ts = churn(b, stop, n=2)
     try:
         with b.connect() as a:
             a.execute("CREATE TEMP TABLE scratch (n int)")
@@ -208,11 +209,42 @@ def test_hint_words_anywhere_in_the_text(bouncer_factory):
     (the scan takes 16 bytes at a time, then the rest)."""
     b = pool_of(bouncer_factory, 2)
     with b.connect() as a:
-        for pad in range(0, 40, 3):
-            a.execute("SELECT %s pg_advisory_lock(%d)" % ("1," * pad, pad))
+        for pad in range(0, 40):
+            a.execute("SELECT %s pg_advisory_lock(%d)" % (" " * pad, pad))
             assert pinned(b) and "advisory_lock" in pinned(b)[0], pad
-            a.execute("SELECT %s pg_advisory_unlock(%d)" % ("1," * pad, pad))
+            a.execute("SELECT %s pg_advisory_unlock(%d)" % (" " * pad, pad))
             assert not pinned(b, False), pad
-            a.execute("SELECT %s set_config('app.pad%d', 'x', false)" % ("1," * pad, pad))
+            a.execute("SELECT %s set_config('app.pad%d', 'x', false)" % (" " * pad, pad))
             a.execute("SELECT 1")
             assert a.execute("SELECT current_setting('app.pad%d')" % pad).fetchone()[0] == "x"
+
+
+def test_back_on_its_own_connection(bouncer_factory, pg):
+    """Affinity: a client gets its last connection back while nobody else
+    used it, with its prepared statements still there (never parsed again,
+    though one use per transaction would have the reset discard them), but
+    everything else reset as for anyone: a tenant pin it changed unseen
+    inside a function, a sequence's currval."""
+    pg.sql("CREATE SCHEMA IF NOT EXISTS tenant_acme AUTHORIZATION app", dbname="appdb")
+    pg.sql("DROP SEQUENCE IF EXISTS tenant_acme.aff_seq; CREATE SEQUENCE tenant_acme.aff_seq;"
+           "GRANT ALL ON tenant_acme.aff_seq TO app;"
+           "CREATE OR REPLACE FUNCTION public.aff_hop() RETURNS text LANGUAGE plpgsql AS $$ BEGIN "
+           "PERFORM set_config('search' || '_path', 'public', false); "
+           "PERFORM set_config('app.tenant' || '_id', 'other', false); RETURN 'x'; END $$", dbname="appdb")
+    b = bouncer_factory(settings={"tenant_required": "yes", "default_pool_size": "2",
+                                  "tenant_setting": "app.tenant_id"},
+                        tenants={"acme": "pool_size=2"}, users={"app.acme": "apppass"})
+    with psycopg.connect(b.dsn(user="app.acme", password="apppass"), autocommit=True,
+                         prepare_threshold=0) as a:
+        q = "SELECT pg_backend_pid(), current_setting('search_path'), current_setting('app.tenant_id')"
+        pid = a.execute(q).fetchone()[0]
+        parses = b.admin("SHOW STATS_TOTALS")[0]["server_parse_count"]
+        for _ in range(10):
+            a.execute("SELECT public.aff_hop()")
+            a.execute("SELECT nextval('aff_seq')")
+            got = a.execute(q).fetchone()
+            assert got[0] == pid and "tenant_acme" in got[1] and got[2] == "acme", got
+            with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):
+                a.execute("SELECT currval('aff_seq')")
+        # its three statements were parsed once each, the first time
+        assert b.admin("SHOW STATS_TOTALS")[0]["server_parse_count"] - parses <= 3
