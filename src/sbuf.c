@@ -140,6 +140,35 @@ static void release_buf_if_empty(struct pgt_conn *c)
 }
 
 #define OUTQ_CHUNK 8192
+#define OUTQ_CAP (OUTQ_CHUNK - sizeof(struct pgt_outq))
+/* Chunks of the common size kept for reuse: a transaction-mode client whose
+ * statements pgtenant prepares on the way needs one per transaction, which
+ * is then no malloc() per transaction. */
+#define OUTQ_SPARE_MAX 16
+static struct pgt_outq *outq_spare;
+static int outq_nspare;
+
+static struct pgt_outq *chunk_get(size_t cap)
+{
+	if (cap == OUTQ_CAP && outq_spare) {
+		struct pgt_outq *q = outq_spare;
+		outq_spare = q->next;
+		outq_nspare--;
+		return q;
+	}
+	return malloc(sizeof(struct pgt_outq) + cap);
+}
+
+static void chunk_put(struct pgt_outq *q)
+{
+	if (q->cap == OUTQ_CAP && outq_nspare < OUTQ_SPARE_MAX) {
+		q->next = outq_spare;
+		outq_spare = q;
+		outq_nspare++;
+		return;
+	}
+	free(q);
+}
 
 /* Append to the outq: O(1), whatever is queued already. */
 static bool outq_append(struct pgt_conn *c, const uint8_t *data, size_t len)
@@ -150,10 +179,10 @@ static bool outq_append(struct pgt_conn *c, const uint8_t *data, size_t len)
 		t->len += (uint32_t)len;
 		return true;
 	}
-	size_t cap = PGT_MAX(len, (size_t)OUTQ_CHUNK - sizeof(struct pgt_outq));
+	size_t cap = PGT_MAX(len, OUTQ_CAP);
 	if (cap > UINT32_MAX)
 		return false;
-	struct pgt_outq *q = malloc(sizeof(*q) + cap);
+	struct pgt_outq *q = chunk_get(cap);
 	if (!q)
 		return false;
 	q->next = q->tail = NULL;
@@ -176,7 +205,7 @@ static void outq_free(struct pgt_conn *c)
 	while (c->outq) {
 		struct pgt_outq *q = c->outq;
 		c->outq = q->next;
-		free(q);
+		chunk_put(q);
 	}
 }
 
@@ -213,7 +242,7 @@ static bool flush_outq(struct pgt_conn *c)
 		c->outq = q->next;
 		if (c->outq)
 			c->outq->tail = q->tail;
-		free(q);
+		chunk_put(q);
 	}
 	return true;
 }
@@ -359,7 +388,7 @@ static bool flush(struct pgt_conn *c)
 				return true;
 			}
 			dst->outq = NULL;
-			free(q);
+			chunk_put(q);
 			c->send_pos += (uint32_t)(w - (ssize_t)ql);
 			if (c->send_pos == c->parse_pos)
 				return true;

@@ -6,8 +6,8 @@ through pgtenant, with the same pool size and pool mode, in one run.  Prints
 TPS and each pooler's CPU time per transaction (utime+stime from /proc) for
 each pgbench protocol (-M simple, extended, prepared), optional syscalls
 (strace -c) and user-space instructions (callgrind) per transaction, also
-per protocol, the Parse counts of a -M prepared run (SHOW STATS_TOTALS), and
-resident memory per idle client with N idle clients.
+per protocol, the Parse counts of -M prepared runs with 8 and 64 clients (SHOW
+STATS_TOTALS), and resident memory per idle client with N idle clients.
 
   contrib/bench/bench.py                 full matrix (-S and TPC-B, each protocol,
                                          8/64/256 clients)
@@ -609,8 +609,10 @@ def main():
                            if len(ok) > 1 else ""))
                 sys.stdout.flush()
         if "prepared" in protocols:
-            for p in poolers:
-                clients = 64 if not deadlocks(select_only, "prepared", 64, args.pool_size) else args.pool_size
+            # fewer clients than connections (each may keep its own), and more
+            for p, clients in [(p, k) for k in (8, 64) for p in poolers]:
+                if deadlocks(select_only, "prepared", clients, args.pool_size):
+                    continue
                 r = parse_counts(p, clients, 100 if select_only else 20, select_only)
                 if isinstance(r, str):
                     print("%-*s SHOW STATS_TOTALS over a -M prepared run: NA (%s)" % (w, p.name, r))
