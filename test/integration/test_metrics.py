@@ -69,6 +69,9 @@ def test_metrics_after_traffic(mb):
             conn.execute("select 1")
         for i in range(5):
             conn.execute("select %s::int", [i])  # Parse/Bind
+        # longer than a tick of libevent's cached (coarse, 4 ms) clock, so
+        # that the query time cannot sum to zero however fast the rest was
+        conn.execute("select pg_sleep(0.02)")
         with mb.connect(options="-c tenant=globex") as other:
             other.execute("select 1")
             text = scrape(mb)
