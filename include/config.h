@@ -146,7 +146,12 @@ struct pgt_config {
 	int ndbs;
 	/* [tenants] */
 	struct pgt_tenant_conf *tenants;
-	int ntenants;
+	int ntenants, tenants_cap;
+	/* tenants by id: open addressing, index + 1 (0 = empty), a power of two
+	 * at most half full, so that a login costs the same with 10 tenants
+	 * configured as with 100,000 */
+	uint32_t *tenant_index;
+	uint32_t tenant_index_cap;
 	/* tenant_id_pattern, anchored and compiled */
 	regex_t tenant_re;
 	bool tenant_re_ok;

@@ -36,6 +36,8 @@ struct pgt_dbstate {
 extern bool pgt_paused_all; /* PAUSE without a database */
 
 struct pgt_pool {
+	struct pgt_pool *hnext;              /* first: util_rehash's chain (pool_get) */
+	uint64_t hash;                       /* of dbname, user, tenant, replication */
 	struct list node;                    /* on the global pool list */
 	struct list slot_node;               /* on dbstate->slot_waiters when waiting for a slot */
 	char *dbname;                        /* [databases] entry name */

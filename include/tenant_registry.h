@@ -23,8 +23,10 @@ struct registry_lookup;
 struct pgt_database;
 
 struct pgt_tenant_state {
+	struct pgt_tenant_state *hnext; /* first: util_rehash's chain (tenant_state_find) */
 	struct list node;
 	char *id;
+	uint64_t hash;
 	int nclients;
 	bool admin_disabled; /* DISABLE <tenant> from the admin console */
 	/* the registry's last answer */

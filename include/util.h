@@ -25,6 +25,8 @@ void *xcalloc(size_t n, size_t sz);
  * of nb buckets (a power of two) holding every node of `old` (n buckets,
  * freed), each placed by hash(node). */
 void **util_rehash(void **old, uint32_t n, uint32_t nb, uint64_t (*hash)(const void *node));
+/* A hash of a string (FNV-1a, mixed), for the tables above and others. */
+uint64_t util_hash_str(const char *s);
 void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);

@@ -666,24 +666,28 @@ static bool login_continue(struct pgt_client *c)
 	const char *dbname = c->dbname;
 	if (c->tenant) {
 		tc = config_find_tenant(cfg, c->tenant);
-		struct pgt_tenant_state *ts = tenant_state_get(c->tenant);
-		if (!tc && cfg->tenant_query[0] && !registry_fresh(ts) && !c->registry_asked) {
+		/* a tenant's run-time state exists once it is admitted (or asked
+		 * about): a refused id leaves nothing behind */
+		struct pgt_tenant_state *ts = tenant_state_find(c->tenant);
+		if (!tc && cfg->tenant_query[0] && !(ts && registry_fresh(ts)) && !c->registry_asked) {
 			db = config_find_db(cfg, dbname);
 			if (!db) {
 				client_fail(c, "3D000", "no such database: %s", dbname);
 				return false;
 			}
 			c->registry_asked = true;
-			registry_request(c, ts, dbname, db, db->user ? db->user : c->user);
+			registry_request(c, tenant_state_get(c->tenant), dbname, db,
+			                 db->user ? db->user : c->user);
 			return !c->conn.dead;
 		}
-		bool from_registry = !tc && ts->reg_known && ts->reg_found;
+		bool from_registry = !tc && ts && ts->reg_known && ts->reg_found;
 		if (!tc && !from_registry && cfg->unknown_tenant == PGT_UNKNOWN_REJECT) {
 			metrics_refused(REFUSAL_UNKNOWN_TENANT);
 			client_fail(c, "08004", "unknown tenant \"%s\"", c->tenant);
 			return false;
 		}
-		if ((tc && tc->disabled) || (from_registry && !ts->reg_active) || ts->admin_disabled) {
+		if ((tc && tc->disabled) || (from_registry && !ts->reg_active) ||
+		    (ts && ts->admin_disabled)) {
 			metrics_refused(REFUSAL_TENANT_DISABLED);
 			client_fail(c, "08004", "tenant disabled: \"%s\"", c->tenant);
 			return false;
@@ -702,12 +706,13 @@ static bool login_continue(struct pgt_client *c)
 			max = tc->max_client_conn;
 		else if (from_registry && ts->reg_max_client_conn >= 0)
 			max = ts->reg_max_client_conn;
-		if (ts->nclients >= max) {
+		if ((ts ? ts->nclients : 0) >= max) {
 			metrics_refused(REFUSAL_TENANT_QUOTA);
 			client_fail(c, "53300", "too many connections for tenant \"%s\" (max_client_conn %d)",
 			            c->tenant, max);
 			return false;
 		}
+		ts = tenant_state_get(c->tenant);
 		ts->nclients++;
 		c->tstate = ts;
 		if (tc && tc->database)

@@ -564,10 +564,34 @@ bool config_role_name_valid(const char *name)
 
 const struct pgt_tenant_conf *config_find_tenant(const struct pgt_config *cfg, const char *id)
 {
-	for (int i = 0; i < cfg->ntenants; i++)
-		if (strcmp(cfg->tenants[i].id, id) == 0)
-			return &cfg->tenants[i];
-	return NULL;
+	if (!cfg->tenant_index_cap)
+		return NULL;
+	uint32_t mask = cfg->tenant_index_cap - 1;
+	for (uint32_t i = (uint32_t)util_hash_str(id) & mask;; i = (i + 1) & mask) {
+		uint32_t k = cfg->tenant_index[i];
+		if (!k)
+			return NULL;
+		if (strcmp(cfg->tenants[k - 1].id, id) == 0)
+			return &cfg->tenants[k - 1];
+	}
+}
+
+/* Index tenants[n] (its id is not indexed yet). */
+static void tenant_index_add(struct pgt_config *cfg, int n)
+{
+	if ((uint32_t)(n + 1) * 2 > cfg->tenant_index_cap) {
+		uint32_t cap = cfg->tenant_index_cap ? cfg->tenant_index_cap * 2 : 64;
+		free(cfg->tenant_index);
+		cfg->tenant_index = xcalloc(cap, sizeof(*cfg->tenant_index));
+		cfg->tenant_index_cap = cap;
+		for (int i = 0; i < n; i++)
+			tenant_index_add(cfg, i);
+	}
+	uint32_t mask = cfg->tenant_index_cap - 1;
+	uint32_t i = (uint32_t)util_hash_str(cfg->tenants[n].id) & mask;
+	while (cfg->tenant_index[i])
+		i = (i + 1) & mask;
+	cfg->tenant_index[i] = (uint32_t)n + 1;
 }
 
 bool config_tenant_id_valid(const struct pgt_config *cfg, const char *id)
@@ -686,8 +710,14 @@ static int cf_handler(void *user, const char *section, const char *name, const c
 			return 1;
 		}
 		t.line = line;
-		cfg->tenants = xrealloc(cfg->tenants, sizeof(*cfg->tenants) * (size_t)(cfg->ntenants + 1));
-		cfg->tenants[cfg->ntenants++] = t;
+		if (cfg->ntenants == cfg->tenants_cap) {
+			cfg->tenants_cap = cfg->tenants_cap ? cfg->tenants_cap * 2 : 16;
+			cfg->tenants =
+			    xrealloc(cfg->tenants, sizeof(*cfg->tenants) * (size_t)cfg->tenants_cap);
+		}
+		cfg->tenants[cfg->ntenants] = t;
+		tenant_index_add(cfg, cfg->ntenants);
+		cfg->ntenants++;
 	} else {
 		cf_error(cfg, line, "unknown section [%s]", section);
 	}
@@ -810,6 +840,7 @@ void config_free(struct pgt_config *cfg)
 	for (int i = 0; i < cfg->ntenants; i++)
 		tenant_conf_free(&cfg->tenants[i]);
 	free(cfg->tenants);
+	free(cfg->tenant_index);
 	if (cfg->tenant_re_ok)
 		regfree(&cfg->tenant_re);
 	if (cfg->users) {

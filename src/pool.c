@@ -10,6 +10,7 @@
  */
 #include "pool.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,17 +57,56 @@ static void refresh_mode(struct pgt_pool *pool)
 	pool->ps_on = pool->session_track && pgt.cfg->max_prepared_statements > 0;
 }
 
+/* Pools by (database entry, server user, tenant, replication): a login
+ * finds its pool in the same time with one pool or 100,000. */
+static struct {
+	struct pgt_pool **b;
+	uint32_t nb, n;
+} pools;
+
+_Static_assert(offsetof(struct pgt_pool, hnext) == 0, "util_rehash needs the chain first");
+
+static uint64_t pool_hash(const void *node)
+{
+	return ((const struct pgt_pool *)node)->hash;
+}
+
+static uint64_t pool_key(const char *dbname, const char *user, const char *tenant, char replication)
+{
+	uint64_t h = util_hash_str(dbname);
+	h = (h ^ util_hash_str(user)) * 1099511628211ull;
+	h = (h ^ util_hash_str(tenant)) * 1099511628211ull;
+	return h ^ (uint8_t)replication;
+}
+
+static void pool_unindex(struct pgt_pool *p)
+{
+	struct pgt_pool **pp = &pools.b[p->hash & (pools.nb - 1)];
+	while (*pp != p)
+		pp = &(*pp)->hnext;
+	*pp = p->hnext;
+	pools.n--;
+}
+
 struct pgt_pool *pool_get(const char *dbname, const struct pgt_database *db, const char *user,
                           const char *tenant, char replication)
 {
-	struct list *i;
-	list_for_each (i, &pgt_pools) {
-		struct pgt_pool *p = container_of(i, struct pgt_pool, node);
-		if (strcmp(p->dbname, dbname) == 0 && strcmp(p->user, user) == 0 &&
+	uint64_t h = pool_key(dbname, user, tenant, replication);
+	for (struct pgt_pool *p = pools.nb ? pools.b[h & (pools.nb - 1)] : NULL; p; p = p->hnext) {
+		if (p->hash == h && strcmp(p->dbname, dbname) == 0 && strcmp(p->user, user) == 0 &&
 		    strcmp(p->tenant, tenant) == 0 && p->replication == replication)
 			return p;
 	}
+	if (pools.n + 1 > pools.nb) {
+		uint32_t nb = pools.nb ? pools.nb * 2 : 64;
+		pools.b = (struct pgt_pool **)util_rehash((void **)pools.b, pools.nb, nb, pool_hash);
+		pools.nb = nb;
+	}
 	struct pgt_pool *p = xcalloc(1, sizeof(*p));
+	p->hash = h;
+	p->hnext = pools.b[h & (pools.nb - 1)];
+	pools.b[h & (pools.nb - 1)] = p;
+	pools.n++;
 	p->replication = replication;
 	p->dbname = xstrdup(dbname);
 	p->user = xstrdup(user);
@@ -408,6 +448,7 @@ void pool_drop_unused(usec_t now)
 		log_info("pool %s/%s%s%s dropped: unused for autodb_idle_timeout", p->dbname, p->user,
 		         p->tenant[0] ? "/" : "", p->tenant);
 		list_del(&p->node);
+		pool_unindex(p);
 		vars_free(&p->welcome);
 		if (p->removed_db)
 			config_db_free(p->removed_db);

@@ -10,6 +10,7 @@
  */
 #include "tenant_registry.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,14 +41,27 @@ struct registry_lookup {
 
 static struct list queue = {&queue, &queue};
 
+/* Tenant states by id (also on pgt_tenant_states, for listing). */
+static struct {
+	struct pgt_tenant_state **b;
+	uint32_t nb, n;
+} states;
+
+_Static_assert(offsetof(struct pgt_tenant_state, hnext) == 0, "util_rehash needs the chain first");
+
+static uint64_t state_hash(const void *node)
+{
+	return ((const struct pgt_tenant_state *)node)->hash;
+}
+
 struct pgt_tenant_state *tenant_state_find(const char *id)
 {
-	struct list *i;
-	list_for_each (i, &pgt_tenant_states) {
-		struct pgt_tenant_state *t = container_of(i, struct pgt_tenant_state, node);
-		if (strcmp(t->id, id) == 0)
+	if (!states.nb)
+		return NULL;
+	uint64_t h = util_hash_str(id);
+	for (struct pgt_tenant_state *t = states.b[h & (states.nb - 1)]; t; t = t->hnext)
+		if (t->hash == h && strcmp(t->id, id) == 0)
 			return t;
-	}
 	return NULL;
 }
 
@@ -56,9 +70,19 @@ struct pgt_tenant_state *tenant_state_get(const char *id)
 	struct pgt_tenant_state *t = tenant_state_find(id);
 	if (t)
 		return t;
+	if (states.n + 1 > states.nb) {
+		uint32_t nb = states.nb ? states.nb * 2 : 64;
+		states.b =
+		    (struct pgt_tenant_state **)util_rehash((void **)states.b, states.nb, nb, state_hash);
+		states.nb = nb;
+	}
 	t = xcalloc(1, sizeof(*t));
 	t->id = xstrdup(id);
+	t->hash = util_hash_str(id);
 	t->reg_pool_size = t->reg_max_client_conn = -1;
+	t->hnext = states.b[t->hash & (states.nb - 1)];
+	states.b[t->hash & (states.nb - 1)] = t;
+	states.n++;
 	list_append(&pgt_tenant_states, &t->node);
 	return t;
 }

@@ -47,6 +47,14 @@ void **util_rehash(void **old, uint32_t n, uint32_t nb, uint64_t (*hash)(const v
 	return b;
 }
 
+uint64_t util_hash_str(const char *s)
+{
+	uint64_t h = 14695981039346656037ull;
+	for (; *s; s++)
+		h = (h ^ (uint8_t)*s) * 1099511628211ull;
+	return h ^ (h >> 29);
+}
+
 void *xcalloc(size_t n, size_t sz)
 {
 	void *p = calloc(n ? n : 1, sz ? sz : 1);

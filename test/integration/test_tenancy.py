@@ -351,3 +351,43 @@ def test_registry_failure_is_reported(bouncer_factory, registry):
     assert code == "08006" and "tenant registry unavailable" in msg and "division by zero" in msg
     with b.connect(options="-c tenant=acme") as conn:  # others unaffected
         assert owners(conn) == {"acme"}
+
+
+def test_refused_tenant_ids_leave_nothing(bouncer_factory, schemas):
+    """An authenticated client naming a tenant that does not exist is refused
+    and leaves no trace: no SHOW TENANTS row, no metric series, no memory
+    (issue 10: any client could otherwise grow all three without bound)."""
+    import random
+    import urllib.request
+
+    from conftest import free_port
+    mport = free_port()
+    b = tenant_bouncer(bouncer_factory, settings={"metrics_listen": "127.0.0.1:%d" % mport})
+    configured = {"acme", "globex", "initech", "blocked"}
+
+    async def refuse(ids):
+        import asyncpg
+        for t in ids:
+            try:
+                conn = await asyncpg.connect(host="127.0.0.1", port=b.port, user="app", database="appdb",
+                                             password=b.users["app"], server_settings={"tenant": t},
+                                             statement_cache_size=0, ssl=False, timeout=10)
+                await conn.close()
+                raise AssertionError("tenant %s admitted" % t)
+            except asyncpg.PostgresError as e:
+                assert e.sqlstate == "08004" and str(e).startswith("unknown tenant"), (t, e)
+
+    rnd = random.Random(10)
+    def ids(n):
+        return ["t%08x" % rnd.getrandbits(32) for _ in range(n)]
+    asyncio.run(refuse(ids(200)))  # warm up the allocator
+    before = b.rss_kb()
+    refused = ids(1000)
+    asyncio.run(refuse(refused))
+    after = b.rss_kb()
+    assert after - before < 1024, (before, after)
+    assert {r["id"] for r in b.admin("SHOW TENANTS")} == configured
+    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=10).read().decode()
+    assert not any('tenant="%s"' % t in text for t in refused[:200])
+    with b.connect(options="-c tenant=acme") as conn:  # admitted tenants still work
+        assert owners(conn) == {"acme"}

@@ -127,5 +127,33 @@ int main(void)
 		       "acme overrides");
 		config_free(cfg);
 	}
+	/* a large [tenants] list: every id found by its index, through its
+	 * growth, and nothing else; a duplicate still refused */
+	enum { MANY = 20000 };
+	size_t cap = 40 + (size_t)MANY * 24;
+	char *big = malloc(cap), *w = big;
+	w += sprintf(w, "[tenants]\n");
+	for (int i = 0; i < MANY; i++)
+		w += sprintf(w, "t%d = pool_size=%d\n", i, i % 7 + 1);
+	cfg = load(big);
+	tap_ok(cfg && cfg->ntenants == MANY, "%d tenants load", MANY);
+	if (cfg) {
+		int found = 0;
+		char name[32];
+		for (int i = 0; i < MANY; i++) {
+			snprintf(name, sizeof(name), "t%d", i);
+			const struct pgt_tenant_conf *t = config_find_tenant(cfg, name);
+			found += t && strcmp(t->id, name) == 0 && t->pool_size == i % 7 + 1;
+		}
+		tap_ok(found == MANY, "each found by id (%d of %d)", found, MANY);
+		tap_ok(!config_find_tenant(cfg, "t20000") && !config_find_tenant(cfg, "t") &&
+		           !config_find_tenant(cfg, ""),
+		       "ids not configured are not found");
+		config_free(cfg);
+	}
+	sprintf(w, "t123 = pool_size=1\n");
+	cfg = load(big);
+	tap_ok(cfg == NULL, "a tenant defined twice among many is a config error");
+	free(big);
 	return tap_done();
 }
