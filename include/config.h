@@ -111,6 +111,7 @@ struct pgt_config {
 	int tenant_max_client_conn;
 	char *tenant_query;
 	usec_t tenant_query_cache_ttl;
+	usec_t tenant_idle_timeout; /* a dynamic tenant without clients this long is forgotten */
 	int unknown_tenant;
 
 	char *jwt_key_file;

@@ -39,6 +39,7 @@ struct pgt_pool {
 	struct pgt_pool *hnext;              /* first: util_rehash's chain (pool_get) */
 	uint64_t hash;                       /* of dbname, user, tenant, replication */
 	struct list node;                    /* on the global pool list */
+	struct list tenant_node;             /* on its tenant state's list (tenant_registry.h) */
 	struct list slot_node;               /* on dbstate->slot_waiters when waiting for a slot */
 	char *dbname;                        /* [databases] entry name */
 	char *user;                          /* server user */
@@ -90,6 +91,10 @@ extern struct list pgt_pools;
 /* Drop the pools of the "*" entry that nobody has used for
  * autodb_idle_timeout (janitor). */
 void pool_drop_unused(usec_t now);
+/* A forgotten tenant's pools (its tenant state's list): close their idle
+ * server connections and free them; false if one still has a client or a
+ * busy server connection (then try again later). */
+bool pool_forget_tenant(struct list *tenant_pools);
 /* Session mode: the key of the server connections a client may get (its
  * startup parameters but application_name). */
 uint64_t pool_session_key(const struct pgt_client *c);

@@ -28,6 +28,11 @@ struct pgt_tenant_state {
 	char *id;
 	uint64_t hash;
 	int nclients;
+	/* without clients: on the idle list (oldest first) since idle_since,
+	 * forgotten after tenant_idle_timeout unless configured */
+	struct list idle_node;
+	usec_t idle_since;
+	struct list pools;   /* its pools (pool.c) */
 	bool admin_disabled; /* DISABLE <tenant> from the admin console */
 	/* the registry's last answer */
 	bool reg_known;     /* an answer was received ... */
@@ -43,6 +48,12 @@ extern struct list pgt_tenant_states;
 
 struct pgt_tenant_state *tenant_state_get(const char *id);
 struct pgt_tenant_state *tenant_state_find(const char *id);
+/* A client of the tenant came (is counted) or left. */
+void tenant_state_client_added(struct pgt_tenant_state *t);
+void tenant_state_client_gone(struct pgt_tenant_state *t);
+/* Forget tenants not in [tenants] that had no client for
+ * tenant_idle_timeout (janitor); costs what there is to forget. */
+void tenant_states_expire(usec_t now);
 
 /* Is the registry's answer for t usable now? */
 bool registry_fresh(const struct pgt_tenant_state *t);

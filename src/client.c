@@ -235,7 +235,7 @@ void client_close(struct pgt_client *c, const char *reason)
 	session_unpin(c);
 	login_uncount(c);
 	if (c->tstate) {
-		c->tstate->nclients--;
+		tenant_state_client_gone(c->tstate);
 		c->tstate = NULL;
 	}
 	registry_forget_client(c);
@@ -713,7 +713,7 @@ static bool login_continue(struct pgt_client *c)
 			return false;
 		}
 		ts = tenant_state_get(c->tenant);
-		ts->nclients++;
+		tenant_state_client_added(ts);
 		c->tstate = ts;
 		if (tc && tc->database)
 			dbname = tc->database; /* the tenant's dedicated backend */

@@ -120,6 +120,7 @@ static const struct cf_key cf_keys[] = {
     INT(tenant_max_client_conn, true, "500", 1, 1000000),
     STR(tenant_query, true, ""),
     TIME(tenant_query_cache_ttl, true, "60"),
+    TIME(tenant_idle_timeout, true, "300"),
     ENUM(unknown_tenant, true, "reject", unknown_tenant_modes),
 
     STR(jwt_key_file, true, ""),

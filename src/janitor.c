@@ -18,6 +18,7 @@
 #include "pool.h"
 #include "server.h"
 #include "stats.h"
+#include "tenant_registry.h"
 
 static struct event janitor_ev;
 
@@ -108,6 +109,7 @@ void janitor_run(void)
 	check_clients(now);
 	check_servers(now);
 	admin_check_pending();
+	tenant_states_expire(now);
 	stats_tick(now);
 	addr_state_expire(now);
 	if (pgt.shutting_down && pool_total_busy() == 0) {

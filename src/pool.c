@@ -127,6 +127,9 @@ struct pgt_pool *pool_get(const char *dbname, const struct pgt_database *db, con
 	list_init(&p->used_servers);
 	list_init(&p->slot_node);
 	list_append(&pgt_pools, &p->node);
+	list_init(&p->tenant_node);
+	if (tenant[0] && tenant[0] != '*') /* ("*registry*": the registry's own pool) */
+		list_append(&tenant_state_get(tenant)->pools, &p->tenant_node);
 	pool_remember_backend(p);
 	log_debug("new pool %s/%s", p->dbname, p->user);
 	return p;
@@ -428,6 +431,23 @@ void pool_login_failed(struct pgt_pool *pool, const char *reason)
 /* Pools of databases that exist only through the "*" entry (any name a
  * client asks for) would otherwise pile up: one per name ever asked, even
  * a nonexistent one.  Like PgBouncer's autodb_idle_timeout. */
+/* p has no client and no server connection. */
+static void pool_free(struct pgt_pool *p)
+{
+	list_del(&p->node);
+	list_del(&p->tenant_node);
+	pool_unindex(p);
+	vars_free(&p->welcome);
+	if (p->removed_db)
+		config_db_free(p->removed_db);
+	free(p->dbname);
+	free(p->user);
+	free(p->tenant);
+	free(p->db_host);
+	free(p->db_dbname);
+	free(p);
+}
+
 void pool_drop_unused(usec_t now)
 {
 	struct list *i, *tmp;
@@ -447,18 +467,29 @@ void pool_drop_unused(usec_t now)
 			continue;
 		log_info("pool %s/%s%s%s dropped: unused for autodb_idle_timeout", p->dbname, p->user,
 		         p->tenant[0] ? "/" : "", p->tenant);
-		list_del(&p->node);
-		pool_unindex(p);
-		vars_free(&p->welcome);
-		if (p->removed_db)
-			config_db_free(p->removed_db);
-		free(p->dbname);
-		free(p->user);
-		free(p->tenant);
-		free(p->db_host);
-		free(p->db_dbname);
-		free(p);
+		pool_free(p);
 	}
+}
+
+bool pool_forget_tenant(struct list *tenant_pools)
+{
+	struct list *i, *tmp;
+	bool all = true;
+	list_for_each (i, tenant_pools) {
+		struct pgt_pool *p = container_of(i, struct pgt_pool, tenant_node);
+		if (pool_clients(p) > 0 || !list_empty(&p->slot_node))
+			return false;
+		struct list *j, *jt;
+		list_for_each_safe (j, jt, &p->idle_servers)
+			server_close(container_of(j, struct pgt_server, node),
+			             "tenant forgotten: no client for tenant_idle_timeout");
+		all &= p->nservers == 0;
+	}
+	if (!all)
+		return false;
+	list_for_each_safe (i, tmp, tenant_pools)
+		pool_free(container_of(i, struct pgt_pool, tenant_node));
+	return true;
 }
 
 int pool_clients(const struct pgt_pool *pool)

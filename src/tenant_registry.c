@@ -40,6 +40,8 @@ struct registry_lookup {
 };
 
 static struct list queue = {&queue, &queue};
+/* states without clients, in the order they lost their last one */
+static struct list idle_states = {&idle_states, &idle_states};
 
 /* Tenant states by id (also on pgt_tenant_states, for listing). */
 static struct {
@@ -80,11 +82,62 @@ struct pgt_tenant_state *tenant_state_get(const char *id)
 	t->id = xstrdup(id);
 	t->hash = util_hash_str(id);
 	t->reg_pool_size = t->reg_max_client_conn = -1;
+	list_init(&t->pools);
+	t->idle_since = loop_now();
+	list_append(&idle_states, &t->idle_node);
 	t->hnext = states.b[t->hash & (states.nb - 1)];
 	states.b[t->hash & (states.nb - 1)] = t;
 	states.n++;
 	list_append(&pgt_tenant_states, &t->node);
 	return t;
+}
+
+void tenant_state_client_added(struct pgt_tenant_state *t)
+{
+	if (t->nclients++ == 0)
+		list_del(&t->idle_node);
+}
+
+void tenant_state_client_gone(struct pgt_tenant_state *t)
+{
+	if (--t->nclients == 0) {
+		t->idle_since = loop_now();
+		list_append(&idle_states, &t->idle_node);
+	}
+}
+
+static void state_free(struct pgt_tenant_state *t)
+{
+	struct pgt_tenant_state **pp = &states.b[t->hash & (states.nb - 1)];
+	while (*pp != t)
+		pp = &(*pp)->hnext;
+	*pp = t->hnext;
+	states.n--;
+	list_del(&t->node);
+	list_del(&t->idle_node);
+	free(t->id);
+	free(t);
+}
+
+void tenant_states_expire(usec_t now)
+{
+	struct list *l;
+	while ((l = list_first(&idle_states)) != NULL) {
+		struct pgt_tenant_state *t = container_of(l, struct pgt_tenant_state, idle_node);
+		if (now - t->idle_since < pgt.cfg->tenant_idle_timeout)
+			return; /* the rest went idle later */
+		list_del(&t->idle_node);
+		if (config_find_tenant(pgt.cfg, t->id) || t->admin_disabled)
+			continue; /* kept; back on the list when a client comes and goes */
+		if (t->lookup || !pool_forget_tenant(&t->pools)) {
+			/* a registry answer or a server connection still busy: later */
+			t->idle_since = now;
+			list_append(&idle_states, &t->idle_node);
+			continue;
+		}
+		log_info("tenant \"%s\" forgotten: no client for tenant_idle_timeout", t->id);
+		state_free(t);
+	}
 }
 
 bool registry_fresh(const struct pgt_tenant_state *t)

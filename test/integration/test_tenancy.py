@@ -395,3 +395,44 @@ def test_refused_tenant_ids_leave_nothing(bouncer_factory, schemas):
     assert not any('tenant="%s"' % t in text for t in refused[:200])
     with b.connect(options="-c tenant=acme") as conn:  # admitted tenants still work
         assert owners(conn) == {"acme"}
+
+
+def test_idle_dynamic_tenants_are_forgotten(bouncer_factory, schemas):
+    """Tenants admitted at run time (unknown_tenant = allow) and without a
+    client for tenant_idle_timeout are forgotten: their SHOW TENANTS rows,
+    pools, server connections and metric series go.  A dynamic tenant
+    with a client stays, configured tenants stay, and a forgotten tenant
+    can come back."""
+    import urllib.request
+
+    from conftest import free_port
+    mport = free_port()
+    b = tenant_bouncer(bouncer_factory, settings={"unknown_tenant": "allow", "tenant_idle_timeout": "1",
+                                                  "metrics_listen": "127.0.0.1:%d" % mport})
+    dyn = ["dyn%02d" % i for i in range(30)]
+    for t in dyn:
+        with b.connect(options="-c tenant=%s" % t) as conn:
+            conn.execute("select 1")
+    with b.connect(options="-c tenant=acme") as conn:
+        for _ in range(5):
+            conn.execute("select 1")
+    acme_xacts = {r["id"]: r for r in b.admin("SHOW TENANTS")}["acme"]["total_xact_count"]
+    assert acme_xacts >= 5
+    assert set(dyn) <= {r["id"] for r in b.admin("SHOW TENANTS")}
+    with b.connect(options="-c tenant=other") as stays:
+        stays.execute("select 1")
+        deadline = time.time() + 10
+        while time.time() < deadline and {r["id"] for r in b.admin("SHOW TENANTS")} & set(dyn):
+            time.sleep(0.2)
+        ids = {r["id"] for r in b.admin("SHOW TENANTS")}
+        assert ids == {"acme", "globex", "initech", "blocked", "other"}, ids
+        assert not {p["user"] for p in b.admin("SHOW POOLS")} & {"app." + t for t in dyn}
+        assert not {s["tenant"] for s in b.admin("SHOW SERVERS")} & set(dyn)
+        text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=10).read().decode()
+        assert not any('tenant="%s"' % t in text for t in dyn)
+        assert owners(stays) == {"other"}  # still served
+        acme = {r["id"]: r for r in b.admin("SHOW TENANTS")}["acme"]
+        assert acme["total_xact_count"] >= acme_xacts  # configured: kept, with its pool
+    with b.connect(options="-c tenant=dyn00") as conn:
+        assert conn.execute("select current_setting('app.tenant_id')").fetchone()[0] == "dyn00"
+    assert "dyn00" in {r["id"] for r in b.admin("SHOW TENANTS")}
