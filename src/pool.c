@@ -428,9 +428,6 @@ void pool_login_failed(struct pgt_pool *pool, const char *reason)
 	}
 }
 
-/* Pools of databases that exist only through the "*" entry (any name a
- * client asks for) would otherwise pile up: one per name ever asked, even
- * a nonexistent one.  Like PgBouncer's autodb_idle_timeout. */
 /* p has no client and no server connection. */
 static void pool_free(struct pgt_pool *p)
 {
@@ -448,6 +445,9 @@ static void pool_free(struct pgt_pool *p)
 	free(p);
 }
 
+/* Pools of databases that exist only through the "*" entry (any name a
+ * client asks for) would otherwise pile up: one per name ever asked, even
+ * a nonexistent one.  Like PgBouncer's autodb_idle_timeout. */
 void pool_drop_unused(usec_t now)
 {
 	struct list *i, *tmp;
