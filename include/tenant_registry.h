@@ -54,6 +54,11 @@ void tenant_state_client_gone(struct pgt_tenant_state *t);
 /* Forget tenants not in [tenants] that had no client for
  * tenant_idle_timeout (janitor); costs what there is to forget. */
 void tenant_states_expire(usec_t now);
+/* A state that was kept (configured, or disabled from the console) may be
+ * forgettable now: back on the idle list if it has no client.  After a
+ * RELOAD (every state) or an ENABLE (one). */
+void tenant_state_recheck(struct pgt_tenant_state *t);
+void tenant_states_config_changed(void);
 
 /* Is the registry's answer for t usable now? */
 bool registry_fresh(const struct pgt_tenant_state *t);

@@ -1092,7 +1092,9 @@ static bool cmd_tenant_flag(struct pgt_client *c, const char *arg, bool disable)
 		return admin_error(c, "42601",
 		                   disable ? "DISABLE needs a valid tenant id"
 		                           : "ENABLE needs a valid tenant id");
-	tenant_state_get(arg)->admin_disabled = disable;
+	struct pgt_tenant_state *t = tenant_state_get(arg);
+	t->admin_disabled = disable;
+	tenant_state_recheck(t);
 	client_log(c, PGT_LOG_INFO, "%s tenant %s", disable ? "DISABLE" : "ENABLE", arg);
 	return done_tag(c, disable ? "DISABLE" : "ENABLE");
 }

@@ -30,6 +30,7 @@
 #include "pool.h"
 #include "sbuf.h"
 #include "server.h"
+#include "tenant_registry.h"
 
 struct pgt_loop pgt;
 
@@ -60,6 +61,7 @@ bool loop_reload(void)
 		log_error("cannot open logfile %s", cfg->logfile);
 	pgt.cfg = cfg;
 	pool_config_changed();
+	tenant_states_config_changed();
 	config_free(old);
 	log_info("configuration reloaded");
 	return true;

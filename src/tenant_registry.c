@@ -106,6 +106,21 @@ void tenant_state_client_gone(struct pgt_tenant_state *t)
 	}
 }
 
+void tenant_state_recheck(struct pgt_tenant_state *t)
+{
+	if (t->nclients == 0 && list_empty(&t->idle_node)) {
+		t->idle_since = loop_now();
+		list_append(&idle_states, &t->idle_node);
+	}
+}
+
+void tenant_states_config_changed(void)
+{
+	struct list *i;
+	list_for_each (i, &pgt_tenant_states)
+		tenant_state_recheck(container_of(i, struct pgt_tenant_state, node));
+}
+
 static void state_free(struct pgt_tenant_state *t)
 {
 	struct pgt_tenant_state **pp = &states.b[t->hash & (states.nb - 1)];

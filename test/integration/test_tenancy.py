@@ -436,3 +436,15 @@ def test_idle_dynamic_tenants_are_forgotten(bouncer_factory, schemas):
     with b.connect(options="-c tenant=dyn00") as conn:
         assert conn.execute("select current_setting('app.tenant_id')").fetchone()[0] == "dyn00"
     assert "dyn00" in {r["id"] for r in b.admin("SHOW TENANTS")}
+    # a tenant removed from [tenants] by a RELOAD becomes forgettable too
+    tenants = dict(b.tenants)
+    del tenants["initech"]
+    with b.connect(options="-c tenant=initech") as conn:
+        conn.execute("select 1")
+    time.sleep(1.6)  # idle past tenant_idle_timeout while still configured: kept
+    assert "initech" in {r["id"] for r in b.admin("SHOW TENANTS")}
+    b.reload(tenants=tenants)
+    deadline = time.time() + 10
+    while time.time() < deadline and "initech" in {r["id"] for r in b.admin("SHOW TENANTS")}:
+        time.sleep(0.2)
+    assert "initech" not in {r["id"] for r in b.admin("SHOW TENANTS")}
