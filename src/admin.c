@@ -740,11 +740,12 @@ static void tenant_row(struct admin_out *o, const char *id)
 	int cl_active = 0, cl_waiting = 0, sv_active = 0, sv_idle = 0;
 	uint64_t xacts = 0, queries = 0, wait = 0, waits = 0;
 	const char *database = tc && tc->database ? tc->database : NULL;
+	/* the tenant's own pools, not every pool: SHOW TENANTS stays linear in
+	 * the number of tenants */
+	const struct pgt_tenant_state *t = tenant_state_find(id);
 	struct list *it;
-	list_for_each (it, &pgt_pools) {
-		struct pgt_pool *p = container_of(it, struct pgt_pool, node);
-		if (strcmp(p->tenant, id) != 0)
-			continue;
+	for (it = t ? t->pools.next : NULL; t && it != &t->pools; it = it->next) {
+		struct pgt_pool *p = container_of(it, struct pgt_pool, tenant_node);
 		if (!database)
 			database = p->dbname;
 		cl_active += p->nactive + p->nwelcome;
