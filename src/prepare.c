@@ -307,8 +307,6 @@ struct ps_req {
 /* A client that pipelines without reading can queue this many requests;
  * then it is held until answers come back. */
 #define PS_QUEUE_MAX 65536
-/* Simple Queries counted instead of queued, at most (then they are queued). */
-#define PS_UNTRACKED_MAX 1024
 
 static struct ps_server *ps_server_get(struct pgt_server *s)
 {
@@ -1115,14 +1113,6 @@ static enum sbuf_verdict client_describe_close(struct pgt_client *c, struct pgt_
 enum sbuf_verdict ps_client_message(struct pgt_client *c, struct pgt_server *s, struct pgt_pkt *pkt)
 {
 	struct ps_server *ps = ps_server_get(s);
-	if (pkt->type == 'Q' && ps->qhead == ps->qtail && !ps->skipping && (!c->ps || !c->ps->n) &&
-	    s->ps_untracked < PS_UNTRACKED_MAX) {
-		/* nothing to make up or undo around it, no name of the client's in
-		 * it: its answers pass as they are, counted only (as inline in
-		 * ps_client_packet, for a connection without a record yet) */
-		s->ps_untracked++;
-		return SB_FORWARD;
-	}
 	if (s->ps_untracked) {
 		/* they come first in the answers: queue them, now that the order
 		 * matters (the queue is empty: there is room) */
