@@ -57,7 +57,10 @@ struct pgt_client {
 	bool is_admin_user;                  /* admin_users member (control commands allowed) */
 	bool welcome_pending;                /* session mode: welcomed once its server is linked */
 	char replication;                    /* 'd' replication=database, 'p' physical, 0 none */
+	bool throttled;                      /* queued behind its tenant's xact_rate (ratelimit.h) */
+	bool rate_granted;                   /* ... and granted: its held message is not charged again */
 	struct admin_pending *admin_pending; /* a PAUSE/WAIT_CLOSE reply is outstanding */
+	struct pgt_client *throttle_next;    /* next in its tenant's rate-limit queue */
 	/* the Query that gives vars to a reset server of the pool opened with
 	 * parameters whose hash is `base`; [0] for servers opened without any
 	 * (the first of a pool), [1] for the others; allocated at the client's

@@ -51,7 +51,7 @@ struct pgt_tenant_conf {
 	int reserve_pool;    /* -1 = reserve_pool_size */
 	int max_client_conn; /* -1 = tenant_max_client_conn */
 	int pool_mode;       /* -1 = the database's */
-	int xact_rate;       /* -1 = tenant_xact_rate (not enforced yet) */
+	int xact_rate;       /* transactions/second; -1 = tenant_xact_rate (ratelimit.h) */
 	bool disabled;
 	char *database;          /* [databases] entry to route to; NULL = the one asked for */
 	char *statement_timeout; /* pinned on the tenant's server connections; NULL = none */
@@ -132,7 +132,8 @@ struct pgt_config {
 
 	char *metrics_listen;
 	char *audit_log;
-	int tenant_xact_rate;
+	int tenant_xact_rate;  /* transactions/second per tenant, 0 = unlimited (ratelimit.h) */
+	int tenant_xact_burst; /* 0 = one second's worth */
 	char *server_password_file;
 	int workers;
 

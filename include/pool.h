@@ -33,7 +33,8 @@ struct pgt_dbstate {
 	bool no_check_interval; /* the server refused client_connection_check_interval */
 };
 
-extern bool pgt_paused_all; /* PAUSE without a database */
+extern bool pgt_paused_all;
+extern struct list pgt_dbstates; /* every database entry's state */ /* PAUSE without a database */
 
 struct pgt_pool {
 	struct pgt_pool *hnext;              /* first: util_rehash's chain (pool_get) */

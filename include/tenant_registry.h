@@ -41,7 +41,17 @@ struct pgt_tenant_state {
 	bool reg_active;
 	int reg_pool_size; /* -1 = default */
 	int reg_max_client_conn;
+	int reg_xact_rate;              /* -1 = default */
 	struct registry_lookup *lookup; /* in flight or queued */
+	/* transaction rate limit (ratelimit.h); xrate 0 = none */
+	int xrate, xburst;
+	int64_t tat_ns, interval_ns; /* the bucket: theoretical arrival time, ns per token */
+	struct pgt_client *throttle_head, *throttle_tail; /* queued clients, FIFO */
+	int nthrottled;
+	struct list throttling_node; /* on ratelimit.c's list while the queue is not empty */
+	struct event *throttle_ev;   /* grants the queue's head its token; made on first use */
+	uint64_t throttled_total;    /* transactions that had to wait */
+	usec_t throttle_wait;        /* their total wait */
 };
 
 extern struct list pgt_tenant_states;

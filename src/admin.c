@@ -21,6 +21,7 @@
 #include "loop.h"
 #include "pktbuf.h"
 #include "pool.h"
+#include "ratelimit.h"
 #include "prepare.h"
 #include "sbuf.h"
 #include "stats.h"
@@ -727,11 +728,15 @@ static bool show_totals(struct pgt_client *c, const char *arg)
 /* ---- tenants ---- */
 
 static const char *const tenant_cols[] = {
-    "id",        "database", "pool_size",        "max_client_conn",   "cl_active",       "cl_waiting",
-    "sv_active", "sv_idle",  "total_xact_count", "total_query_count", "total_wait_time", "avg_wait_time",
-    "disabled"};
-static const uint32_t tenant_oids[] = {OID_TEXT, OID_TEXT, OID_INT4, OID_INT4, OID_INT4, OID_INT4, OID_INT4,
-                                       OID_INT4, OID_INT8, OID_INT8, OID_INT8, OID_INT8, OID_INT4};
+    "id", "database", "pool_size", "max_client_conn", "cl_active", "cl_waiting", "sv_active", "sv_idle",
+    "total_xact_count", "total_query_count", "total_wait_time", "avg_wait_time", "disabled",
+    /* after SPEC's thirteen: the transaction rate limit (ratelimit.h) */
+    "xact_rate", "xact_tokens", "cl_throttled", "total_throttled_count", "total_throttle_time"};
+static const uint32_t tenant_oids[] = {OID_TEXT, OID_TEXT, OID_INT4, OID_INT4, OID_INT4, OID_INT4,
+                                       OID_INT4, OID_INT4, OID_INT8, OID_INT8, OID_INT8, OID_INT8,
+                                       OID_INT4, OID_INT4, OID_INT8, OID_INT4, OID_INT8, OID_INT8};
+#define TENANT_COLS ((int)PGT_ARRAY_SIZE(tenant_cols))
+_Static_assert(PGT_ARRAY_SIZE(tenant_cols) == PGT_ARRAY_SIZE(tenant_oids), "one type per column");
 
 static void tenant_row(struct admin_out *o, const char *id)
 {
@@ -758,6 +763,7 @@ static void tenant_row(struct admin_out *o, const char *id)
 		waits += p->stats.wait_count;
 	}
 	char ps[16], mc[16], ca[16], cw[16], sa[16], si[16], tx[24], tq[24], tw[24], aw[24];
+	char xr[16], xt[24], ct[16], tt[24], tw2[24];
 	const char *v[] = {
 	    id,
 	    database ? database : "",
@@ -771,7 +777,12 @@ static void tenant_row(struct admin_out *o, const char *id)
 	    NUM(tq, queries),
 	    NUM(tw, wait),
 	    NUM(aw, waits ? wait / waits : 0),
-	    tc && tc->disabled ? "1" : "0"};
+	    tc && tc->disabled ? "1" : "0",
+	    NUM(xr, t ? t->xrate : 0),
+	    NUM(xt, t ? rate_tokens(t) : 0),
+	    NUM(ct, t ? t->nthrottled : 0),
+	    NUM(tt, t ? t->throttled_total : 0),
+	    NUM(tw2, t ? t->throttle_wait : 0)};
 	row(o, v);
 }
 
@@ -780,7 +791,7 @@ static bool show_tenants(struct pgt_client *c, const char *arg)
 {
 	(void)arg;
 	struct admin_out o;
-	cols(&o, 13, tenant_cols, tenant_oids);
+	cols(&o, TENANT_COLS, tenant_cols, tenant_oids);
 	for (int i = 0; i < pgt.cfg->ntenants; i++)
 		tenant_row(&o, pgt.cfg->tenants[i].id);
 	struct list *it;
@@ -802,7 +813,7 @@ static bool show_tenant(struct pgt_client *c, const char *arg)
 		return admin_error(c, "42704", msg);
 	}
 	struct admin_out o;
-	cols(&o, 13, tenant_cols, tenant_oids);
+	cols(&o, TENANT_COLS, tenant_cols, tenant_oids);
 	tenant_row(&o, arg);
 	return admin_done(c, &o.b, "SHOW");
 }

@@ -35,6 +35,7 @@
 #include "prepare.h"
 #include "session.h"
 #include "proto.h"
+#include "ratelimit.h"
 #include "server.h"
 #include "slab.h"
 #include "tenant.h"
@@ -77,6 +78,7 @@ const char *client_state_name(const struct pgt_client *c)
 	case CL_WELCOME:
 		return "login";
 	case CL_ACTIVE:
+		return c->throttled ? "waiting" : "active";
 	case CL_ADMIN:
 		return "active";
 	case CL_WAITING:
@@ -234,6 +236,7 @@ void client_close(struct pgt_client *c, const char *reason)
 	pgt.nclients--;
 	session_unpin(c);
 	login_uncount(c);
+	rate_forget_client(c); /* before its tenant is let go */
 	if (c->tstate) {
 		tenant_state_client_gone(c->tstate);
 		c->tstate = NULL;
@@ -833,6 +836,9 @@ static enum sbuf_verdict active_packet(struct pgt_client *c, struct pgt_pkt *pkt
 		return SB_GONE;
 	}
 	struct pgt_server *s = c->server;
+	const struct pgt_tenant_state *t = c->tstate;
+	if (__builtin_expect(t && t->xrate, 0) && rate_boundary(c, s) && !rate_admit(c))
+		return c->conn.dead ? SB_GONE : SB_HOLD; /* queued behind its tenant's xact_rate */
 	if (!s) {
 		s = pool_assign(c->pool, c);
 		if (c->conn.dead)

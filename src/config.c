@@ -142,6 +142,7 @@ static const struct cf_key cf_keys[] = {
     STR(metrics_listen, false, ""),
     STR(audit_log, true, ""),
     INT(tenant_xact_rate, true, "0", 0, 100000000),
+    INT(tenant_xact_burst, true, "0", 0, 100000000),
     STR(server_password_file, true, ""),
     INT(workers, false, "1", 1, 64),
 

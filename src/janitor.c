@@ -16,6 +16,7 @@
 #include "metrics.h"
 #include "loop.h"
 #include "pool.h"
+#include "ratelimit.h"
 #include "server.h"
 #include "stats.h"
 #include "tenant_registry.h"
@@ -109,6 +110,7 @@ void janitor_run(void)
 	check_clients(now);
 	check_servers(now);
 	admin_check_pending();
+	rate_expire(now);
 	tenant_states_expire(now);
 	stats_tick(now);
 	addr_state_expire(now);

@@ -18,6 +18,7 @@
 #include "loop.h"
 #include "pool.h"
 #include "server.h"
+#include "tenant_registry.h"
 
 uint64_t metrics_refusals[REFUSAL_COUNT];
 
@@ -55,6 +56,8 @@ static void labels(struct evbuffer *b, const struct pgt_pool *p, const char *ext
 		evbuffer_add_printf(b, ",%s=\"%s\"", extra_k, extra_v);
 	evbuffer_add_printf(b, "}");
 }
+
+static void tenant_rate_metrics(struct evbuffer *b);
 
 static void header(struct evbuffer *b, const char *name, const char *type, const char *help)
 {
@@ -221,23 +224,13 @@ static void render(struct evbuffer *b)
 		                    (unsigned long long)metrics_refusals[r]);
 	header(b, "pgtenant_database_server_connections", "gauge",
 	       "Server connections per database entry, all pools.");
-	list_for_each (i, &pgt_pools) {
-		const struct pgt_pool *p = container_of(i, struct pgt_pool, node);
-		/* one line per database entry: the first pool of each prints it */
-		bool first = true;
-		struct list *j;
-		list_for_each (j, &pgt_pools) {
-			if (j == i)
-				break;
-			if (container_of(j, struct pgt_pool, node)->dbstate == p->dbstate)
-				first = false;
-		}
-		if (!first)
-			continue;
+	list_for_each (i, &pgt_dbstates) {
+		const struct pgt_dbstate *d = container_of(i, struct pgt_dbstate, node);
 		evbuffer_add_printf(b, "pgtenant_database_server_connections{database=\"");
-		label(b, p->dbstate->name);
-		evbuffer_add_printf(b, "\"} %d\n", p->dbstate->nservers);
+		label(b, d->name);
+		evbuffer_add_printf(b, "\"} %d\n", d->nservers);
 	}
+	tenant_rate_metrics(b);
 	header(b, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
 	evbuffer_add_printf(b, "process_resident_memory_bytes %ld\n", rss_bytes());
 	header(b, "process_open_fds", "gauge", "Number of open file descriptors.");
@@ -247,6 +240,39 @@ static void render(struct evbuffer *b)
 	header(b, "pgtenant_client_connections_all", "gauge",
 	       "All client connections, admin console included.");
 	evbuffer_add_printf(b, "pgtenant_client_connections_all %d\n", pgt.nclients);
+}
+
+/* The transaction rate limit, per tenant that has one or was ever held
+ * back by one (a forgotten tenant's series go with it). */
+static void tenant_rate_metrics(struct evbuffer *b)
+{
+	static const struct {
+		const char *name, *type, *help;
+	} m[] = {
+	    {"pgtenant_throttled_total", "counter",
+	     "Transactions that waited behind their tenant's xact_rate."},
+	    {"pgtenant_throttle_wait_seconds_total", "counter",
+	     "Time transactions waited behind their tenant's xact_rate."},
+	    {"pgtenant_clients_throttled", "gauge", "Clients waiting behind their tenant's xact_rate now."},
+	    {"pgtenant_xact_rate", "gauge", "The tenant's transaction rate limit (per second)."},
+	};
+	for (size_t k = 0; k < PGT_ARRAY_SIZE(m); k++) {
+		header(b, m[k].name, m[k].type, m[k].help);
+		struct list *i;
+		list_for_each (i, &pgt_tenant_states) {
+			const struct pgt_tenant_state *t = container_of(i, struct pgt_tenant_state, node);
+			if (!t->xrate && !t->throttled_total)
+				continue;
+			evbuffer_add_printf(b, "%s{tenant=\"", m[k].name);
+			label(b, t->id);
+			if (k == 0)
+				evbuffer_add_printf(b, "\"} %llu\n", (unsigned long long)t->throttled_total);
+			else if (k == 1)
+				evbuffer_add_printf(b, "\"} %.6f\n", (double)t->throttle_wait * 1e-6);
+			else
+				evbuffer_add_printf(b, "\"} %d\n", k == 2 ? t->nthrottled : t->xrate);
+		}
+	}
 }
 
 static void on_request(struct evhttp_request *req, void *arg)

@@ -23,12 +23,12 @@
 
 struct list pgt_pools = {&pgt_pools, &pgt_pools};
 bool pgt_paused_all;
-static struct list dbstates = {&dbstates, &dbstates};
+struct list pgt_dbstates = {&pgt_dbstates, &pgt_dbstates};
 
 static struct pgt_dbstate *dbstate_get(const char *name)
 {
 	struct list *i;
-	list_for_each (i, &dbstates) {
+	list_for_each (i, &pgt_dbstates) {
 		struct pgt_dbstate *d = container_of(i, struct pgt_dbstate, node);
 		if (strcmp(d->name, name) == 0)
 			return d;
@@ -36,7 +36,7 @@ static struct pgt_dbstate *dbstate_get(const char *name)
 	struct pgt_dbstate *d = xcalloc(1, sizeof(*d));
 	d->name = xstrdup(name);
 	list_init(&d->slot_waiters);
-	list_append(&dbstates, &d->node);
+	list_append(&pgt_dbstates, &d->node);
 	return d;
 }
 

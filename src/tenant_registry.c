@@ -6,7 +6,8 @@
  * pool of the database entry it runs against, keyed by an internal tenant
  * name that no real tenant id can take.  When one of that pool's server
  * connections is ready it sends Parse/Bind/Execute/Sync with the id bound as
- * $1 and reads the first row: pool_size, max_client_conn, active.
+ * $1 and reads the first row: pool_size, max_client_conn, active and,
+ * if the query returns a fourth column, xact_rate.
  */
 #include "tenant_registry.h"
 
@@ -22,6 +23,7 @@
 #include "pktbuf.h"
 #include "pool.h"
 #include "proto.h"
+#include "ratelimit.h"
 #include "sbuf.h"
 #include "server.h"
 
@@ -35,7 +37,7 @@ struct registry_lookup {
 	int nwaiters, cap;
 	bool got_row;
 	bool active;
-	int pool_size, max_client_conn;
+	int pool_size, max_client_conn, xact_rate;
 	char *error;
 };
 
@@ -81,14 +83,16 @@ struct pgt_tenant_state *tenant_state_get(const char *id)
 	t = xcalloc(1, sizeof(*t));
 	t->id = xstrdup(id);
 	t->hash = util_hash_str(id);
-	t->reg_pool_size = t->reg_max_client_conn = -1;
+	t->reg_pool_size = t->reg_max_client_conn = t->reg_xact_rate = -1;
 	list_init(&t->pools);
+	list_init(&t->throttling_node);
 	t->idle_since = loop_now();
 	list_append(&idle_states, &t->idle_node);
 	t->hnext = states.b[t->hash & (states.nb - 1)];
 	states.b[t->hash & (states.nb - 1)] = t;
 	states.n++;
 	list_append(&pgt_tenant_states, &t->node);
+	rate_refresh(t);
 	return t;
 }
 
@@ -117,8 +121,11 @@ void tenant_state_recheck(struct pgt_tenant_state *t)
 void tenant_states_config_changed(void)
 {
 	struct list *i;
-	list_for_each (i, &pgt_tenant_states)
-		tenant_state_recheck(container_of(i, struct pgt_tenant_state, node));
+	list_for_each (i, &pgt_tenant_states) {
+		struct pgt_tenant_state *t = container_of(i, struct pgt_tenant_state, node);
+		tenant_state_recheck(t);
+		rate_refresh(t);
+	}
 }
 
 static void state_free(struct pgt_tenant_state *t)
@@ -130,6 +137,7 @@ static void state_free(struct pgt_tenant_state *t)
 	states.n--;
 	list_del(&t->node);
 	list_del(&t->idle_node);
+	rate_state_free(t);
 	free(t->id);
 	free(t);
 }
@@ -171,6 +179,8 @@ static void lookup_finish(struct registry_lookup *l)
 		t->reg_active = l->active;
 		t->reg_pool_size = l->pool_size;
 		t->reg_max_client_conn = l->max_client_conn;
+		t->reg_xact_rate = l->xact_rate;
+		rate_refresh(t);
 	}
 	for (int i = 0; i < l->nwaiters; i++) {
 		struct pgt_client *c = l->waiters[i];
@@ -194,7 +204,7 @@ void registry_request(struct pgt_client *c, struct pgt_tenant_state *t, const ch
 	if (!l) {
 		l = xcalloc(1, sizeof(*l));
 		l->t = t;
-		l->pool_size = l->max_client_conn = -1;
+		l->pool_size = l->max_client_conn = l->xact_rate = -1;
 		/* '*' can never be in a tenant id: this pool cannot collide with a tenant's */
 		l->pool = pool_get(dbname, db, user, "*registry*", 0);
 		l->pool->internal = true;
@@ -298,14 +308,14 @@ enum sbuf_verdict registry_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 		struct proto_reader r;
 		proto_reader_init(&r, body, len);
 		uint16_t n = proto_get_u16(&r);
-		int vals[3] = {-1, -1, -1};
+		int vals[4] = {-1, -1, -1, -1}; /* pool_size, max_client_conn, -, xact_rate */
 		bool active = true;
 		for (int i = 0; i < n && !r.bad; i++) {
 			int32_t cl = (int32_t)proto_get_u32(&r);
 			const uint8_t *v = cl > 0 ? proto_get_bytes(&r, (size_t)cl) : NULL;
 			if (r.bad)
 				break;
-			if (i < 2)
+			if (i < 2 || i == 3)
 				vals[i] = v ? parse_int_col(v, cl) : -1;
 			else if (i == 2)
 				active = !(v && (v[0] == 'f' || v[0] == 'F' || v[0] == '0' || v[0] == 'n'));
@@ -314,6 +324,7 @@ enum sbuf_verdict registry_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 			l->got_row = true;
 			l->pool_size = vals[0];
 			l->max_client_conn = vals[1];
+			l->xact_rate = vals[3];
 			l->active = active;
 		}
 		return SB_SKIP;

@@ -54,7 +54,8 @@ EXPECTED = {
     "TENANTS": [("id", TEXT), ("database", TEXT), ("pool_size", INT4), ("max_client_conn", INT4),
                 ("cl_active", INT4), ("cl_waiting", INT4), ("sv_active", INT4), ("sv_idle", INT4),
                 ("total_xact_count", INT8), ("total_query_count", INT8), ("total_wait_time", INT8),
-                ("avg_wait_time", INT8), ("disabled", INT4)],
+                ("avg_wait_time", INT8), ("disabled", INT4), ("xact_rate", INT4), ("xact_tokens", INT8),
+                ("cl_throttled", INT4), ("total_throttled_count", INT8), ("total_throttle_time", INT8)],
     "TENANT_STATS": STATS_COLS[:1] + [("tenant", TEXT)] + STATS_COLS[1:],
 }
 

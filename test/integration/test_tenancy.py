@@ -259,7 +259,8 @@ def test_show_tenants_and_tenant(bouncer_factory, schemas):
             rows = b.admin("SHOW TENANTS")
     assert list(rows[0].keys()) == ["id", "database", "pool_size", "max_client_conn", "cl_active", "cl_waiting",
                                     "sv_active", "sv_idle", "total_xact_count", "total_query_count",
-                                    "total_wait_time", "avg_wait_time", "disabled"]
+                                    "total_wait_time", "avg_wait_time", "disabled", "xact_rate", "xact_tokens",
+                                    "cl_throttled", "total_throttled_count", "total_throttle_time"]
     by_id = {r["id"]: r for r in rows}
     assert set(by_id) >= {"acme", "globex", "initech", "blocked", "other"}
     acme = by_id["acme"]
