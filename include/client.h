@@ -110,10 +110,11 @@ void client_server_lost(struct pgt_client *c, const char *reason, bool told);
  * parameters `base`, c's session parameters; its len is 0 when none is
  * needed.  Valid until the next call. */
 const struct client_sync *client_sync_build(struct pgt_client *c, const struct pgt_vars *base);
-static inline const struct client_sync *client_sync_message(struct pgt_client *c, const struct pgt_vars *base)
+static inline const struct client_sync *client_sync_message(struct pgt_client *c, const struct pgt_vars *base,
+                                                            uint64_t pin_hash)
 {
 	const struct client_sync *cs = c->sync ? &c->sync[base->n > 0] : NULL;
-	if (cs && cs->valid && cs->hash == c->vars.hash && cs->base == base->hash)
+	if (cs && cs->valid && cs->hash == c->vars.hash && cs->base == (base->hash ^ pin_hash))
 		return cs;
 	return client_sync_build(c, base);
 }

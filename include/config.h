@@ -14,6 +14,9 @@
 #include "util.h"
 
 enum pgt_pool_mode { PGT_POOL_SESSION = 0, PGT_POOL_TRANSACTION = 1 };
+/* tenant_pool_mode: server connections per tenant, or per database entry
+ * with the pin applied per transaction (pool.c) */
+enum pgt_tenant_pool_mode { PGT_TENANT_POOL_DEDICATED = 0, PGT_TENANT_POOL_SHARED = 1 };
 enum pgt_auth_type { PGT_AUTH_TRUST = 0, PGT_AUTH_MD5, PGT_AUTH_SCRAM, PGT_AUTH_JWT };
 enum pgt_sslmode {
 	PGT_SSL_DISABLE = 0,
@@ -40,18 +43,20 @@ struct pgt_database {
 	int reserve_pool;
 	int max_db_connections; /* -1 = global */
 	int pool_mode;          /* -1 = global */
+	int tenant_pool_mode;   /* -1 = global */
 	int line;
 };
 
 /* One [tenants] entry: per-tenant overrides (-1 / NULL = the default). */
 struct pgt_tenant_conf {
 	char *id;
-	int pool_size;       /* server connections of the tenant's pool; -1 = tenant_pool_size */
-	int min_pool_size;   /* -1 = min_pool_size */
-	int reserve_pool;    /* -1 = reserve_pool_size */
-	int max_client_conn; /* -1 = tenant_max_client_conn */
-	int pool_mode;       /* -1 = the database's */
-	int xact_rate;       /* transactions/second; -1 = tenant_xact_rate (ratelimit.h) */
+	int pool_size;        /* server connections of the tenant's pool; -1 = tenant_pool_size */
+	int min_pool_size;    /* -1 = min_pool_size */
+	int reserve_pool;     /* -1 = reserve_pool_size */
+	int max_client_conn;  /* -1 = tenant_max_client_conn */
+	int pool_mode;        /* -1 = the database's */
+	int tenant_pool_mode; /* -1 = the database's */
+	int xact_rate;        /* transactions/second; -1 = tenant_xact_rate (ratelimit.h) */
 	bool disabled;
 	char *database;          /* [databases] entry to route to; NULL = the one asked for */
 	char *statement_timeout; /* pinned on the tenant's server connections; NULL = none */
@@ -112,6 +117,7 @@ struct pgt_config {
 	char *tenant_query;
 	usec_t tenant_query_cache_ttl;
 	usec_t tenant_idle_timeout; /* a dynamic tenant without clients this long is forgotten */
+	int tenant_pool_mode;       /* PGT_TENANT_POOL_* */
 	int unknown_tenant;
 
 	char *jwt_key_file;
@@ -185,6 +191,9 @@ int config_max_login_clients(const struct pgt_config *cfg);
 /* Effective per-database settings. */
 int config_db_pool_size(const struct pgt_config *cfg, const struct pgt_database *db);
 int config_db_pool_mode(const struct pgt_config *cfg, const struct pgt_database *db);
+/* PGT_TENANT_POOL_*: the tenant's, else the entry's, else the global one. */
+int config_tenant_pool_mode(const struct pgt_config *cfg, const struct pgt_database *db,
+                            const struct pgt_tenant_conf *tc);
 int config_db_max_connections(const struct pgt_config *cfg, const struct pgt_database *db);
 
 /* Iteration over the [pgtenant] key table (SHOW CONFIG, the option scan). */

@@ -68,7 +68,20 @@ struct pgt_pool {
 	int internal_want;  /* queued registry lookups */
 
 	struct pgt_vars welcome; /* ParameterStatus values from the first login */
-	bool base_disabled;      /* a login with a client's parameters failed: open servers without */
+	/* Shared pools (tenant_pool_mode = shared).  A tenant pool that is
+	 * `shared` borrows its server connections from the reservoir of its
+	 * (database entry, server user), `res`, for one link at a time; the
+	 * reservoir holds them while idle and counts them all (share_total,
+	 * capped by the entry's pool_size).  `pin`: the SETs each link on a
+	 * borrowed connection starts with (hash 0 on other pools). */
+	bool shared, reservoir;
+	struct pgt_pool *res;
+	struct pgt_vars pin;
+	struct list share_node;    /* on res->share_waiters while it waits for a connection */
+	struct list share_waiters; /* reservoir: tenant pools waiting, served in turn */
+	int share_total;           /* reservoir: its connections, idle here or lent */
+	int nsharers;              /* reservoir: tenant pools that are shared (none: its idle ones close) */
+	bool base_disabled;        /* a login with a client's parameters failed: open servers without */
 	bool welcome_ready;
 	/* named Binds per link, a moving average in sixteenths: whether keeping
 	 * a connection's prepared statements over a reset pays (server.c) */
@@ -140,6 +153,12 @@ bool pool_paused(const struct pgt_pool *pool);
 void pool_kick(struct pgt_pool *pool);
 /* Periodic maintenance from the janitor. */
 void pool_maintain(struct pgt_pool *pool, usec_t now);
+/* A server connection of a shared pool closed: the next waiting tenant
+ * pool may open one. */
+void pool_share_freed(struct pgt_pool *res);
+/* The reservoir learned the server parameters: welcome the clients of
+ * tenant pools that waited for them. */
+void pool_share_welcome(struct pgt_pool *res);
 /* Total server connections in use (not idle) across all pools. */
 int pool_total_busy(void);
 

@@ -54,8 +54,9 @@ bool vars_replayable(const char *key, bool search_path_pinned);
  * overridden by `base` (NULL = none), to the client's values; a base value
  * the client did not ask for goes back to its default.  Returns the number
  * of SETs (0: nothing to do). */
-int vars_build_sync(const struct pgt_vars *client, const struct pgt_vars *defaults,
-                    const struct pgt_vars *base, struct pktbuf *out);
+/* pin: SET first, whatever the server has (a shared pool's tenant pin), or NULL */
+int vars_build_sync(const struct pgt_vars *pin, const struct pgt_vars *client,
+                    const struct pgt_vars *defaults, const struct pgt_vars *base, struct pktbuf *out);
 
 /* The name PostgreSQL reports for an encoding the client named in any of
  * the spellings PostgreSQL accepts (case, punctuation, aliases: "utf-8",

@@ -316,7 +316,9 @@ const struct client_sync *client_sync_build(struct pgt_client *c, const struct p
 	free(cs->msg);
 	cs->msg = NULL;
 	cs->len = 0;
-	int sets = vars_build_sync(&c->vars, &c->pool->welcome, base, &b);
+	/* a shared pool's connection gets the tenant's pin first */
+	int sets =
+	    vars_build_sync(c->pool->shared ? &c->pool->pin : NULL, &c->vars, &c->pool->welcome, base, &b);
 	if (sets) {
 		cs->msg = xmalloc(b.len);
 		memcpy(cs->msg, b.data, b.len);
@@ -326,7 +328,7 @@ const struct client_sync *client_sync_build(struct pgt_client *c, const struct p
 	pktbuf_free(&b);
 	cs->valid = true;
 	cs->hash = c->vars.hash;
-	cs->base = base->hash;
+	cs->base = base->hash ^ c->pool->pin.hash;
 	return cs;
 }
 

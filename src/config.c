@@ -38,6 +38,14 @@ struct cf_key {
 };
 
 static const char *const pool_modes[] = {"session", "transaction", NULL};
+static const char *const tenant_pool_modes[] = {"dedicated", "shared", NULL};
+
+static int parse_tenant_pool_mode(const char *v)
+{
+	return strcasecmp(v, "dedicated") == 0 ? PGT_TENANT_POOL_DEDICATED
+	       : strcasecmp(v, "shared") == 0  ? PGT_TENANT_POOL_SHARED
+	                                       : -1;
+}
 static const char *const auth_types[] = {"trust", "md5", "scram-sha-256", "jwt", NULL};
 static const char *const sslmodes[] = {"disable",   "allow",       "prefer", "require",
                                        "verify-ca", "verify-full", NULL};
@@ -121,6 +129,7 @@ static const struct cf_key cf_keys[] = {
     STR(tenant_query, true, ""),
     TIME(tenant_query_cache_ttl, true, "60"),
     TIME(tenant_idle_timeout, true, "300"),
+    ENUM(tenant_pool_mode, true, "dedicated", tenant_pool_modes),
     ENUM(unknown_tenant, true, "reject", unknown_tenant_modes),
 
     STR(jwt_key_file, true, ""),
@@ -312,7 +321,7 @@ static void db_defaults(struct pgt_database *db)
 	db->min_pool_size = -1;
 	db->reserve_pool = -1;
 	db->max_db_connections = -1;
-	db->pool_mode = -1;
+	db->pool_mode = db->tenant_pool_mode = -1;
 }
 
 static void db_free(struct pgt_database *db)
@@ -438,6 +447,13 @@ bool connstr_parse(const char *s, struct pgt_database *db, char *err, size_t err
 				db->reserve_pool = (int)n;
 			else
 				db->max_db_connections = (int)n;
+		} else if (strcmp(key, "tenant_pool_mode") == 0) {
+			if ((db->tenant_pool_mode = parse_tenant_pool_mode(val)) < 0) {
+				snprintf(err, errlen,
+				         "invalid tenant_pool_mode \"%s\": expected dedicated or shared",
+				         val);
+				return false;
+			}
 		} else if (strcmp(key, "pool_mode") == 0) {
 			if (strcasecmp(val, "session") == 0)
 				db->pool_mode = PGT_POOL_SESSION;
@@ -473,7 +489,7 @@ static bool tenant_conf_parse(const char *id, const char *spec, struct pgt_tenan
 	memset(t, 0, sizeof(*t));
 	t->id = xstrdup(id);
 	t->pool_size = t->min_pool_size = t->reserve_pool = t->max_client_conn = -1;
-	t->pool_mode = t->xact_rate = -1;
+	t->pool_mode = t->xact_rate = t->tenant_pool_mode = -1;
 	char *copy = xstrdup(spec);
 	bool ok = true;
 	for (char *save = NULL, *tok = strtok_r(copy, " \t", &save); tok && ok;
@@ -508,6 +524,12 @@ static bool tenant_conf_parse(const char *id, const char *spec, struct pgt_tenan
 		} else if (strcmp(k, "disabled") == 0) {
 			if (!util_parse_bool(v, &t->disabled)) {
 				snprintf(err, errlen, "invalid disabled \"%s\": expected yes or no", v);
+				ok = false;
+			}
+		} else if (strcmp(k, "tenant_pool_mode") == 0) {
+			if ((t->tenant_pool_mode = parse_tenant_pool_mode(v)) < 0) {
+				snprintf(err, errlen,
+				         "invalid tenant_pool_mode \"%s\": expected dedicated or shared", v);
 				ok = false;
 			}
 		} else if (strcmp(k, "pool_mode") == 0) {
@@ -873,6 +895,14 @@ int config_max_login_clients(const struct pgt_config *cfg)
 int config_db_pool_size(const struct pgt_config *cfg, const struct pgt_database *db)
 {
 	return db->pool_size >= 0 ? db->pool_size : cfg->default_pool_size;
+}
+
+int config_tenant_pool_mode(const struct pgt_config *cfg, const struct pgt_database *db,
+                            const struct pgt_tenant_conf *tc)
+{
+	if (tc && tc->tenant_pool_mode >= 0)
+		return tc->tenant_pool_mode;
+	return db->tenant_pool_mode >= 0 ? db->tenant_pool_mode : cfg->tenant_pool_mode;
 }
 
 int config_db_pool_mode(const struct pgt_config *cfg, const struct pgt_database *db)

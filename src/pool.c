@@ -19,6 +19,7 @@
 #include "log.h"
 #include "loop.h"
 #include "server.h"
+#include "tenant.h"
 #include "tenant_registry.h"
 
 struct list pgt_pools = {&pgt_pools, &pgt_pools};
@@ -45,6 +46,27 @@ const char *pool_backend_dbname(const struct pgt_pool *pool)
 	return pool->db->dbname ? pool->db->dbname : pool->dbname;
 }
 
+static struct pgt_pool *reservoir_for(struct pgt_pool *p);
+
+/* The SETs a link on a borrowed connection starts with: what a dedicated
+ * pool's connections have in their startup options (server_pin_options). */
+static void pin_build(struct pgt_pool *pool)
+{
+	vars_free(&pool->pin);
+	if (!pool->shared)
+		return;
+	char path[512];
+	const struct pgt_config *cfg = pgt.cfg;
+	if (tenant_search_path(cfg, pool->tenant, path, sizeof(path)))
+		vars_set(&pool->pin, "search_path", path);
+	else
+		vars_set(&pool->pin, "search_path", ""); /* (refused at login already) */
+	if (cfg->tenant_setting[0])
+		vars_set(&pool->pin, cfg->tenant_setting, pool->tenant);
+	if (pool->tconf && pool->tconf->statement_timeout)
+		vars_set(&pool->pin, "statement_timeout", pool->tconf->statement_timeout);
+}
+
 static void refresh_mode(struct pgt_pool *pool)
 {
 	if (pool->replication)
@@ -55,6 +77,39 @@ static void refresh_mode(struct pgt_pool *pool)
 		pool->mode = (int8_t)config_db_pool_mode(pgt.cfg, pool->db);
 	pool->session_track = pool->mode == PGT_POOL_TRANSACTION;
 	pool->ps_on = pool->session_track && pgt.cfg->max_prepared_statements > 0;
+	/* shared: transaction mode only (a session would hold its connection
+	 * anyway), never pgtenant's own pools */
+	bool shared = pool->tenant[0] && pool->tenant[0] != '*' && !pool->internal && !pool->replication &&
+	              pool->mode == PGT_POOL_TRANSACTION &&
+	              config_tenant_pool_mode(pgt.cfg, pool->db, pool->tconf) == PGT_TENANT_POOL_SHARED;
+	if (shared != pool->shared) {
+		if (pool->nservers)
+			pool->generation++; /* opened for the other kind: closed once released */
+		pool->shared = shared;
+		if (!shared && !list_empty(&pool->share_node))
+			list_del(&pool->share_node);
+		if (shared && !pool->res)
+			pool->res = reservoir_for(pool);
+		pool->res->nsharers += shared ? 1 : -1;
+	}
+	pin_build(pool);
+	if (shared && !pool->welcome_ready && pool->res->welcome_ready) {
+		/* the server parameters of any connection of the entry and role:
+		 * a new tenant is answered without a server login of its own */
+		for (int i = 0; i < pool->res->welcome.n; i++)
+			vars_set(&pool->welcome, pool->res->welcome.v[i].key, pool->res->welcome.v[i].value);
+		pool->welcome_ready = true;
+	}
+}
+
+/* The reservoir of p's (database entry, server user): a pool without
+ * clients, keyed by a tenant name no tenant id can take. */
+static struct pgt_pool *reservoir_for(struct pgt_pool *p)
+{
+	struct pgt_pool *r = pool_get(p->dbname, p->db, p->user, "*shared*", 0);
+	r->reservoir = true;
+	r->res = r;
+	return r;
 }
 
 /* Pools by (database entry, server user, tenant, replication): a login
@@ -113,7 +168,8 @@ struct pgt_pool *pool_get(const char *dbname, const struct pgt_database *db, con
 	p->tenant = xstrdup(tenant);
 	p->db = db;
 	p->tconf = tenant[0] ? config_find_tenant(pgt.cfg, tenant) : NULL;
-	refresh_mode(p);
+	list_init(&p->share_node);
+	list_init(&p->share_waiters);
 	p->dbstate = dbstate_get(db->name);
 	/* start by keeping prepared statements over resets: a pool whose
 	 * transactions use fewer drifts to discarding within a few dozen */
@@ -128,8 +184,9 @@ struct pgt_pool *pool_get(const char *dbname, const struct pgt_database *db, con
 	list_init(&p->slot_node);
 	list_append(&pgt_pools, &p->node);
 	list_init(&p->tenant_node);
-	if (tenant[0] && tenant[0] != '*') /* ("*registry*": the registry's own pool) */
+	if (tenant[0] && tenant[0] != '*') /* ("*registry*", "*shared*": pgtenant's own pools) */
 		list_append(&tenant_state_get(tenant)->pools, &p->tenant_node);
+	refresh_mode(p);
 	pool_remember_backend(p);
 	log_debug("new pool %s/%s", p->dbname, p->user);
 	return p;
@@ -139,6 +196,8 @@ int pool_size_limit(const struct pgt_pool *pool)
 {
 	if (pool->internal)
 		return 2; /* registry lookups are short: two in flight per database entry */
+	if (pool->reservoir)
+		return config_db_pool_size(pgt.cfg, pool->db); /* the shared pool's size */
 	if (pool->tenant[0]) {
 		if (pool->tconf && pool->tconf->pool_size >= 0)
 			return pool->tconf->pool_size;
@@ -182,10 +241,14 @@ static bool db_has_room(const struct pgt_pool *pool)
  * just taken off the head of its database's slot queue and may use a free
  * slot; otherwise it may only when nobody is queued (no jumping the line).
  */
+static int share_launch(struct pgt_pool *pool);
+
 static int launch_some(struct pgt_pool *pool, bool from_queue)
 {
 	if (pool_in_backoff(pool) || pgt.shutting_down || pool_paused(pool))
 		return 0;
+	if (pool->shared)
+		return share_launch(pool);
 	int want = pool->nwaiting + pool->internal_want;
 	if (!pool->welcome_ready && !list_empty(&pool->welcome_clients))
 		want = PGT_MAX(want, 1);
@@ -225,6 +288,130 @@ static int launch_some(struct pgt_pool *pool, bool from_queue)
 void pool_maybe_launch(struct pgt_pool *pool)
 {
 	launch_some(pool, false);
+}
+
+/* ---- shared pools ----
+ *
+ * A shared tenant pool holds a connection only while one of its clients is
+ * linked to it (or it drains): borrowed from the reservoir's idle ones, or
+ * opened for it when the reservoir has none and is below the entry's
+ * pool_size, and handed back once released.  It never holds more than the
+ * tenant's pool_size at once.  A tenant that finds the reservoir empty and
+ * full waits in its queue, and released connections go to those tenants in
+ * turn before the releasing tenant's own next client, so a busy tenant
+ * cannot keep them.  A connection moved to another tenant gets the full
+ * reset (DISCARD ALL) and that tenant's pin in front of its client's first
+ * message; the pin is not in its startup options (those carry an empty
+ * search_path and tenant setting, which is what RESET returns to). */
+
+/* Move an idle (or just released) connection to another pool of its
+ * reservoir.  False if it was closed instead (its backend changed). */
+static bool share_move(struct pgt_server *s, struct pgt_pool *to)
+{
+	struct pgt_pool *from = s->pool;
+	if (s->generation != from->generation || s->close_needed) {
+		server_close(s, s->close_needed ? "close requested" : "backend changed");
+		return false;
+	}
+	list_del(&s->node);
+	from->nservers--;
+	to->nservers++;
+	s->pool = to;
+	s->generation = to->generation;
+	list_append(&to->idle_servers, &s->node);
+	if (!to->reservoir && s->last_tenant != to->hash)
+		s->moved = true;
+	return true;
+}
+
+/* The first tenant pool in line that can take a connection now. */
+static struct pgt_pool *share_waiter(struct pgt_pool *r)
+{
+	struct list *f;
+	while ((f = list_first(&r->share_waiters)) != NULL) {
+		struct pgt_pool *w = container_of(f, struct pgt_pool, share_node);
+		if (w->shared && w->nwaiting > 0 && w->nservers < pool_size_limit(w) && !pool_paused(w))
+			return w;
+		list_del(&w->share_node);
+	}
+	return NULL;
+}
+
+static void share_queue(struct pgt_pool *p)
+{
+	if (list_empty(&p->share_node))
+		list_append(&p->res->share_waiters, &p->share_node);
+}
+
+static void serve_or_idle(struct pgt_pool *pool, struct pgt_server *s);
+
+static int share_launch(struct pgt_pool *pool)
+{
+	struct pgt_pool *r = pool->res;
+	if (!pool->welcome_ready && r->welcome_ready)
+		refresh_mode(pool); /* takes the reservoir's server parameters */
+	int limit = pool_size_limit(pool);
+	struct list *l;
+	/* idle connections first (after a RESUME, or a release nobody took) */
+	while (pool->nwaiting > 0 && pool->nservers < limit && (l = list_last(&r->idle_servers)) != NULL) {
+		struct pgt_server *s = container_of(l, struct pgt_server, node);
+		if (share_move(s, pool))
+			serve_or_idle(pool, s);
+	}
+	int want = pool->nwaiting;
+	if (!pool->welcome_ready && pool->nwelcome)
+		want = PGT_MAX(want, 1);
+	int nlogin = list_count(&pool->login_servers), launched = 0;
+	int cap = config_db_pool_size(pgt.cfg, pool->db);
+	while (nlogin < want && pool->nservers < limit && r->share_total < cap && db_has_room(pool)) {
+		server_launch(pool);
+		nlogin++;
+		launched++;
+	}
+	if (nlogin < want && pool->nservers < limit)
+		share_queue(pool);
+	return launched;
+}
+
+void pool_share_welcome(struct pgt_pool *r)
+{
+	struct list *i, *tmp;
+	list_for_each_safe (i, tmp, &r->share_waiters) {
+		struct pgt_pool *w = container_of(i, struct pgt_pool, share_node);
+		if (w->welcome_ready || !w->shared)
+			continue;
+		refresh_mode(w); /* takes the reservoir's server parameters */
+		struct list *j, *jt;
+		list_for_each_safe (j, jt, &w->welcome_clients)
+			client_welcome(container_of(j, struct pgt_client, node));
+		if (w->nwaiting == 0)
+			list_del(&w->share_node);
+	}
+}
+
+void pool_share_freed(struct pgt_pool *r)
+{
+	int cap = config_db_pool_size(pgt.cfg, r->db), guard = 0;
+	struct pgt_pool *w;
+	while (r->share_total < cap && (w = share_waiter(r)) != NULL && guard++ < 1000) {
+		list_del(&w->share_node);
+		if (share_launch(w) == 0)
+			break;
+	}
+}
+
+/* An idle connection of the reservoir for c's shared pool (the one c had
+ * last, if it is there), moved to the pool; NULL if none or the tenant
+ * holds its pool_size already. */
+static struct pgt_server *share_borrow(struct pgt_pool *pool, struct pgt_client *c)
+{
+	struct pgt_pool *r = pool->res;
+	if (pool->nservers >= pool_size_limit(pool) || list_empty(&r->idle_servers))
+		return NULL;
+	struct pgt_server *s = c->last_server;
+	if (!s || s->affine != c || s->pool != r || s->state != SV_IDLE)
+		s = container_of(list_last(&r->idle_servers), struct pgt_server, node);
+	return share_move(s, pool) ? s : NULL;
 }
 
 /* Close the longest-idle server connection of another pool of the same
@@ -344,6 +531,8 @@ struct pgt_server *pool_assign(struct pgt_pool *pool, struct pgt_client *c)
 		struct pgt_server *s = c->last_server;
 		if (!s || s->affine != c || s->state != SV_IDLE || s->pool != pool)
 			s = idle_for(pool, c);
+		if (!s && pool->shared)
+			s = share_borrow(pool, c);
 		if (s) {
 			if (!server_link(s, c))
 				return NULL;
@@ -363,6 +552,30 @@ struct pgt_server *pool_assign(struct pgt_pool *pool, struct pgt_client *c)
 }
 
 void pool_server_ready(struct pgt_pool *pool, struct pgt_server *s)
+{
+	if (pool->shared && !pgt.shutting_down) {
+		/* a borrowed connection: to the next tenant in line, else to this
+		 * tenant's next client, else back to the reservoir */
+		struct pgt_pool *r = pool->res, *w = share_waiter(r);
+		if (w && w != pool) {
+			list_del(&w->share_node);
+			if (!share_move(s, w))
+				return;
+			if (pool->nwaiting > 0)
+				share_queue(pool);
+			serve_or_idle(w, s);
+			return;
+		}
+		if (pool->nwaiting == 0 || pool_paused(pool)) {
+			if (share_move(s, r))
+				serve_or_idle(r, s);
+			return;
+		}
+	}
+	serve_or_idle(pool, s);
+}
+
+static void serve_or_idle(struct pgt_pool *pool, struct pgt_server *s)
 {
 	s->idle_since = loop_coarse_now();
 	if (pool->internal) {
@@ -384,6 +597,8 @@ void pool_server_ready(struct pgt_pool *pool, struct pgt_server *s)
 			if (!server_link(s, c))
 				return;
 			client_linked(c, s);
+			if (pool->shared && pool->nwaiting > 0 && pool->nservers < pool_size_limit(pool))
+				share_queue(pool); /* its turn again after the others */
 			return;
 		}
 		if (pool->nservers >= pool_size_limit(pool)) {
@@ -433,8 +648,12 @@ static void pool_free(struct pgt_pool *p)
 {
 	list_del(&p->node);
 	list_del(&p->tenant_node);
+	list_del(&p->share_node);
+	if (p->shared)
+		p->res->nsharers--;
 	pool_unindex(p);
 	vars_free(&p->welcome);
+	vars_free(&p->pin);
 	if (p->removed_db)
 		config_db_free(p->removed_db);
 	free(p->dbname);
@@ -564,11 +783,13 @@ void pool_maintain(struct pgt_pool *pool, usec_t now)
 			why = "server_idle_timeout";
 		else if (pool->nservers > pool_size_limit(pool) && list_empty(&pool->waiting_clients))
 			why = "pool_size reduced";
+		else if (pool->reservoir && pool->nsharers == 0)
+			why = "no tenant uses the shared pool any more";
 		if (why)
 			server_close(s, why);
 	}
-	if (!pool->removed_db && pool->nservers < min && !pool_in_backoff(pool) && db_has_room(pool) &&
-	    !pgt.shutting_down && pool->welcome_ready)
+	if (!pool->removed_db && !pool->shared && pool->nservers < min && !pool_in_backoff(pool) &&
+	    db_has_room(pool) && !pgt.shutting_down && pool->welcome_ready)
 		server_launch(pool);
 	if (!list_empty(&pool->waiting_clients) || (!pool->welcome_ready && pool->nwelcome))
 		pool_maybe_launch(pool);

@@ -210,6 +210,8 @@ static void server_close_internal(struct pgt_server *s, const char *reason, bool
 	list_append(&dead_servers, &s->node);
 	pool->nservers--;
 	pool->dbstate->nservers--;
+	if (s->shared)
+		pool->res->share_total--;
 	if (old != SV_LOGIN)
 		pool->full_until = 0; /* one of ours is gone: the server has a slot again */
 	if (s->login && s->login->dns) {
@@ -226,6 +228,8 @@ static void server_close_internal(struct pgt_server *s, const char *reason, bool
 		registry_server_lost(s, reason);
 	/* the freed slot goes to the pools queued for one first */
 	pool_slot_freed(pool->dbstate);
+	if (s->shared)
+		pool_share_freed(pool->res);
 	if (old == SV_LOGIN && is_error)
 		pool_login_failed(pool, reason);
 	else
@@ -396,7 +400,9 @@ void server_launch(struct pgt_pool *pool)
 		for (int k = 0; k < c->vars.n; k++)
 			if (strcasecmp(c->vars.v[k].key, "application_name") != 0)
 				vars_set(&s->base, c->vars.v[k].key, c->vars.v[k].value);
-	} else if (first && pool->welcome_ready && !pool->internal && !pool->base_disabled) {
+	} else if (first && pool->welcome_ready && !pool->internal && !pool->base_disabled && !pool->shared) {
+		/* (a shared pool's connection will serve other tenants: opened
+		 * with nothing of this one's) */
 		const struct pgt_client *c = container_of(first, struct pgt_client, node);
 		for (int i = 0; i < c->vars.n; i++) {
 			const char *k = c->vars.v[i].key;
@@ -407,6 +413,10 @@ void server_launch(struct pgt_pool *pool)
 	list_init(&s->node);
 	list_append(&pool->login_servers, &s->node);
 	list_append(&pgt_all_servers, &s->conn_all_node);
+	if (pool->shared || pool->reservoir) {
+		s->shared = true;
+		pool->res->share_total++;
+	}
 	pool->nservers++;
 	pool->dbstate->nservers++;
 	server_log(s, PGT_LOG_DEBUG, "new connection to %s:%d", db->host ? db->host : "(unix)", db->port);
@@ -518,6 +528,12 @@ bool server_pin_options(const struct pgt_pool *pool, char *out, size_t outlen)
 		return false;
 	if (!pool->tenant[0] || pool->internal)
 		return true;
+	if (pool->shared || pool->reservoir) {
+		/* no tenant's: each link SETs its tenant's pin (pool.c), and a
+		 * RESET inside a transaction finds nothing (no schema, no tenant) */
+		return put_option(out, outlen, &o, "search_path", "") &&
+		       (!cfg->tenant_setting[0] || put_option(out, outlen, &o, cfg->tenant_setting, ""));
+	}
 	if (!tenant_search_path(cfg, pool->tenant, path, sizeof(path)) ||
 	    !put_option(out, outlen, &o, "search_path", path))
 		return false;
@@ -760,6 +776,13 @@ static enum sbuf_verdict login_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 			for (int i = 0; i < s->vars.n; i++)
 				vars_set(&pool->welcome, s->vars.v[i].key, s->vars.v[i].value);
 			pool->welcome_ready = true;
+			if (s->shared && !pool->res->welcome_ready) {
+				/* the same for every tenant of the shared pool */
+				for (int i = 0; i < s->vars.n; i++)
+					vars_set(&pool->res->welcome, s->vars.v[i].key, s->vars.v[i].value);
+				pool->res->welcome_ready = true;
+				pool_share_welcome(pool->res);
+			}
 			struct list *i, *tmp;
 			list_for_each_safe (i, tmp, &pool->welcome_clients) {
 				struct pgt_client *c = container_of(i, struct pgt_client, node);
@@ -1308,6 +1331,7 @@ bool server_link(struct pgt_server *s, struct pgt_client *c)
 	s->query_start = 0;
 	s->need_setup = true;
 	s->keep_state = s->affine == c;
+	s->last_tenant = pool->hash;
 	server_unaffine(s);
 	s->cut = false;
 	s->session_track = pool->session_track && !pool->internal;
@@ -1325,14 +1349,19 @@ bool server_link(struct pgt_server *s, struct pgt_client *c)
 void server_begin(struct pgt_server *s, struct pgt_client *c)
 {
 	s->need_setup = false;
-	const struct client_sync *cs = client_sync_message(c, &s->base);
+	if (s->moved) {
+		/* another tenant's connection until now: nothing of its state is
+		 * kept, not even pgtenant's statements */
+		s->dirty = s->dirty || ps_server_count(s) > 0;
+	}
+	const struct client_sync *cs = client_sync_message(c, &s->base, s->pool->pin.hash);
 	const uint8_t *sync = cs->msg;
 	size_t synclen = cs->len;
 	int n = 0;
 	if (s->dirty) {
 		s->reset_pending = true;
 		s->reset_cmds = 1;
-		s->reset_keep = !s->reset_simple && ps_server_count(s) > 0 &&
+		s->reset_keep = !s->reset_simple && !s->moved && ps_server_count(s) > 0 &&
 		                (s->keep_state || s->pool->ps_uses_avg >= PS_KEEP_USES * 16) &&
 		                pgt.cfg->max_prepared_statements > 0;
 		if (!s->reset_keep)
@@ -1364,6 +1393,7 @@ void server_begin(struct pgt_server *s, struct pgt_client *c)
 		s->sync_sets = cs->sets;
 	}
 	s->dirty = true;
+	s->moved = false;
 	if (n) {
 		s->prefix.n = n;
 		sbuf_set_prefix(&s->conn, &s->prefix);

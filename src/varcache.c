@@ -255,11 +255,13 @@ static void put_set(struct pktbuf *out, const char *key, const char *value)
 	pktbuf_put_bytes(out, ";", 1);
 }
 
-int vars_build_sync(const struct pgt_vars *client, const struct pgt_vars *defaults,
-                    const struct pgt_vars *base, struct pktbuf *out)
+int vars_build_sync(const struct pgt_vars *pin, const struct pgt_vars *client,
+                    const struct pgt_vars *defaults, const struct pgt_vars *base, struct pktbuf *out)
 {
 	int n = 0;
 	pktbuf_start(out, 'Q');
+	for (int i = 0; pin && i < pin->n; i++, n++)
+		put_set(out, pin->v[i].key, pin->v[i].value);
 	for (int i = 0; i < client->n; i++) {
 		const char *have = base ? vars_get(base, client->v[i].key) : NULL;
 		if (!have)

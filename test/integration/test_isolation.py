@@ -45,8 +45,12 @@ def schemas(pg):
 def iso_bouncer(factory, mode="transaction", settings=None, tenants=None, databases=None):
     # transaction_pinning off: these tests hand a connection to the next
     # client while the previous one, still connected, holds temporary tables
-    # or locks; with pinning it would keep the connection (test_txn_session)
-    s = {"tenant_required": "yes", "tenant_setting": "app.tenant_id", "pool_mode": mode,
+    # or locks; with pinning it would keep the connection (test_txn_session).
+    # mode "shared": transaction mode on a shared pool of one connection,
+    # which then serves both tenants in turn (issue 10)
+    s = {"tenant_required": "yes", "tenant_setting": "app.tenant_id",
+         "pool_mode": "transaction" if mode == "shared" else mode,
+         "tenant_pool_mode": "shared" if mode == "shared" else "dedicated",
          "tenant_pool_size": "1", "default_pool_size": "1", "transaction_pinning": "off"}
     s.update(settings or {})
     t = {"acme": "pool_size=1", "globex": "pool_size=1"}
@@ -84,8 +88,10 @@ def fresh_state(conn):
     return state
 
 
-def expected_state(tenant):
-    return {"owners": {tenant}, "search_path": '"tenant_%s", public' % tenant, "tenant_id": tenant,
+def expected_state(tenant, mode="transaction"):
+    # (a shared pool SETs the path: PostgreSQL shows it without the quotes)
+    path = ('tenant_%s, public' if mode == "shared" else '"tenant_%s", public') % tenant
+    return {"owners": {tenant}, "search_path": path, "tenant_id": tenant,
             "user": ("app", "app"), "work_mem": DEFAULT_WORK_MEM, "statement_timeout": "0", "read_only": "off",
             "prepared": 0, "cursors": 0, "advisory_locks": 0, "listening": 0, "temp_objects": 0,
             "lastval": "undefined"}
@@ -113,7 +119,7 @@ MUTATIONS = [
 ]
 
 
-@pytest.mark.parametrize("mode", ["transaction", "session"])
+@pytest.mark.parametrize("mode", ["transaction", "session", "shared"])
 @pytest.mark.parametrize("name,statements", MUTATIONS, ids=[m[0] for m in MUTATIONS])
 def test_next_client_finds_a_fresh_connection(bouncer_factory, schemas, mode, name, statements):
     b = iso_bouncer(bouncer_factory, mode)
@@ -125,11 +131,13 @@ def test_next_client_finds_a_fresh_connection(bouncer_factory, schemas, mode, na
             a.close()
         # a globex client in between sees only globex
         with b.connect(options="-c tenant=globex") as g:
-            assert fresh_state(g) == expected_state("globex")
+            if mode == "shared":
+                assert one(g, "select pg_backend_pid()") == pid, "one shared connection for both"
+            assert fresh_state(g) == expected_state("globex", mode)
         # the next acme client gets the same single server connection, clean
         with b.connect(options="-c tenant=acme") as nxt:
             assert one(nxt, "select pg_backend_pid()") == pid, "the test must reuse the server connection"
-            assert fresh_state(nxt) == expected_state("acme")
+            assert fresh_state(nxt) == expected_state("acme", mode)
             if name == "sql_prepare":
                 nxt.execute("PREPARE p1 AS SELECT 2")  # the name is free again
             if name == "listen":
@@ -162,11 +170,13 @@ def test_protocol_parse_then_later_bind(bouncer_factory, schemas):
     s.close()
 
 
-def test_every_transaction_is_clean_under_concurrency(bouncer_factory, schemas):
-    """Two tenants, three clients each, pools of one: every client alternates
-    a random state-changing transaction and a transaction that checks it got
-    a clean connection.  Zero foreign rows or state."""
-    b = iso_bouncer(bouncer_factory, settings={"query_wait_timeout": "60"})
+@pytest.mark.parametrize("mode", ["transaction", "shared"])
+def test_every_transaction_is_clean_under_concurrency(bouncer_factory, schemas, mode):
+    """Two tenants, three clients each, pools of one (or one shared
+    connection for both tenants): every client alternates a random
+    state-changing transaction and a transaction that checks it got a clean
+    connection.  Zero foreign rows or state."""
+    b = iso_bouncer(bouncer_factory, mode, settings={"query_wait_timeout": "60"})
     errors = []
     # (a reported parameter a client SETs, like default_transaction_read_only,
     # stays with that client by design, so the checker would see its own)
@@ -179,7 +189,7 @@ def test_every_transaction_is_clean_under_concurrency(bouncer_factory, schemas):
     def worker(tenant, n):
         try:
             with b.connect(options="-c tenant=%s" % tenant) as conn:
-                want = expected_state(tenant)
+                want = expected_state(tenant, mode)
                 for i in range(25):
                     sql = statements[(n * 7 + i) % len(statements)]
                     conn.execute(sql.replace("globex", "acme" if tenant == "globex" else "globex"))

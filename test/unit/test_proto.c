@@ -171,13 +171,13 @@ static void options(void)
 	vars_set(&client, "TimeZone", "UTC");
 	struct pktbuf b;
 	pktbuf_init(&b);
-	tap_ok(vars_build_sync(&client, &dflt, &none, &b), "sync needed");
+	tap_ok(vars_build_sync(NULL, &client, &dflt, &none, &b), "sync needed");
 	const char *sql = (const char *)b.data + 5;
 	tap_ok(strstr(sql, "SET \"application_name\" = 'it''s';") && !strstr(sql, "TimeZone"),
 	       "sync quotes values and skips what equals the default: %s", sql);
 	pktbuf_reset(&b);
 	vars_set(&client, "application_name", "");
-	tap_ok(!vars_build_sync(&client, &dflt, &none, &b), "nothing to sync at the defaults");
+	tap_ok(!vars_build_sync(NULL, &client, &dflt, &none, &b), "nothing to sync at the defaults");
 	/* a server opened with a base of parameters: what the client shares
 	 * with the base needs nothing, what the base has and the client lacks
 	 * goes back to the default */
@@ -186,13 +186,13 @@ static void options(void)
 	vars_set(&base, "TimeZone", "Asia/Tokyo");
 	vars_set(&client, "application_name", "pgbench");
 	pktbuf_reset(&b);
-	tap_ok(vars_build_sync(&client, &dflt, &base, &b) == 1, "one SET from a base");
+	tap_ok(vars_build_sync(NULL, &client, &dflt, &base, &b) == 1, "one SET from a base");
 	sql = (const char *)b.data + 5;
 	tap_ok(strstr(sql, "SET \"TimeZone\" = 'UTC';") && !strstr(sql, "application_name"),
 	       "a base value the client lacks goes back to the default: %s", sql);
 	vars_set(&client, "TimeZone", "Asia/Tokyo");
 	pktbuf_reset(&b);
-	tap_ok(vars_build_sync(&client, &dflt, &base, &b) == 0, "a client equal to the base needs nothing");
+	tap_ok(vars_build_sync(NULL, &client, &dflt, &base, &b) == 0, "a client equal to the base needs nothing");
 	vars_free(&base);
 	vars_free(&client);
 
@@ -218,7 +218,7 @@ static void options(void)
 		struct pgt_vars one = {0};
 		vars_set(&one, sets[i].key, sets[i].value);
 		pktbuf_reset(&b);
-		int n = vars_build_sync(&one, &dflt, &none, &b);
+		int n = vars_build_sync(NULL, &one, &dflt, &none, &b);
 		sql = (const char *)b.data + 5;
 		tap_ok(n == 1 && strcmp(sql, sets[i].want) == 0, "SET for %s = %s: %s", sets[i].key,
 		       sets[i].value, sql);
