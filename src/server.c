@@ -9,15 +9,23 @@
  *                    session-mode server_reset_query, or draining what a
  *                    vanished client left running) -> SV_IDLE, or closed
  *
- * Hand-over model.  A connection belongs to one pool (database entry,
- * server role, tenant) for its whole life, and is opened with the pool's
- * pin in its startup options (search_path, tenant_setting, a tenant's
- * statement_timeout), so that the server's own reset values are the pin.
- * Within the pool the invariant is: every link (a transaction in
- * transaction mode, a session in session mode) starts on a connection in
- * the state of a freshly opened connection of the pool, plus the linked
- * client's own session parameters (and prepared statements: pgtenant's,
- * and a returning client's own, see affinity below).  Nothing here looks at
+ * Hand-over model.  A connection of a dedicated pool belongs to that pool
+ * (database entry, server role, tenant) for its whole life, and is opened
+ * with the pool's pin in its startup options (search_path, tenant_setting,
+ * a tenant's statement_timeout), so that the server's own reset values are
+ * the pin.  A connection of a shared pool (tenant_pool_mode = shared) is
+ * opened with an empty search_path and tenant setting and belongs to the
+ * reservoir of its database entry and role; it is lent to one tenant's pool
+ * for one link at a time (pool.c), and the pin is the first thing of the
+ * linked client's parameter Query below, so the same invariant holds with
+ * "a fresh connection of the tenant" read as "a fresh shared connection
+ * plus the tenant's pin".  One that served another tenant last gets DISCARD
+ * ALL, never the keeping reset (`moved`).  Within the pool the invariant
+ * is: every link (a transaction in transaction mode, a session in session
+ * mode) starts on a connection in the state of a freshly opened connection
+ * of the pool, plus the linked client's own session parameters (and
+ * prepared statements: pgtenant's, and a returning client's own, see
+ * affinity below).  Nothing here looks at
  * query text, so no function, DO block, Unicode-escaped name or statement
  * prepared earlier can get around it.
  *
