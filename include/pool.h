@@ -77,6 +77,7 @@ struct pgt_pool {
 	bool shared, reservoir;
 	struct pgt_pool *res;
 	struct pgt_vars pin;
+	struct list wait_node;     /* on pgt_waiting_pools (janitor) since a client waited in it */
 	struct list share_node;    /* on res->share_waiters while it waits for a connection */
 	struct list share_waiters; /* reservoir: tenant pools waiting, served in turn */
 	int share_total;           /* reservoir: its connections, idle here or lent */
@@ -101,6 +102,15 @@ struct pgt_pool {
 };
 
 extern struct list pgt_pools;
+/* Pools that had a client waiting (for a server, or for the server
+ * parameters) since the janitor last found them with none: its timeouts and
+ * launches cost what waits, not the number of pools. */
+extern struct list pgt_waiting_pools;
+static inline void pool_note_waiting(struct pgt_pool *p)
+{
+	if (list_empty(&p->wait_node))
+		list_append(&pgt_waiting_pools, &p->wait_node);
+}
 
 /* Drop the pools of the "*" entry that nobody has used for
  * autodb_idle_timeout (janitor). */
@@ -151,8 +161,11 @@ void pool_config_changed(void);
 bool pool_paused(const struct pgt_pool *pool);
 /* After RESUME: hand idle servers to waiting clients and open more. */
 void pool_kick(struct pgt_pool *pool);
-/* Periodic maintenance from the janitor. */
-void pool_maintain(struct pgt_pool *pool, usec_t now);
+/* Periodic maintenance from the janitor: an idle server connection (close
+ * it if it should go), and a pool below its min_pool_size or with waiting
+ * clients (open more). */
+void pool_check_idle(struct pgt_server *s, usec_t now);
+void pool_maintain(struct pgt_pool *pool);
 /* A server connection of a shared pool closed: the next waiting tenant
  * pool may open one. */
 void pool_share_freed(struct pgt_pool *res);

@@ -215,6 +215,8 @@ void client_set_state(struct pgt_client *c, enum client_state st, struct list *l
 	list_del(&c->node);
 	c->state = st;
 	list_append(lst, &c->node);
+	if ((st == CL_WAITING || st == CL_WELCOME) && c->pool)
+		pool_note_waiting(c->pool);
 }
 
 void client_close(struct pgt_client *c, const char *reason)

@@ -1,7 +1,10 @@
 /*
  * Periodic maintenance (see janitor.h).  Runs every 200 ms: timeouts are
- * enforced within that granularity, and a scan is O(connections), which at
- * 10,000 clients is a few microseconds of list walking.
+ * enforced within that granularity.  A round costs what there is to do:
+ * the server connections, the logins and the pools where a client waits,
+ * tenants due to be forgotten, queues behind a rate limit; not the number
+ * of tenants, pools or idle clients (those only with client_idle_timeout or
+ * a min_pool_size set, which need every client or pool looked at).
  */
 #include "janitor.h"
 
@@ -23,7 +26,23 @@
 
 static struct event janitor_ev;
 
-static void check_clients(usec_t now)
+static void wait_timeouts(struct pgt_pool *p, struct list *lst, usec_t now)
+{
+	const struct pgt_config *cfg = pgt.cfg;
+	struct list *j, *jt;
+	list_for_each_safe (j, jt, lst) {
+		struct pgt_client *c = container_of(j, struct pgt_client, node);
+		if (now - c->wait_start > cfg->query_wait_timeout) {
+			metrics_refused(REFUSAL_WAIT_TIMEOUT);
+			client_fail(c, "08P01", "query_wait_timeout (no server connection available)");
+		}
+	}
+	(void)p;
+}
+
+/* Logins, and pools where someone waits: query_wait_timeout, and more
+ * server connections for them. */
+static void check_waiting(usec_t now)
 {
 	const struct pgt_config *cfg = pgt.cfg;
 	struct list *i, *tmp;
@@ -34,81 +53,122 @@ static void check_clients(usec_t now)
 				client_fail(c, "08P01", "client_login_timeout (login took too long)");
 		}
 	}
+	list_for_each_safe (i, tmp, &pgt_waiting_pools) {
+		struct pgt_pool *p = container_of(i, struct pgt_pool, wait_node);
+		if (cfg->query_wait_timeout > 0) {
+			wait_timeouts(p, &p->welcome_clients, now);
+			wait_timeouts(p, &p->waiting_clients, now);
+		}
+		if (p->nwaiting == 0 && p->nwelcome == 0)
+			list_del(&p->wait_node); /* back when a client waits again */
+		else
+			pool_maybe_launch(p);
+	}
+}
+
+/* A client linked to s: the timeouts of its query and transaction. */
+static void check_linked(struct pgt_server *s, usec_t now)
+{
+	const struct pgt_config *cfg = pgt.cfg;
+	struct pgt_client *c = s->client;
+	if (cfg->query_timeout > 0 && s->query_start && now - s->query_start > cfg->query_timeout) {
+		server_cancel(s);
+		client_fail(c, "57014", "query_timeout (query ran too long)");
+		return;
+	}
+	if (cfg->idle_transaction_timeout > 0 && s->txn != 'I' && s->expect_rfq == 0 &&
+	    now - c->conn.request_time > cfg->idle_transaction_timeout &&
+	    now - s->conn.request_time > cfg->idle_transaction_timeout) {
+		client_fail(c, "25P03", "idle_transaction_timeout (transaction idle too long)");
+		return;
+	}
+	if (cfg->client_idle_timeout > 0 && s->txn == 'I' && s->expect_rfq == 0 &&
+	    now - c->conn.request_time > cfg->client_idle_timeout)
+		client_fail(c, "08P01", "client_idle_timeout (client idle too long)");
+}
+
+/* Every server connection once: costs the number of server connections
+ * (at most a few hundred), not of pools or clients. */
+static void check_servers(usec_t now)
+{
+	const struct pgt_config *cfg = pgt.cfg;
+	struct list *i, *tmp;
+	list_for_each_safe (i, tmp, &pgt_all_servers) {
+		struct pgt_server *s = container_of(i, struct pgt_server, conn_all_node);
+		switch (s->state) {
+		case SV_LOGIN:
+			if (cfg->server_connect_timeout > 0 &&
+			    now - s->conn.connect_time > cfg->server_connect_timeout)
+				server_fail(
+				    s, "server_connect_timeout (could not log in to the server in time)");
+			break;
+		case SV_USED:
+			server_check(s, now);
+			break;
+		case SV_IDLE:
+			pool_check_idle(s, now);
+			break;
+		case SV_ACTIVE:
+			if (s->client)
+				check_linked(s, now);
+			break;
+		default:
+			break;
+		}
+	}
+}
+
+/* Clients without a server connection: only client_idle_timeout concerns
+ * them, and only then are they all looked at. */
+static void check_idle_clients(usec_t now)
+{
+	const struct pgt_config *cfg = pgt.cfg;
+	if (cfg->client_idle_timeout <= 0)
+		return;
+	struct list *i;
 	list_for_each (i, &pgt_pools) {
 		struct pgt_pool *p = container_of(i, struct pgt_pool, node);
 		struct list *j, *jt;
-		list_for_each_safe (j, jt, &p->welcome_clients) {
-			struct pgt_client *c = container_of(j, struct pgt_client, node);
-			if (cfg->query_wait_timeout > 0 && now - c->wait_start > cfg->query_wait_timeout) {
-				metrics_refused(REFUSAL_WAIT_TIMEOUT);
-				client_fail(c, "08P01",
-				            "query_wait_timeout (no server connection available)");
-			}
-		}
-		list_for_each_safe (j, jt, &p->waiting_clients) {
-			struct pgt_client *c = container_of(j, struct pgt_client, node);
-			if (cfg->query_wait_timeout > 0 && now - c->wait_start > cfg->query_wait_timeout) {
-				metrics_refused(REFUSAL_WAIT_TIMEOUT);
-				client_fail(c, "08P01",
-				            "query_wait_timeout (no server connection available)");
-			}
-		}
 		list_for_each_safe (j, jt, &p->active_clients) {
 			struct pgt_client *c = container_of(j, struct pgt_client, node);
-			struct pgt_server *s = c->server;
-			if (!s) {
-				if (cfg->client_idle_timeout > 0 &&
-				    now - c->conn.request_time > cfg->client_idle_timeout)
-					client_fail(c, "08P01", "client_idle_timeout (client idle too long)");
-				continue;
-			}
-			if (cfg->query_timeout > 0 && s->query_start &&
-			    now - s->query_start > cfg->query_timeout) {
-				server_cancel(s);
-				client_fail(c, "57014", "query_timeout (query ran too long)");
-				continue;
-			}
-			if (cfg->idle_transaction_timeout > 0 && s->txn != 'I' && s->expect_rfq == 0 &&
-			    now - c->conn.request_time > cfg->idle_transaction_timeout &&
-			    now - s->conn.request_time > cfg->idle_transaction_timeout) {
-				client_fail(c, "25P03",
-				            "idle_transaction_timeout (transaction idle too long)");
-				continue;
-			}
-			if (cfg->client_idle_timeout > 0 && s->txn == 'I' && s->expect_rfq == 0 &&
-			    now - c->conn.request_time > cfg->client_idle_timeout)
+			if (!c->server && now - c->conn.request_time > cfg->client_idle_timeout)
 				client_fail(c, "08P01", "client_idle_timeout (client idle too long)");
 		}
 	}
 }
 
-static void check_servers(usec_t now)
+/* Does any pool have a min_pool_size (then every pool is looked at)?
+ * Worked out once per configuration. */
+static bool min_pool_configured(void)
 {
+	static const struct pgt_config *seen;
+	static bool any;
 	const struct pgt_config *cfg = pgt.cfg;
-	struct list *i;
-	list_for_each (i, &pgt_pools) {
-		struct pgt_pool *p = container_of(i, struct pgt_pool, node);
-		struct list *j, *jt;
-		list_for_each_safe (j, jt, &p->login_servers) {
-			struct pgt_server *s = container_of(j, struct pgt_server, node);
-			if (cfg->server_connect_timeout > 0 &&
-			    now - s->conn.connect_time > cfg->server_connect_timeout)
-				server_fail(
-				    s, "server_connect_timeout (could not log in to the server in time)");
-		}
-		list_for_each_safe (j, jt, &p->used_servers)
-			server_check(container_of(j, struct pgt_server, node), now);
-		pool_maintain(p, now);
+	if (cfg != seen) {
+		seen = cfg;
+		any = cfg->min_pool_size > 0;
+		for (int i = 0; !any && i < cfg->ndbs; i++)
+			any = cfg->dbs[i].min_pool_size > 0;
+		for (int i = 0; !any && i < cfg->ntenants; i++)
+			any = cfg->tenants[i].min_pool_size > 0;
 	}
-	pool_drop_unused(now);
+	return any;
 }
 
 void janitor_run(void)
 {
 	usec_t now = loop_now();
 	pgt.coarse_now = now;
-	check_clients(now);
+	check_waiting(now);
 	check_servers(now);
+	check_idle_clients(now);
+	if (min_pool_configured()) {
+		struct list *i;
+		list_for_each (i, &pgt_pools)
+			pool_maintain(container_of(i, struct pgt_pool, node));
+	}
+	if (config_find_db(pgt.cfg, "*"))
+		pool_drop_unused(now);
 	admin_check_pending();
 	rate_expire(now);
 	tenant_states_expire(now);

@@ -23,6 +23,7 @@
 #include "tenant_registry.h"
 
 struct list pgt_pools = {&pgt_pools, &pgt_pools};
+struct list pgt_waiting_pools = {&pgt_waiting_pools, &pgt_waiting_pools};
 bool pgt_paused_all;
 struct list pgt_dbstates = {&pgt_dbstates, &pgt_dbstates};
 
@@ -170,6 +171,7 @@ struct pgt_pool *pool_get(const char *dbname, const struct pgt_database *db, con
 	p->tconf = tenant[0] ? config_find_tenant(pgt.cfg, tenant) : NULL;
 	list_init(&p->share_node);
 	list_init(&p->share_waiters);
+	list_init(&p->wait_node);
 	p->dbstate = dbstate_get(db->name);
 	/* start by keeping prepared statements over resets: a pool whose
 	 * transactions use fewer drifts to discarding within a few dozen */
@@ -649,6 +651,7 @@ static void pool_free(struct pgt_pool *p)
 	list_del(&p->node);
 	list_del(&p->tenant_node);
 	list_del(&p->share_node);
+	list_del(&p->wait_node);
 	if (p->shared)
 		p->res->nsharers--;
 	pool_unindex(p);
@@ -762,32 +765,33 @@ void pool_remember_backend(struct pgt_pool *p)
 	p->db_dbname = xstrdup(pool_backend_dbname(p));
 }
 
-void pool_maintain(struct pgt_pool *pool, usec_t now)
+void pool_check_idle(struct pgt_server *s, usec_t now)
 {
 	const struct pgt_config *cfg = pgt.cfg;
-	struct list *i, *tmp;
+	struct pgt_pool *pool = s->pool;
+	const char *why = NULL;
+	if (s->generation != pool->generation)
+		why = "backend changed";
+	else if (pool->removed_db && pool_clients(pool) == 0)
+		why = "database removed by a reload, no client left";
+	else if (s->close_needed)
+		why = "close requested";
+	else if (cfg->server_lifetime > 0 && now - s->conn.connect_time > cfg->server_lifetime)
+		why = "server_lifetime";
+	else if (cfg->server_idle_timeout > 0 && now - s->idle_since > cfg->server_idle_timeout &&
+	         pool->nservers > pool_min_size(pool))
+		why = "server_idle_timeout";
+	else if (pool->nservers > pool_size_limit(pool) && list_empty(&pool->waiting_clients))
+		why = "pool_size reduced";
+	else if (pool->reservoir && pool->nsharers == 0)
+		why = "no tenant uses the shared pool any more";
+	if (why)
+		server_close(s, why);
+}
+
+void pool_maintain(struct pgt_pool *pool)
+{
 	int min = pool_min_size(pool);
-	list_for_each_safe (i, tmp, &pool->idle_servers) {
-		struct pgt_server *s = container_of(i, struct pgt_server, node);
-		const char *why = NULL;
-		if (s->generation != pool->generation)
-			why = "backend changed";
-		else if (pool->removed_db && pool_clients(pool) == 0)
-			why = "database removed by a reload, no client left";
-		else if (s->close_needed)
-			why = "close requested";
-		else if (cfg->server_lifetime > 0 && now - s->conn.connect_time > cfg->server_lifetime)
-			why = "server_lifetime";
-		else if (cfg->server_idle_timeout > 0 && now - s->idle_since > cfg->server_idle_timeout &&
-		         pool->nservers > min)
-			why = "server_idle_timeout";
-		else if (pool->nservers > pool_size_limit(pool) && list_empty(&pool->waiting_clients))
-			why = "pool_size reduced";
-		else if (pool->reservoir && pool->nsharers == 0)
-			why = "no tenant uses the shared pool any more";
-		if (why)
-			server_close(s, why);
-	}
 	if (!pool->removed_db && !pool->shared && pool->nservers < min && !pool_in_backoff(pool) &&
 	    db_has_room(pool) && !pgt.shutting_down && pool->welcome_ready)
 		server_launch(pool);

@@ -280,16 +280,19 @@ class Clients:
     logs in (tenant: "each" = t{first+i}, a tenant id, or None) and runs
     `select 1` once."""
 
-    def __init__(self, ctx, port, count, tenant, query="select1", ready_timeout=600, lifetime=3600):
+    def __init__(self, ctx, port, count, tenant, query="select1", ready_timeout=600, lifetime=3600,
+                 login_timeout=60):
         self.ctx, self.procs, self.bufs, self.logs = ctx, [], [], []
         k = max(1, min(ctx.args.drivers, count))
+        self.count = count
         self.ready_timeout = ready_timeout
+        self.login_timeout = login_timeout
         first = 0
         ctx.live.append(self)
         for i in range(k):
             n = count // k + (1 if i < count % k else 0)
             spec = {"port": port, "count": n, "first": first, "tenant": tenant, "query": query,
-                    "batch": ctx.args.batch, "login_timeout": max(60, ready_timeout // 2),
+                    "batch": ctx.args.batch, "login_timeout": login_timeout,
                     "ready_timeout": ready_timeout, "lifetime": lifetime}
             first += n
             log = open(os.path.join(ctx.workdir, "driver-%d-%d.log" % (port, i)), "w")
@@ -325,7 +328,7 @@ class Clients:
 
     def ready(self):
         """{"ready", "failed", "error", "seconds"} over all drivers."""
-        deadline = time.monotonic() + self.ready_timeout + 60
+        deadline = time.monotonic() + self.ready_timeout + 2 * self.login_timeout + 60
         out = {"ready": 0, "failed": 0, "error": None, "seconds": 0.0}
         for i in range(len(self.procs)):
             r = self._line(i, deadline)
@@ -629,7 +632,8 @@ def scenario_scale(ctx):
             cl = None
             try:
                 say("  under callgrind: %d idle clients logging in ..." % n)
-                cl = Clients(ctx, srv.port, n, "each", ready_timeout=300 + n // 2, lifetime=3600 + n)
+                cl = Clients(ctx, srv.port, n, "each", ready_timeout=300 + n // 2, lifetime=3600 + n,
+                             login_timeout=300)
                 r = cl.ready()
                 row["cg_login_s"] = r["seconds"]
                 if r["failed"]:
@@ -846,6 +850,12 @@ def report(res, args):
                 print("  %8d | %8.1f | %11.2f | %9s | %11.0f | %12s" %
                       (r["tenants"], r["login_s"], r["cpu_ms_per_s"], fmt(r["wakeups_per_s"], "%.1f"),
                        r["rss_per_client"], fmt(r.get("ir_per_xact")) if "ir_error" not in r else "FAILED"))
+            for r in s["rows"]:
+                for k, what in (("failed_logins", "natively"), ("cg_failed_logins", "under callgrind")):
+                    if r.get(k):
+                        print("  %d tenants: %d of the idle clients' logins FAILED %s" % (r["tenants"], r[k], what))
+                if r.get("ir_error"):
+                    print("  %d tenants: Ir/tx FAILED: %s" % (r["tenants"], r["ir_error"]))
             if s.get("skipped"):
                 print("  " + s["skipped"])
     if "idle" in res:
@@ -858,10 +868,11 @@ def report(res, args):
             if "skipped" in r:
                 print("  %-10s %s" % (name, r["skipped"]))
                 continue
-            print("  %-10s %8.2f ms CPU/s  %8s wakeups/s  %6.0f bytes RSS per client%s" %
+            print("  %-10s %8.2f ms CPU/s  %8s wakeups/s  %6.0f bytes RSS per client%s%s" %
                   (name, r["cpu_ms_per_s"], fmt(r["wakeups_per_s"], "%.1f"), r["rss_per_client"],
                    " (PgBouncer %s)" % s["pgbouncer_version"] if name == "pgbouncer" else
-                   " (tenant_pool_mode=%s, one tenant per client)" % args.scale_pool))
+                   " (tenant_pool_mode=%s, one tenant per client)" % args.scale_pool,
+                   ", %d logins FAILED" % r["failed_logins"] if r.get("failed_logins") else ""))
     if "login" in res:
         s = res["login"]
         print("login: pgbench -C, select 1, 1 client, %s" % args.auth)
@@ -884,8 +895,12 @@ def report(res, args):
               (s["clients"], s["load"], s["pool"], args.duration, args.runs))
         for name in ("dedicated", "shared"):
             if name in s:
-                print("  %-10s %s TPS, pgtenant %s us CPU per transaction" %
-                      (name, med(s[name]["tps"]), med(s[name]["us_per_xact"], "%.1f")))
+                lg = s[name + "_logins"]
+                bad = sum(r["errors"] + r["lost"] + r["stuck"] for r in s["runs"][name])
+                print("  %-10s %s TPS, pgtenant %s us CPU per transaction%s%s" %
+                      (name, med(s[name]["tps"]), med(s[name]["us_per_xact"], "%.1f"),
+                       " (only %d of %d clients logged in)" % (lg["ready"], s["clients"]) if lg["failed"] else "",
+                       " (%d query errors / lost / stuck connections)" % bad if bad else ""))
         if s.get("skipped"):
             print("  shared     " + s["skipped"])
         if "ratio" in s:

@@ -62,9 +62,13 @@ int main(void)
 	int unknown = 0;
 	for (const char *p = sec; p && p < end; p = strchr(p + 1, '\n')) {
 		const char *line = p + 1;
-		if (*line == ';' || *line == '[' || *line == '\n')
+		const char *first = line + strspn(line, " \t"); /* a comment may continue indented */
+		if (*first == ';' || *line == '[' || *line == '\n')
 			continue;
 		const char *eq = strchr(line, '=');
+		const char *eol = strchr(line, '\n');
+		if (eq && eol && eq > eol)
+			eq = NULL;
 		size_t len = 0;
 		while (line + len < eq && line[len] != ' ')
 			len++;

@@ -192,7 +192,8 @@ static void options(void)
 	       "a base value the client lacks goes back to the default: %s", sql);
 	vars_set(&client, "TimeZone", "Asia/Tokyo");
 	pktbuf_reset(&b);
-	tap_ok(vars_build_sync(NULL, &client, &dflt, &base, &b) == 0, "a client equal to the base needs nothing");
+	tap_ok(vars_build_sync(NULL, &client, &dflt, &base, &b) == 0,
+	       "a client equal to the base needs nothing");
 	vars_free(&base);
 	vars_free(&client);
 
