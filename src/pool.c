@@ -142,6 +142,12 @@ static void pool_unindex(struct pgt_pool *p)
 		pp = &(*pp)->hnext;
 	*pp = p->hnext;
 	pools.n--;
+	if (pools.nb > 64 && pools.n < pools.nb / 8) {
+		/* after a crowd of one-off tenants: the table shrinks with them */
+		pools.b =
+		    (struct pgt_pool **)util_rehash((void **)pools.b, pools.nb, pools.nb / 2, pool_hash);
+		pools.nb /= 2;
+	}
 }
 
 struct pgt_pool *pool_get(const char *dbname, const struct pgt_database *db, const char *user,

@@ -11,6 +11,7 @@
  */
 #include "tenant_registry.h"
 
+#include <malloc.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -135,6 +136,11 @@ static void state_free(struct pgt_tenant_state *t)
 		pp = &(*pp)->hnext;
 	*pp = t->hnext;
 	states.n--;
+	if (states.nb > 64 && states.n < states.nb / 8) {
+		states.b = (struct pgt_tenant_state **)util_rehash((void **)states.b, states.nb,
+		                                                   states.nb / 2, state_hash);
+		states.nb /= 2;
+	}
 	list_del(&t->node);
 	list_del(&t->idle_node);
 	rate_state_free(t);
@@ -142,13 +148,17 @@ static void state_free(struct pgt_tenant_state *t)
 	free(t);
 }
 
+/* Tenants forgotten since the heap was last trimmed. */
+static int forgotten_since_trim;
+
 void tenant_states_expire(usec_t now)
 {
 	struct list *l;
+	int before = forgotten_since_trim;
 	while ((l = list_first(&idle_states)) != NULL) {
 		struct pgt_tenant_state *t = container_of(l, struct pgt_tenant_state, idle_node);
 		if (now - t->idle_since < pgt.cfg->tenant_idle_timeout)
-			return; /* the rest went idle later */
+			break; /* the rest went idle later */
 		list_del(&t->idle_node);
 		if (config_find_tenant(pgt.cfg, t->id) || t->admin_disabled)
 			continue; /* kept; back on the list when a client comes and goes */
@@ -160,6 +170,14 @@ void tenant_states_expire(usec_t now)
 		}
 		log_info("tenant \"%s\" forgotten: no client for tenant_idle_timeout", t->id);
 		state_free(t);
+		forgotten_since_trim++;
+	}
+	if (forgotten_since_trim >= 256 && forgotten_since_trim == before) {
+		/* a crowd of one-off tenants is gone (none went this round): give
+		 * their memory back; free() keeps what lies between chunks still
+		 * in use */
+		malloc_trim(0);
+		forgotten_since_trim = 0;
 	}
 }
 

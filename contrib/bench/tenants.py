@@ -55,7 +55,8 @@ Options:
   --scale-pool MODE      scale (and pgtenant's side of idle): shared (default)
                          or dedicated: a pool per tenant, tenant_pool_size = 1,
                          max_db_connections = --pool-size (idle pools make
-                         room for busy ones); t00000 gets pool_size=8
+                         room for busy ones: see make_room in pool.c).
+                         Either way t00000, pgbench's tenant, has pool_size=8
   --pool-size N          scale: the shared pool's size (default_pool_size) or
                          the dedicated mode's max_db_connections; idle:
                          PgBouncer's default_pool_size (default 20)
@@ -625,7 +626,7 @@ def scenario_scale(ctx):
         say("  idle: %.2f ms CPU/s, %s wakeups/s, %.0f bytes RSS per client (logins took %.1f s)" %
             (row["cpu_ms_per_s"], fmt(row["wakeups_per_s"], "%.1f"), row["rss_per_client"], row["login_s"]))
         if not a.no_callgrind:
-            tenants = ["%s = pool_size=8\n" % BENCH_TENANT] if mode == "dedicated" else []
+            tenants = ["%s = pool_size=8\n" % BENCH_TENANT]  # shared: what it may hold of the shared pool
             srv = start_pgtenant(ctx, "scale-cg-%s-%d" % (mode, n), a.pool_size,
                                  base_settings(n) + pool_settings(mode, a.pool_size), tenants, callgrind=True,
                                  start_timeout=120)
