@@ -96,10 +96,14 @@ static void refresh_mode(struct pgt_pool *pool)
 	pin_build(pool);
 	if (shared && !pool->welcome_ready && pool->res->welcome_ready) {
 		/* the server parameters of any connection of the entry and role:
-		 * a new tenant is answered without a server login of its own */
+		 * a new tenant is answered without a server login of its own, and
+		 * those that waited for them are answered now */
 		for (int i = 0; i < pool->res->welcome.n; i++)
 			vars_set(&pool->welcome, pool->res->welcome.v[i].key, pool->res->welcome.v[i].value);
 		pool->welcome_ready = true;
+		struct list *j, *jt;
+		list_for_each_safe (j, jt, &pool->welcome_clients)
+			client_welcome(container_of(j, struct pgt_client, node));
 	}
 }
 
@@ -367,8 +371,15 @@ static int share_launch(struct pgt_pool *pool)
 			serve_or_idle(pool, s);
 	}
 	int want = pool->nwaiting;
-	if (!pool->welcome_ready && pool->nwelcome)
+	if (!pool->welcome_ready && pool->nwelcome) {
+		if (r->share_total > 0 && pool->nwaiting == 0) {
+			/* a shared connection is logging in: its parameters will do
+			 * (pool_share_welcome), no login of this tenant's own */
+			share_queue(pool);
+			return 0;
+		}
 		want = PGT_MAX(want, 1);
+	}
 	int nlogin = list_count(&pool->login_servers), launched = 0;
 	int cap = config_db_pool_size(pgt.cfg, pool->db);
 	while (nlogin < want && pool->nservers < limit && r->share_total < cap && db_has_room(pool)) {
@@ -388,10 +399,7 @@ void pool_share_welcome(struct pgt_pool *r)
 		struct pgt_pool *w = container_of(i, struct pgt_pool, share_node);
 		if (w->welcome_ready || !w->shared)
 			continue;
-		refresh_mode(w); /* takes the reservoir's server parameters */
-		struct list *j, *jt;
-		list_for_each_safe (j, jt, &w->welcome_clients)
-			client_welcome(container_of(j, struct pgt_client, node));
+		refresh_mode(w); /* takes the reservoir's server parameters, welcomes its clients */
 		if (w->nwaiting == 0)
 			list_del(&w->share_node);
 	}
@@ -423,23 +431,25 @@ static struct pgt_server *share_borrow(struct pgt_pool *pool, struct pgt_client 
 }
 
 /* Close the longest-idle server connection of another pool of the same
- * database entry, if any (its slot then goes to the first waiting pool). */
+ * database entry, if any (its slot then goes to the first waiting pool).
+ * Looks at the server connections (at most max_db_connections of this
+ * entry), not at the pools: with 10,000 tenants it costs the same. */
 static void make_room(struct pgt_pool *pool)
 {
 	struct pgt_server *victim = NULL;
+	usec_t now = loop_coarse_now();
 	struct list *i;
-	list_for_each (i, &pgt_pools) {
-		struct pgt_pool *p = container_of(i, struct pgt_pool, node);
-		/* only from a pool holding more than the asking one (an idle
-		 * connection is not in use; a pool with none gets one), never
-		 * below a pool's min_pool_size */
-		if (p == pool || p->dbstate != pool->dbstate || p->nservers <= pool->nservers ||
-		    p->nservers <= pool_min_size(p))
+	list_for_each (i, &pgt_all_servers) {
+		struct pgt_server *s = container_of(i, struct pgt_server, conn_all_node);
+		struct pgt_pool *p = s->pool;
+		/* an idle connection of a pool holding more than the asking one (a
+		 * pool with none gets one), or of a pool nobody waits in that has
+		 * not used it for a second; never below a pool's min_pool_size */
+		if (s->state != SV_IDLE || p == pool || p->dbstate != pool->dbstate ||
+		    p->nservers <= pool_min_size(p) ||
+		    (p->nservers <= pool->nservers &&
+		     (p->nwaiting > 0 || now - s->idle_since < USEC_PER_SEC)))
 			continue;
-		struct list *f = list_first(&p->idle_servers);
-		if (!f)
-			continue;
-		struct pgt_server *s = container_of(f, struct pgt_server, node);
 		if (!victim || s->idle_since < victim->idle_since)
 			victim = s;
 	}

@@ -791,12 +791,10 @@ static enum sbuf_verdict login_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 				pool->res->welcome_ready = true;
 				pool_share_welcome(pool->res);
 			}
-			struct list *i, *tmp;
-			list_for_each_safe (i, tmp, &pool->welcome_clients) {
-				struct pgt_client *c = container_of(i, struct pgt_client, node);
-				client_welcome(c);
-			}
 		}
+		struct list *i, *tmp;
+		list_for_each_safe (i, tmp, &pool->welcome_clients)
+			client_welcome(container_of(i, struct pgt_client, node));
 		pool_server_ready(pool, s);
 		return s->conn.dead ? SB_GONE : SB_SKIP;
 	}

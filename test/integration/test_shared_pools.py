@@ -34,14 +34,14 @@ def schemas(pg):
             conn.execute("insert into tenant_%s.items values ('%s')" % (t, t))
 
 
-def shared_bouncer(factory, settings=None, tenants=None):
+def shared_bouncer(factory, settings=None, tenants=None, databases=None):
     s = {"tenant_required": "yes", "tenant_setting": "app.tenant_id", "unknown_tenant": "allow",
          "tenant_pool_mode": "shared", "default_pool_size": "10", "tenant_pool_size": "2",
          "max_client_conn": "5000", "tenant_max_client_conn": "50", "query_wait_timeout": "60"}
     s.update(settings or {})
     t = {"big": "tenant_pool_mode=dedicated pool_size=3"}
     t.update(tenants or {})
-    return factory(settings=s, tenants=t)
+    return factory(settings=s, tenants=t, databases=databases)
 
 
 class ServerWatch:
@@ -232,3 +232,75 @@ def test_reload_between_dedicated_and_shared(bouncer_factory, schemas):
     finally:
         for c in conns:
             c.close()
+
+
+def test_many_new_tenants_at_once_are_all_welcomed(bouncer_factory, schemas, pg):
+    """100 tenants new to a fresh pgtenant log in at the same moment: all are
+    answered at once from the first shared connection's parameters, without
+    a server login each (a first version left some waiting forever)."""
+    # trust: every login completes at once, as md5 ones from a fast driver
+    # do; and server logins slowed down (a busy server), so that tenants
+    # arrive while the first ones are under way
+    from conftest import APP_PASSWORD
+    from faultproxy import FaultProxy
+
+    logins = []
+
+    def slow_login(t, body):
+        if t == b"K":  # the first server login quick, the others slow
+            logins.append(1)
+            time.sleep(0.1 if len(logins) == 1 else 1.0)
+        return None
+
+    proxy = FaultProxy(pg.port, slow_login)
+    b = shared_bouncer(bouncer_factory, settings={"default_pool_size": "4", "auth_type": "trust"},
+                       databases={"appdb": "host=127.0.0.1 port=%d dbname=appdb user=app password=%s"
+                                  % (proxy.port, APP_PASSWORD)})
+
+    async def one(i):
+        conn = await asyncpg.connect(host="127.0.0.1", port=b.port, user="app", database="appdb",
+                                     password=b.users["app"], server_settings={"tenant": "s%d" % i},
+                                     statement_cache_size=0, ssl=False, timeout=10)
+        try:
+            return await conn.fetchval("select owner from items")
+        finally:
+            await conn.close()
+
+    async def main():
+        return await asyncio.gather(*(one(i) for i in range(100)))
+
+    try:
+        assert asyncio.run(main()) == ["s%d" % i for i in range(100)]
+    finally:
+        proxy.close()
+    assert b.log_contains(r"login ok, backend pid") <= 4
+
+
+def test_a_busy_dedicated_tenant_gets_connections_idle_tenants_hold(bouncer_factory, schemas):
+    """Dedicated pools with max_db_connections full of idle tenants'
+    connections: a busy tenant takes those idle for a second, up to its
+    pool_size, instead of staying at one connection until
+    server_idle_timeout."""
+    b = shared_bouncer(bouncer_factory, settings={"tenant_pool_mode": "dedicated", "max_db_connections": "6",
+                                                  "tenant_pool_size": "1"},
+                       tenants={"heavy": "pool_size=4"})
+    for i in range(6):
+        with b.connect(options="-c tenant=s%d" % i) as conn:
+            conn.execute("select 1")
+    assert len(b.admin("SHOW SERVERS")) == 6
+    time.sleep(1.2)
+    watch = ServerWatch(b, interval=0.02)
+
+    def heavy():
+        with b.connect(options="-c tenant=heavy") as conn:
+            for _ in range(6):
+                conn.execute("select pg_sleep(0.1)")
+
+    threads = [threading.Thread(target=heavy) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    w = watch.done()
+    assert w.peak_by_tenant.get("heavy", 0) == 4, w.peak_by_tenant
+    assert w.peak_total <= 6
