@@ -14,7 +14,8 @@ bool admin_is_admin_db(const char *dbname);
  * client was closed. */
 bool admin_query(struct pgt_client *c, const char *sql);
 /* Complete PAUSE/WAIT_CLOSE replies whose condition is met (janitor). */
-void admin_check_pending(void);
+/* PAUSE / WAIT_CLOSE replies whose condition is met; true if some still wait. */
+bool admin_check_pending(void);
 /* ParameterStatus/BackendKeyData/ReadyForQuery for a new admin client. */
 bool admin_welcome(struct pgt_client *c);
 

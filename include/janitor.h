@@ -8,10 +8,21 @@
 
 #include <stdbool.h>
 
+#include "loop.h"
 #include "util.h"
 
 bool janitor_start(void) _MUSTCHECK;
 void janitor_stop(void);
-void janitor_run(void);
+/* One round; true if something is going on (then the next one is in 200 ms,
+ * else in a second: an idle pgtenant wakes once a second). */
+bool janitor_run(void);
+/* Something started (a login, a wait, a link) while the janitor was slow:
+ * back to 200 ms rounds at once, and a fresh coarse clock. */
+void janitor_wake_slow(void);
+static inline void janitor_wake(void)
+{
+	if (__builtin_expect(pgt.janitor_slow, 0))
+		janitor_wake_slow();
+}
 
 #endif

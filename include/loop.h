@@ -24,7 +24,9 @@ struct pgt_loop {
 	uint64_t next_conn_id;
 	int nclients;      /* all client connections, admin included */
 	int nlogin;        /* ... of which not authenticated yet (max_login_clients) */
-	usec_t coarse_now; /* loop_now() as of the last janitor run (every 200 ms) */
+	usec_t coarse_now; /* loop_now() as of the last janitor run (every 200 ms, or
+	                    * every second while nothing is going on: janitor.h) */
+	bool janitor_slow; /* ... the latter: janitor_wake() when something starts */
 	usec_t now_cache;  /* loop_now() within one connection event (sbuf.c): 1 until
 	                    * read, 0 outside one */
 };

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "janitor.h"
 #include "list.h"
 #include "stats.h"
 #include "util.h"
@@ -110,6 +111,7 @@ static inline void pool_note_waiting(struct pgt_pool *p)
 {
 	if (list_empty(&p->wait_node))
 		list_append(&pgt_waiting_pools, &p->wait_node);
+	janitor_wake();
 }
 
 /* Drop the pools of the "*" entry that nobody has used for

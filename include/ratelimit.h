@@ -48,7 +48,7 @@ void rate_refresh(struct pgt_tenant_state *t);
 void rate_forget_client(struct pgt_client *c);
 /* query_wait_timeout for queued clients (janitor): costs the tenants with a
  * queue. */
-void rate_expire(usec_t now);
+bool rate_expire(usec_t now); /* true if some still wait */
 /* t is being freed. */
 void rate_state_free(struct pgt_tenant_state *t);
 /* Tokens in t's bucket now (SHOW TENANTS). */

@@ -17,6 +17,7 @@
 
 #include "client.h"
 #include "config.h"
+#include "janitor.h"
 #include "log.h"
 #include "loop.h"
 #include "pktbuf.h"
@@ -940,20 +941,26 @@ static bool pending_met(const struct admin_pending *w)
 	return true;
 }
 
-void admin_check_pending(void)
+bool admin_check_pending(void)
 {
 	struct list *i, *tmp;
+	bool left = false;
 	list_for_each_safe (i, tmp, client_admin_list()) {
 		struct pgt_client *c = container_of(i, struct pgt_client, node);
 		struct admin_pending *w = c->admin_pending;
-		if (!w || !pending_met(w))
+		if (!w)
 			continue;
+		if (!pending_met(w)) {
+			left = true;
+			continue;
+		}
 		c->admin_pending = NULL;
 		bool ok = done_tag(c, w->tag);
 		free(w);
 		if (ok && c->conn.hold)
 			sbuf_resume(&c->conn);
 	}
+	return left;
 }
 
 static bool defer(struct pgt_client *c, const char *tag, const char *db)
@@ -966,6 +973,7 @@ static bool defer(struct pgt_client *c, const char *tag, const char *db)
 		return done_tag(c, tag);
 	}
 	c->admin_pending = w; /* answered by the janitor when met */
+	janitor_wake();
 	return true;
 }
 

@@ -28,6 +28,7 @@
 #include "auth.h"
 #include "metrics.h"
 #include "config.h"
+#include "janitor.h"
 #include "log.h"
 #include "loop.h"
 #include "pktbuf.h"
@@ -160,6 +161,7 @@ void client_accept(int fd, const union pgt_addr *addr)
 		close(fd);
 		return;
 	}
+	janitor_wake(); /* client_login_timeout */
 	sbuf_init(&c->conn, fd, CONN_CLIENT, &client_ops);
 	c->conn.addr = *addr;
 	c->conn.startup_mode = true;

@@ -1,6 +1,9 @@
 /*
- * Periodic maintenance (see janitor.h).  Runs every 200 ms: timeouts are
- * enforced within that granularity.  A round costs what there is to do:
+ * Periodic maintenance (see janitor.h).  Runs every 200 ms while anything
+ * is going on (a login, a wait, a server connection in use, a queue behind a
+ * rate limit): timeouts are enforced within that granularity.  When a round
+ * finds everything idle the next is a second later, and whatever starts
+ * something (janitor_wake) brings the 200 ms rounds back at once.  A round costs what there is to do:
  * the server connections, the logins and the pools where a client waits,
  * tenants due to be forgotten, queues behind a rate limit; not the number
  * of tenants, pools or idle clients (those only with client_idle_timeout or
@@ -25,6 +28,11 @@
 #include "tenant_registry.h"
 
 static struct event janitor_ev;
+
+/* Round intervals: while something is going on, and while nothing is (an
+ * idle pgtenant with 10,000 clients wakes once a second, as PgBouncer) */
+#define JANITOR_FAST (200 * 1000)
+#define JANITOR_SLOW USEC_PER_SEC
 
 static void wait_timeouts(struct pgt_pool *p, struct list *lst, usec_t now)
 {
@@ -89,12 +97,14 @@ static void check_linked(struct pgt_server *s, usec_t now)
 
 /* Every server connection once: costs the number of server connections
  * (at most a few hundred), not of pools or clients. */
-static void check_servers(usec_t now)
+static bool check_servers(usec_t now)
 {
 	const struct pgt_config *cfg = pgt.cfg;
 	struct list *i, *tmp;
+	bool busy = false;
 	list_for_each_safe (i, tmp, &pgt_all_servers) {
 		struct pgt_server *s = container_of(i, struct pgt_server, conn_all_node);
+		busy |= s->state != SV_IDLE;
 		switch (s->state) {
 		case SV_LOGIN:
 			if (cfg->server_connect_timeout > 0 &&
@@ -116,6 +126,7 @@ static void check_servers(usec_t now)
 			break;
 		}
 	}
+	return busy;
 }
 
 /* Clients without a server connection: only client_idle_timeout concerns
@@ -155,12 +166,12 @@ static bool min_pool_configured(void)
 	return any;
 }
 
-void janitor_run(void)
+bool janitor_run(void)
 {
 	usec_t now = loop_now();
 	pgt.coarse_now = now;
 	check_waiting(now);
-	check_servers(now);
+	bool busy = check_servers(now);
 	check_idle_clients(now);
 	if (min_pool_configured()) {
 		struct list *i;
@@ -169,8 +180,8 @@ void janitor_run(void)
 	}
 	if (config_find_db(pgt.cfg, "*"))
 		pool_drop_unused(now);
-	admin_check_pending();
-	rate_expire(now);
+	busy |= admin_check_pending();
+	busy |= rate_expire(now);
 	tenant_states_expire(now);
 	stats_tick(now);
 	addr_state_expire(now);
@@ -178,6 +189,29 @@ void janitor_run(void)
 		log_info("no server connection in use: shutting down");
 		loop_shutdown(true);
 	}
+	return busy || pgt.shutting_down || !list_empty(&pgt_waiting_pools) ||
+	       !list_empty(client_login_list());
+}
+
+static void arm(usec_t usec)
+{
+	struct timeval tv = {(time_t)(usec / USEC_PER_SEC), (suseconds_t)(usec % USEC_PER_SEC)};
+	event_add(&janitor_ev, &tv);
+}
+
+/* A second, or less when a timeout that runs out while nothing happens
+ * (idle server connections, idle clients, idle tenants) is shorter: it is
+ * still enforced within half of itself. */
+static usec_t slow_interval(void)
+{
+	const struct pgt_config *cfg = pgt.cfg;
+	const usec_t t[] = {cfg->server_idle_timeout, cfg->server_lifetime, cfg->client_idle_timeout,
+	                    cfg->tenant_idle_timeout};
+	usec_t iv = JANITOR_SLOW;
+	for (size_t i = 0; i < PGT_ARRAY_SIZE(t); i++)
+		if (t[i] > 0)
+			iv = PGT_MIN(iv, PGT_MAX(JANITOR_FAST, t[i] / 2));
+	return iv;
 }
 
 static void janitor_cb(evutil_socket_t fd, short what, void *arg)
@@ -185,13 +219,23 @@ static void janitor_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	(void)arg;
-	janitor_run();
+	bool busy = janitor_run();
+	pgt.janitor_slow = !busy;
+	arm(busy ? JANITOR_FAST : slow_interval());
+}
+
+void janitor_wake_slow(void)
+{
+	pgt.janitor_slow = false;
+	pgt.coarse_now = loop_now();
+	event_del(&janitor_ev);
+	arm(JANITOR_FAST);
 }
 
 bool janitor_start(void)
 {
-	struct timeval tv = {0, 200000};
-	event_assign(&janitor_ev, pgt.base, -1, EV_PERSIST, janitor_cb, NULL);
+	struct timeval tv = {0, JANITOR_FAST};
+	event_assign(&janitor_ev, pgt.base, -1, 0, janitor_cb, NULL);
 	return event_add(&janitor_ev, &tv) == 0;
 }
 

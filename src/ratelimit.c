@@ -16,6 +16,7 @@
 #include <event2/event.h>
 
 #include "config.h"
+#include "janitor.h"
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
@@ -111,6 +112,7 @@ bool rate_admit(struct pgt_client *c)
 		}
 	}
 	/* FIFO within the tenant: nobody overtakes a queued client */
+	janitor_wake(); /* query_wait_timeout */
 	c->throttled = true;
 	c->throttle_next = NULL;
 	c->wait_start = loop_now();
@@ -184,11 +186,11 @@ void rate_forget_client(struct pgt_client *c)
 	}
 }
 
-void rate_expire(usec_t now)
+bool rate_expire(usec_t now)
 {
 	usec_t limit = pgt.cfg->query_wait_timeout;
 	if (limit <= 0)
-		return;
+		return !list_empty(&throttling);
 	struct list *i, *tmp;
 	list_for_each_safe (i, tmp, &throttling) {
 		struct pgt_tenant_state *t = container_of(i, struct pgt_tenant_state, throttling_node);
@@ -201,6 +203,7 @@ void rate_expire(usec_t now)
 			            t->xrate);
 		}
 	}
+	return !list_empty(&throttling);
 }
 
 void rate_state_free(struct pgt_tenant_state *t)

@@ -111,6 +111,7 @@
 #include "client.h"
 #include "config.h"
 #include "dns.h"
+#include "janitor.h"
 #include "log.h"
 #include "loop.h"
 #include "pktbuf.h"
@@ -418,6 +419,7 @@ void server_launch(struct pgt_pool *pool)
 				vars_set(&s->base, k, c->vars.v[i].value);
 		}
 	}
+	janitor_wake();
 	list_init(&s->node);
 	list_append(&pool->login_servers, &s->node);
 	list_append(&pgt_all_servers, &s->conn_all_node);
@@ -1329,6 +1331,7 @@ static struct pgt_conn *server_peer(struct pgt_conn *conn)
 bool server_link(struct pgt_server *s, struct pgt_client *c)
 {
 	struct pgt_pool *pool = s->pool;
+	janitor_wake(); /* its timeouts are watched from now on */
 	set_state(s, SV_ACTIVE, &pool->active_servers);
 	s->client = c;
 	c->server = s;
