@@ -8,10 +8,12 @@ Scenarios (--only picks a comma-separated subset; default all, in this order):
 
   scale    For each N of --tenants: pgtenant (tenant_pool_mode = shared,
            unknown_tenant = allow) with N idle clients, one per tenant
-           t00000..t{N-1}, each of which ran one `select 1`.  Prints the
-           login phase's wall time, pgtenant's idle CPU (ms per second, from
-           /proc/PID/task/*/schedstat) and wakeups per second over
-           --idle-seconds, its RSS per idle client, and user-space
+           t00000..t{N-1}, each of which ran one `select 1` (asyncpg, held
+           by --drivers processes).  Prints the login phase's wall time,
+           pgtenant's idle CPU (ms per second, all threads, from
+           /proc/PID/task/*/schedstat) and wakeups per second (times it was
+           scheduled in) over --idle-seconds, its RSS growth per idle client
+           (meaningful for large N only), and user-space
            instructions per transaction (callgrind) of pgbench -M simple,
            8 clients, of tenant t00000 while the N clients stay connected:
            counters zeroed once the N logins are done (callgrind_control -z),
@@ -55,14 +57,17 @@ Options:
   --scale-pool MODE      scale (and pgtenant's side of idle): shared (default)
                          or dedicated: a pool per tenant, tenant_pool_size = 1,
                          max_db_connections = --pool-size (idle pools make
-                         room for busy ones: see make_room in pool.c).
-                         Either way t00000, pgbench's tenant, has pool_size=8
-  --pool-size N          scale: the shared pool's size (default_pool_size) or
-                         the dedicated mode's max_db_connections; idle:
+                         room for busy ones, so the Ir/tx figure then
+                         includes t00000's competition for slots with the
+                         idle tenants).  Either way t00000, pgbench's tenant,
+                         has pool_size=8 (in shared mode: what it may hold)
+  --pool-size N          scale: the shared pool's size (default_pool_size)
+                         and, in either mode, max_db_connections; idle:
                          PgBouncer's default_pool_size (default 20)
   --idle-seconds S       scale, idle: CPU measured over S seconds (default 10)
   --idle-clients N       idle: PgBouncer's client count (default: the largest
-                         of --tenants)
+                         of --tenants; at most ~19,000 as root, where
+                         bench.start_pgbouncer runs it with ulimit -n 20000)
   --xacts N              scale, limiter: pgbench transactions per client of the
                          long callgrind run (default 1200; the short one runs N/6)
   --no-callgrind         scale: skip the instruction counts (idle CPU only)
@@ -81,7 +86,10 @@ Options:
                          over (default 2): logins cost the client a SCRAM
                          PBKDF2 in Python (~15 ms each), and one process may
                          not saturate pgtenant
-  --batch N              logins in flight per driver process (default 200)
+  --batch N              logins in flight per driver process (default 200);
+                         a login (with its `select 1`) that takes over 60 s
+                         (300 s under callgrind) counts as failed, and failed
+                         logins are reported with the figures
   --auth METHOD          scram-sha-256 (default, as bench.py) or md5, for
                          pgtenant and PgBouncer alike; md5 makes 10,000 asyncpg
                          logins ~30x cheaper for the client (the idle and
@@ -536,7 +544,9 @@ def callgrind_control(srv, flag):
 
 
 def callgrind_dump(srv):
-    """Ir since the last zero: callgrind_control -d writes OUT.N."""
+    """Ir since the last zero: callgrind_control -d writes OUT.N; its
+    summary line (as bench.py reads; totals can also hold costs from before
+    the zero)."""
     callgrind_control(srv, "-d")
     srv.cg_parts += 1
     path = "%s.%d" % (srv.cg_out, srv.cg_parts)
@@ -544,8 +554,9 @@ def callgrind_dump(srv):
     while time.monotonic() < deadline:
         try:
             with open(path) as f:
-                m = re.search(r"^totals: (\d+)", f.read(), re.M)
-            if m:
+                text = f.read()
+            m = re.search(r"^summary: (\d+)", text, re.M)
+            if m and re.search(r"^totals: \d+", text, re.M):  # totals: the last line, the file is complete
                 return int(m.group(1))
         except OSError:
             pass
@@ -586,7 +597,8 @@ def scale_idle(ctx, n, mode):
     "cpu_ms_per_s", "wakeups_per_s", "rss_kib", "rss_per_client"} or raises
     Unsupported."""
     a = ctx.args
-    srv = start_pgtenant(ctx, "idle-%s-%d" % (mode, n), a.pool_size, base_settings(n) + pool_settings(mode, a.pool_size))
+    srv = start_pgtenant(ctx, "idle-%s-%d" % (mode, n), a.pool_size,
+                         base_settings(n) + pool_settings(mode, a.pool_size))
     cl = None
     try:
         rss0 = bench.rss_kb(srv.pid)
