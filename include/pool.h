@@ -20,6 +20,7 @@ struct pgt_client;
 struct pgt_server;
 struct pgt_database;
 struct pgt_tenant_conf;
+struct pgt_tenant_state;
 
 /* Per database entry: server connections across all its pools, and the
  * pools waiting for a connection slot when max_db_connections is reached
@@ -48,6 +49,7 @@ struct pgt_pool {
 	char *tenant;                        /* "" until tenancy */
 	const struct pgt_database *db;       /* refreshed on reload; never NULL (see removed_db) */
 	const struct pgt_tenant_conf *tconf; /* the tenant's [tenants] entry, refreshed on reload */
+	struct pgt_tenant_state *tstate;     /* its tenant's run-time state (outlives its pools), or NULL */
 	char *db_host, *db_dbname;           /* the backend this pool's servers were opened to */
 	int db_port;
 	struct pgt_dbstate *dbstate;

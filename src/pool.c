@@ -196,8 +196,11 @@ struct pgt_pool *pool_get(const char *dbname, const struct pgt_database *db, con
 	list_init(&p->slot_node);
 	list_append(&pgt_pools, &p->node);
 	list_init(&p->tenant_node);
-	if (tenant[0] && tenant[0] != '*') /* ("*registry*", "*shared*": pgtenant's own pools) */
-		list_append(&tenant_state_get(tenant)->pools, &p->tenant_node);
+	if (tenant[0] && tenant[0] != '*') {
+		/* ("*registry*", "*shared*": pgtenant's own pools have none) */
+		p->tstate = tenant_state_get(tenant);
+		list_append(&p->tstate->pools, &p->tenant_node);
+	}
 	refresh_mode(p);
 	pool_remember_backend(p);
 	log_debug("new pool %s/%s", p->dbname, p->user);
@@ -213,7 +216,7 @@ int pool_size_limit(const struct pgt_pool *pool)
 	if (pool->tenant[0]) {
 		if (pool->tconf && pool->tconf->pool_size >= 0)
 			return pool->tconf->pool_size;
-		const struct pgt_tenant_state *t = tenant_state_find(pool->tenant);
+		const struct pgt_tenant_state *t = pool->tstate;
 		if (t && t->reg_found && t->reg_pool_size >= 0)
 			return t->reg_pool_size;
 		return pgt.cfg->tenant_pool_size;
