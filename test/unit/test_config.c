@@ -137,12 +137,47 @@ static void userlist(void)
 	}
 }
 
+/* tenant_pool_mode: the tenant's, else the entry's, else the global one;
+ * xact_rate and tenant_xact_burst parsed; bad values refused with a line. */
+static void many_tenants(void)
+{
+	char errs[4096] = "";
+	int n = 0;
+	struct pgt_config *cfg =
+	    load("[databases]\nappdb = host=127.0.0.1 tenant_pool_mode=shared\nother = host=127.0.0.1\n"
+	         "[pgtenant]\nauth_type = trust\ntenant_xact_rate = 50\ntenant_xact_burst = 7\n"
+	         "[tenants]\nbig = tenant_pool_mode=dedicated xact_rate=0\nsmall = xact_rate=3\n",
+	         errs, sizeof(errs), &n);
+	tap_ok(cfg != NULL && n == 0, "tenant_pool_mode and xact_rate keys load (errors: %s)", errs);
+	if (!cfg)
+		return;
+	const struct pgt_database *app = config_find_db(cfg, "appdb"), *other = config_find_db(cfg, "other");
+	const struct pgt_tenant_conf *big = config_find_tenant(cfg, "big"),
+	                             *small = config_find_tenant(cfg, "small");
+	tap_ok(config_tenant_pool_mode(cfg, app, NULL) == PGT_TENANT_POOL_SHARED, "the entry's mode");
+	tap_ok(config_tenant_pool_mode(cfg, app, big) == PGT_TENANT_POOL_DEDICATED, "the tenant's wins");
+	tap_ok(config_tenant_pool_mode(cfg, other, small) == PGT_TENANT_POOL_DEDICATED, "the global default");
+	tap_ok(cfg->tenant_xact_rate == 50 && cfg->tenant_xact_burst == 7 && big->xact_rate == 0 &&
+	           small->xact_rate == 3,
+	       "rates and burst");
+	config_free(cfg);
+	cfg = load(
+	    "[databases]\nappdb = host=127.0.0.1 tenant_pool_mode=pooled\n[pgtenant]\nauth_type = trust\n"
+	    "tenant_pool_mode = sometimes\n[tenants]\nx = tenant_pool_mode=mine\n",
+	    errs, sizeof(errs), &n);
+	tap_ok(cfg == NULL && n == 3, "three bad tenant_pool_mode values refused (got %d: %s)", n, errs);
+	tap_ok(strstr(errs, "pgtenant.ini:2:") && strstr(errs, "invalid tenant_pool_mode \"pooled\"") &&
+	           strstr(errs, "pgtenant.ini:7:") && strstr(errs, "\"sometimes\""),
+	       "with their lines: %s", errs);
+}
+
 int main(void)
 {
 	if (!mkdtemp(tmpdir))
 		return 1;
 	good();
 	bad();
+	many_tenants();
 	userlist();
 	char cmd[128];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
