@@ -87,6 +87,7 @@ struct pgt_pool {
 	int nsharers;              /* reservoir: tenant pools that are shared (none: its idle ones close) */
 	bool base_disabled;        /* a login with a client's parameters failed: open servers without */
 	bool welcome_ready;
+	bool welcome_borrowed; /* `welcome` is the reservoir's (shared pools): not freed with it */
 	/* named Binds per link, a moving average in sixteenths: whether keeping
 	 * a connection's prepared statements over a reset pays (server.c) */
 	uint32_t ps_uses_avg;

@@ -89,6 +89,14 @@ static void refresh_mode(struct pgt_pool *pool)
 		pool->shared = shared;
 		if (!shared && !list_empty(&pool->share_node))
 			list_del(&pool->share_node);
+		if (!shared && pool->welcome_borrowed) {
+			/* its own copy from now on: the reservoir may go */
+			struct pgt_vars own = {0};
+			for (int i = 0; i < pool->welcome.n; i++)
+				vars_set(&own, pool->welcome.v[i].key, pool->welcome.v[i].value);
+			pool->welcome = own;
+			pool->welcome_borrowed = false;
+		}
 		if (shared && !pool->res)
 			pool->res = reservoir_for(pool);
 		pool->res->nsharers += shared ? 1 : -1;
@@ -97,9 +105,12 @@ static void refresh_mode(struct pgt_pool *pool)
 	if (shared && !pool->welcome_ready && pool->res->welcome_ready) {
 		/* the server parameters of any connection of the entry and role:
 		 * a new tenant is answered without a server login of its own, and
-		 * those that waited for them are answered now */
-		for (int i = 0; i < pool->res->welcome.n; i++)
-			vars_set(&pool->welcome, pool->res->welcome.v[i].key, pool->res->welcome.v[i].value);
+		 * those that waited for them are answered now.  The reservoir's,
+		 * not a copy (a kilobyte per tenant): they never change once known,
+		 * and the reservoir outlives its tenant pools. */
+		vars_free(&pool->welcome);
+		pool->welcome = pool->res->welcome;
+		pool->welcome_borrowed = true;
 		pool->welcome_ready = true;
 		struct list *j, *jt;
 		list_for_each_safe (j, jt, &pool->welcome_clients)
@@ -674,7 +685,8 @@ static void pool_free(struct pgt_pool *p)
 	if (p->shared)
 		p->res->nsharers--;
 	pool_unindex(p);
-	vars_free(&p->welcome);
+	if (!p->welcome_borrowed)
+		vars_free(&p->welcome);
 	vars_free(&p->pin);
 	if (p->removed_db)
 		config_db_free(p->removed_db);
@@ -694,7 +706,8 @@ void pool_drop_unused(usec_t now)
 	struct list *i, *tmp;
 	list_for_each_safe (i, tmp, &pgt_pools) {
 		struct pgt_pool *p = container_of(i, struct pgt_pool, node);
-		if (p->internal || strcmp(p->db->name, "*") != 0 || strcmp(p->dbname, "*") == 0)
+		if (p->internal || strcmp(p->db->name, "*") != 0 || strcmp(p->dbname, "*") == 0 ||
+		    (p->reservoir && p->nsharers > 0))
 			continue;
 		if (pool_clients(p) > 0 || p->nservers > 0 || !list_empty(&p->slot_node)) {
 			p->empty_since = 0;
