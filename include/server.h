@@ -59,10 +59,13 @@ struct pgt_server {
 	bool close_needed;
 	bool fatal_forwarded; /* the linked client got the server's FATAL */
 	/* the transaction-mode hand-over (see server.c for the whole model) */
-	bool dirty;            /* a client has used it since its last reset */
-	bool shared;           /* of a shared pool: counted in its reservoir's share_total (pool.c) */
-	bool moved;            /* handed to another tenant's pool since its last link: full reset */
-	uint64_t last_tenant;  /* hash of the pool of its last link (shared pools) */
+	bool dirty;  /* a client has used it since its last reset */
+	bool shared; /* of a shared pool: counted in its reservoir's share_total (pool.c) */
+	bool moved;  /* handed to another tenant's pool since its last link: full reset */
+	/* the pool of its last link (shared pools), by address and hash: only
+	 * compared, never followed (the pool may be gone) */
+	const void *last_pool;
+	uint64_t last_tenant;
 	bool need_setup;       /* linked; reset and parameters ride on the client's first message */
 	bool reset_pending;    /* the reset went out; its CommandComplete has not come back */
 	bool reset_simple;     /* an old server: the reset goes as a simple Query, confirmed first */

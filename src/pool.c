@@ -345,7 +345,7 @@ static bool share_move(struct pgt_server *s, struct pgt_pool *to)
 	s->pool = to;
 	s->generation = to->generation;
 	list_append(&to->idle_servers, &s->node);
-	if (!to->reservoir && s->last_tenant != to->hash)
+	if (!to->reservoir && (s->last_pool != to || s->last_tenant != to->hash))
 		s->moved = true;
 	return true;
 }

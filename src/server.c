@@ -1340,6 +1340,7 @@ bool server_link(struct pgt_server *s, struct pgt_client *c)
 	s->query_start = 0;
 	s->need_setup = true;
 	s->keep_state = s->affine == c;
+	s->last_pool = pool;
 	s->last_tenant = pool->hash;
 	server_unaffine(s);
 	s->cut = false;
