@@ -592,6 +592,26 @@ def say(*a):
 
 # ---------------------------------------------------------------- scenarios
 
+def measure_idle(ctx, pid, port, n, tenant, held):
+    """n idle clients to the pooler at port (tenant: "each" = one tenant per
+    client, None = none), kept in held for the caller to stop; then the
+    pooler's idle CPU and RSS per client."""
+    a = ctx.args
+    rss0 = bench.rss_kb(pid)
+    cl = Clients(ctx, port, n, tenant, ready_timeout=120 + n // 10, lifetime=900 + n // 5 + a.idle_seconds)
+    held.append(cl)
+    r = cl.ready()
+    row = {"login_s": r["seconds"], "clients": r["ready"], "failed_logins": r["failed"]}
+    if r["failed"]:
+        row["login_error"] = r["error"]
+        say("  %d logins failed: %s" % (r["failed"], r["error"]))
+    time.sleep(1.0)
+    row.update(idle_cpu(pid, a.idle_seconds))
+    row["rss_kib"] = bench.rss_kb(pid)
+    row["rss_per_client"] = (row["rss_kib"] - rss0) * 1024.0 / max(1, r["ready"])
+    return row
+
+
 def scale_idle(ctx, n, mode):
     """pgtenant (natively) with n idle clients, one per tenant: {"login_s",
     "cpu_ms_per_s", "wakeups_per_s", "rss_kib", "rss_per_client"} or raises
@@ -599,23 +619,12 @@ def scale_idle(ctx, n, mode):
     a = ctx.args
     srv = start_pgtenant(ctx, "idle-%s-%d" % (mode, n), a.pool_size,
                          base_settings(n) + pool_settings(mode, a.pool_size))
-    cl = None
+    held = []
     try:
-        rss0 = bench.rss_kb(srv.pid)
         say("  %d idle clients (one tenant each) to pgtenant: logging in ..." % n)
-        cl = Clients(ctx, srv.port, n, "each", ready_timeout=120 + n // 10, lifetime=900 + n // 5 + a.idle_seconds)
-        r = cl.ready()
-        row = {"login_s": r["seconds"], "clients": r["ready"], "failed_logins": r["failed"]}
-        if r["failed"]:
-            row["login_error"] = r["error"]
-            say("  %d logins failed: %s" % (r["failed"], r["error"]))
-        time.sleep(1.0)
-        row.update(idle_cpu(srv.pid, a.idle_seconds))
-        row["rss_kib"] = bench.rss_kb(srv.pid)
-        row["rss_per_client"] = (row["rss_kib"] - rss0) * 1024.0 / max(1, r["ready"])
-        return row
+        return measure_idle(ctx, srv.pid, srv.port, n, "each", held)
     finally:
-        if cl:
+        for cl in held:
             cl.stop()
         srv.stop()
 
@@ -683,24 +692,14 @@ def scenario_idle(ctx, scale):
         pb = BouncerHandle(ctx, bench.start_pgbouncer(ctx.workdir, ctx.pg, a.pool_size, exe=a.pgbouncer))
     finally:
         bench.write_config = orig
-    cl = None
+    held = []
     try:
-        rss0 = bench.rss_kb(pb.pid)
-        cl = Clients(ctx, pb.port, n, None, ready_timeout=120 + n // 10, lifetime=900 + n // 5 + a.idle_seconds)
-        r = cl.ready()
-        row = {"login_s": r["seconds"], "clients": r["ready"], "failed_logins": r["failed"]}
-        if r["failed"]:
-            row["login_error"] = r["error"]
-            say("  %d logins failed: %s" % (r["failed"], r["error"]))
-        time.sleep(1.0)
-        row.update(idle_cpu(pb.pid, a.idle_seconds))
-        row["rss_kib"] = bench.rss_kb(pb.pid)
-        row["rss_per_client"] = (row["rss_kib"] - rss0) * 1024.0 / max(1, r["ready"])
+        row = measure_idle(ctx, pb.pid, pb.port, n, None, held)
         out["pgbouncer"] = row
         say("  PgBouncer: %.2f ms CPU/s, %s wakeups/s, %.0f bytes RSS per client" %
             (row["cpu_ms_per_s"], fmt(row["wakeups_per_s"], "%.1f"), row["rss_per_client"]))
     finally:
-        if cl:
+        for cl in held:
             cl.stop()
         pb.stop()
     prev = [x for x in (scale or {}).get("rows", []) if x["tenants"] == n]
