@@ -34,6 +34,8 @@ uint64_t vars_hash_without(const struct pgt_vars *vs, const char *key);
 void vars_set(struct pgt_vars *vs, const char *key, const char *value);
 void vars_del(struct pgt_vars *vs, const char *key);
 void vars_free(struct pgt_vars *vs);
+/* Set every value of src in dst. */
+void vars_copy(struct pgt_vars *dst, const struct pgt_vars *src);
 /* A parameter name PostgreSQL accepts (dot-separated identifiers); it is
  * written into SQL quoted, so keywords are fine (user.x, some.var). */
 bool vars_valid_name(const char *key);

@@ -3,11 +3,13 @@
  * is going on (a login, a wait, a server connection in use, a queue behind a
  * rate limit): timeouts are enforced within that granularity.  When a round
  * finds everything idle the next is a second later, and whatever starts
- * something (janitor_wake) brings the 200 ms rounds back at once.  A round costs what there is to do:
- * the server connections, the logins and the pools where a client waits,
- * tenants due to be forgotten, queues behind a rate limit; not the number
- * of tenants, pools or idle clients (those only with client_idle_timeout or
- * a min_pool_size set, which need every client or pool looked at).
+ * something (janitor_wake) brings the 200 ms rounds back at once.
+ *
+ * A round costs what there is to do: the server connections, the logins
+ * and the pools where a client waits, tenants due to be forgotten, queues
+ * behind a rate limit; not the number of tenants, pools or idle clients
+ * (those only with client_idle_timeout or a min_pool_size set, which need
+ * every client or pool looked at).
  */
 #include "janitor.h"
 
@@ -34,7 +36,7 @@ static struct event janitor_ev;
 #define JANITOR_FAST (200 * 1000)
 #define JANITOR_SLOW USEC_PER_SEC
 
-static void wait_timeouts(struct pgt_pool *p, struct list *lst, usec_t now)
+static void wait_timeouts(struct list *lst, usec_t now)
 {
 	const struct pgt_config *cfg = pgt.cfg;
 	struct list *j, *jt;
@@ -45,7 +47,6 @@ static void wait_timeouts(struct pgt_pool *p, struct list *lst, usec_t now)
 			client_fail(c, "08P01", "query_wait_timeout (no server connection available)");
 		}
 	}
-	(void)p;
 }
 
 /* Logins, and pools where someone waits: query_wait_timeout, and more
@@ -64,8 +65,8 @@ static void check_waiting(usec_t now)
 	list_for_each_safe (i, tmp, &pgt_waiting_pools) {
 		struct pgt_pool *p = container_of(i, struct pgt_pool, wait_node);
 		if (cfg->query_wait_timeout > 0) {
-			wait_timeouts(p, &p->welcome_clients, now);
-			wait_timeouts(p, &p->waiting_clients, now);
+			wait_timeouts(&p->welcome_clients, now);
+			wait_timeouts(&p->waiting_clients, now);
 		}
 		if (p->nwaiting == 0 && p->nwelcome == 0)
 			list_del(&p->wait_node); /* back when a client waits again */

@@ -92,8 +92,7 @@ static void refresh_mode(struct pgt_pool *pool)
 		if (!shared && pool->welcome_borrowed) {
 			/* its own copy from now on: the reservoir may go */
 			struct pgt_vars own = {0};
-			for (int i = 0; i < pool->welcome.n; i++)
-				vars_set(&own, pool->welcome.v[i].key, pool->welcome.v[i].value);
+			vars_copy(&own, &pool->welcome);
 			pool->welcome = own;
 			pool->welcome_borrowed = false;
 		}

@@ -383,9 +383,7 @@ void server_launch(struct pgt_pool *pool)
 	if (first && pool->replication) {
 		/* a walsender takes no SET: the client's parameters all go in the
 		 * startup packet (the connection is its alone) */
-		const struct pgt_client *c = container_of(first, struct pgt_client, node);
-		for (int k = 0; k < c->vars.n; k++)
-			vars_set(&s->base, c->vars.v[k].key, c->vars.v[k].value);
+		vars_copy(&s->base, &container_of(first, struct pgt_client, node)->vars);
 	} else if (first && session && pool->welcome_ready && !pool->internal && !pool->base_disabled) {
 		/* session mode: the first waiting client whose startup parameters
 		 * no connection being opened has; all of them but application_name
@@ -783,13 +781,11 @@ static enum sbuf_verdict login_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 		server_log(s, PGT_LOG_DEBUG, "login ok, backend pid %u", s->be_pid);
 		pool->last_fail_time = 0;
 		if (!pool->welcome_ready) {
-			for (int i = 0; i < s->vars.n; i++)
-				vars_set(&pool->welcome, s->vars.v[i].key, s->vars.v[i].value);
+			vars_copy(&pool->welcome, &s->vars);
 			pool->welcome_ready = true;
 			if (s->shared && !pool->res->welcome_ready) {
 				/* the same for every tenant of the shared pool */
-				for (int i = 0; i < s->vars.n; i++)
-					vars_set(&pool->res->welcome, s->vars.v[i].key, s->vars.v[i].value);
+				vars_copy(&pool->res->welcome, &s->vars);
 				pool->res->welcome_ready = true;
 				pool_share_welcome(pool->res);
 			}

@@ -84,6 +84,12 @@ void vars_del(struct pgt_vars *vs, const char *key)
 	vs->v[i] = vs->v[--vs->n];
 }
 
+void vars_copy(struct pgt_vars *dst, const struct pgt_vars *src)
+{
+	for (int i = 0; i < src->n; i++)
+		vars_set(dst, src->v[i].key, src->v[i].value);
+}
+
 void vars_free(struct pgt_vars *vs)
 {
 	for (int i = 0; i < vs->n; i++) {
