@@ -32,6 +32,7 @@ struct auth_state {
 	uint8_t md5_salt[4];
 	char *stored; /* copy of the user's auth_file password (NULL = unknown user) */
 	struct scram_server scram;
+	bool plus_offered; /* SCRAM-SHA-256-PLUS was offered (TLS) */
 	/* Delays the answer to a failed authentication, so that guessing from
 	 * one address slows down; a timer, not a sleep, as the loop is shared. */
 	struct event *fail_timer; /* allocated on a failure only: logins that succeed do not pay for it */

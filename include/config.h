@@ -44,6 +44,7 @@ struct pgt_database {
 	int max_db_connections; /* -1 = global */
 	int pool_mode;          /* -1 = global */
 	int tenant_pool_mode;   /* -1 = global */
+	int sslmode;            /* server_tls_sslmode of this entry; -1 = global */
 	int line;
 };
 
@@ -133,8 +134,14 @@ struct pgt_config {
 	char *client_tls_cert_file;
 	char *client_tls_key_file;
 	char *client_tls_ca_file;
+	char *client_tls_protocols;
+	char *client_tls_ciphers;
 	int server_tls_sslmode;
 	char *server_tls_ca_file;
+	char *server_tls_cert_file;
+	char *server_tls_key_file;
+	char *server_tls_protocols;
+	char *server_tls_ciphers;
 
 	char *metrics_listen;
 	char *audit_log;
@@ -179,6 +186,8 @@ void config_free(struct pgt_config *cfg);
 const struct pgt_tenant_conf *config_find_tenant(const struct pgt_config *cfg, const char *id);
 /* A role name pgtenant may put in a startup packet (no quotes, blanks or controls, <= 63 bytes). */
 bool config_role_name_valid(const char *name);
+/* "disable" ... "verify-full" */
+const char *config_sslmode_name(int mode);
 /* Whole-string match of tenant_id_pattern (and a length that fits a schema name). */
 bool config_tenant_id_valid(const struct pgt_config *cfg, const char *id);
 

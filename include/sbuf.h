@@ -78,6 +78,10 @@ struct conn_ops {
 	struct pgt_conn *(*peer)(struct pgt_conn *c);
 	/* Non-blocking connect() finished (servers only). */
 	void (*on_connected)(struct pgt_conn *c);
+	/* The server answered pgtenant's SSLRequest: 'S', 'N' or 'E' (tls.h). */
+	void (*on_tls_answer)(struct pgt_conn *c, char answer);
+	/* The TLS handshake completed. */
+	void (*on_tls_ready)(struct pgt_conn *c);
 };
 
 struct pgt_iobuf {
@@ -121,11 +125,21 @@ struct pgt_conn {
 	bool in_pump : 1;
 	bool inject_pending : 1; /* sbuf_inject() left bytes in the peer's outq */
 	bool hold_outq : 1;      /* input held until pgtenant's own output is sent */
+	/* TLS (tls.h): */
+	bool tls_hs : 1;             /* handshake in progress */
+	bool tls_hs_write : 1;       /* ... waiting for the socket to take bytes */
+	bool tls_await : 1;          /* SSLRequest sent, waiting for 'S' or 'N' */
+	bool tls_rd_wants_write : 1; /* a read needs the socket writable first */
+	bool tls_peek : 1;           /* first read: look for a direct-TLS ClientHello */
+	bool tls_direct : 1;         /* direct TLS: ALPN "postgresql" required */
+	bool tls_counted : 1;        /* its handshake is counted in the metrics */
+	bool tls_side : 1;           /* enum tls_side */
 	struct pgt_iobuf *buf;
 	uint32_t bigcap; /* 0, or the size of a buffer of its own (see SBUF_MAX_WHOLE) */
 	uint32_t recv_pos, parse_pos, send_pos, pkt_remain;
 	struct pgt_outq *outq;
 	struct pgt_prefix *pre; /* NULL = no prefix */
+	struct ssl_st *ssl;     /* NULL = plaintext */
 	const struct conn_ops *ops;
 	struct event ev;
 	uint64_t id;

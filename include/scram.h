@@ -1,7 +1,8 @@
 /*
  * SCRAM-SHA-256 (RFC 5802, RFC 7677) for both directions: verifying clients
- * (server role) and logging in to PostgreSQL (client role).  Channel binding
- * is not offered (no TLS yet), so the GS2 header is "n,," or "y,,".
+ * (server role) and logging in to PostgreSQL (client role).  As the server,
+ * SCRAM-SHA-256-PLUS with tls-server-end-point channel binding (RFC 5929)
+ * over TLS; as the client, no channel binding ("n,,").
  * All cryptography is OpenSSL's (EVP digests, HMAC, PBKDF2).
  */
 #ifndef PGT_SCRAM_H
@@ -51,13 +52,29 @@ struct scram_server {
 	struct scram_secret secret;
 	char *client_first_bare;
 	char *server_first;
-	char *nonce; /* client nonce + server nonce */
-	char gs2[8]; /* "n,," or "y,," */
+	char *nonce;  /* client nonce + server nonce */
+	char gs2[32]; /* "n,,", "y,," or "p=tls-server-end-point,," */
+	uint8_t gs2_len;
+	uint8_t cbind_len; /* channel binding data the client must echo (-PLUS) */
+	uint8_t cbind[64];
+	bool negotiation_error; /* "y" although -PLUS was offered: 28000, not 08P01 */
+};
+
+/* Channel binding as the server offers it for one login. */
+struct scram_cbind {
+	bool offered;        /* SCRAM-SHA-256-PLUS was in the list (TLS) */
+	bool plus;           /* the client chose it */
+	const uint8_t *data; /* tls-server-end-point hash */
+	size_t len;          /* <= 64 */
 };
 /* Parse the client-first-message and produce server-first-message (malloc'd). */
 char *scram_server_first(struct scram_server *st, const char *client_first, size_t len,
                          const struct scram_secret *secret, const char *server_nonce /* NULL = random */,
                          const char **reason);
+/* The same with channel binding (cb may be all zero: none offered). */
+char *scram_server_first_cb(struct scram_server *st, const char *client_first, size_t len,
+                            const struct scram_secret *secret, const char *server_nonce,
+                            const struct scram_cbind *cb, const char **reason);
 /* Verify the client-final-message; on success return server-final (malloc'd) and
  * put the client's ClientKey in client_key (for a later passthrough login). */
 char *scram_server_final(struct scram_server *st, const char *client_final, size_t len,

@@ -29,6 +29,8 @@
 #include "server.h"
 #include "slab.h"
 #include "tenant_registry.h"
+#include "tls.h"
+#include "tls.h"
 #include "userlist.h"
 
 #define PGT_VERSION_STR "pgtenant " PGT_VERSION
@@ -343,6 +345,8 @@ static void conn_row(struct admin_out *o, const struct pgt_conn *conn, const cha
 	snprintf(ptrs, sizeof(ptrs), "%p", ptr);
 	if (link)
 		snprintf(links, sizeof(links), "%p", link);
+	char tls[96];
+	tls_describe(conn, tls, sizeof(tls));
 	const char *v[] = {type,
 	                   user,
 	                   db,
@@ -362,7 +366,7 @@ static void conn_row(struct admin_out *o, const struct pgt_conn *conn, const cha
 	                   ptrs,
 	                   links,
 	                   NUM(pid, remote_pid),
-	                   NULL,
+	                   tls,
 	                   app ? app : "",
 	                   NUM(nps, nprepared), /* clients: by their names; servers: pgtenant's */
 	                   NUM(id, conn->id),

@@ -25,6 +25,7 @@
 #include "loop.h"
 #include "pktbuf.h"
 #include "proto.h"
+#include "tls.h"
 #include "userlist.h"
 
 #define AUTH_OK 0
@@ -120,8 +121,14 @@ bool auth_start(struct pgt_client *c, struct auth_state *st)
 		st->step = AUTH_MD5_WAIT;
 		return send_auth(c, AUTH_MD5, st->md5_salt, 4);
 	}
+	/* over TLS, channel binding first, as PostgreSQL lists them */
 	static const char mechs[] = "SCRAM-SHA-256\0";
+	static const char mechs_plus[] = "SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0";
+	uint8_t h[64];
 	st->step = AUTH_SCRAM_INIT_WAIT;
+	st->plus_offered = tls_endpoint_hash(&c->conn, h) > 0;
+	if (st->plus_offered)
+		return send_auth(c, AUTH_SASL, mechs_plus, sizeof(mechs_plus));
 	return send_auth(c, AUTH_SASL, mechs, sizeof(mechs));
 }
 
@@ -164,7 +171,13 @@ bool auth_message(struct pgt_client *c, struct auth_state *st, const uint8_t *bo
 			client_fail(c, "08P01", "protocol violation: malformed SASLInitialResponse");
 			return false;
 		}
-		if (strcmp(mech, "SCRAM-SHA-256") != 0) {
+		struct scram_cbind cb = {.offered = st->plus_offered};
+		uint8_t hash[64];
+		if (strcmp(mech, "SCRAM-SHA-256-PLUS") == 0 && st->plus_offered) {
+			cb.plus = true;
+			cb.len = tls_endpoint_hash(&c->conn, hash);
+			cb.data = hash;
+		} else if (strcmp(mech, "SCRAM-SHA-256") != 0) {
 			client_fail(c, "28000", "SASL mechanism %s is not supported", mech);
 			return false;
 		}
@@ -176,10 +189,13 @@ bool auth_message(struct pgt_client *c, struct auth_state *st, const uint8_t *bo
 			client_fail(c, "58000", "could not prepare SCRAM exchange");
 			return false;
 		}
-		char *sf = scram_server_first(&st->scram, (const char *)data, n, &sec, NULL, &reason);
+		char *sf = scram_server_first_cb(&st->scram, (const char *)data, n, &sec, NULL, &cb, &reason);
 		OPENSSL_cleanse(&sec, sizeof(sec));
 		if (!sf) {
-			client_fail(c, "08P01", "protocol violation: %s", reason);
+			if (st->scram.negotiation_error)
+				client_fail(c, "28000", "%s", reason);
+			else
+				client_fail(c, "08P01", "protocol violation: %s", reason);
 			return false;
 		}
 		st->step = AUTH_SCRAM_FINAL_WAIT;

@@ -16,6 +16,7 @@
  */
 #include "client.h"
 
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +42,7 @@
 #include "slab.h"
 #include "tenant.h"
 #include "tenant_registry.h"
+#include "tls.h"
 /* What a client needs only until it is logged in; allocated at accept. */
 struct client_login {
 	struct auth_state auth;
@@ -63,6 +65,7 @@ static enum sbuf_verdict client_on_packet(struct pgt_conn *conn, struct pgt_pkt 
 static void client_on_barrier(struct pgt_conn *conn);
 static void client_on_close(struct pgt_conn *conn, const char *reason, bool protocol_error);
 static struct pgt_conn *client_peer(struct pgt_conn *conn);
+static void client_on_tls_ready(struct pgt_conn *conn);
 
 static const struct conn_ops client_ops = {
     .on_packet = client_on_packet,
@@ -70,7 +73,68 @@ static const struct conn_ops client_ops = {
     .on_close = client_on_close,
     .peer = client_peer,
     .on_connected = NULL,
+    .on_tls_ready = client_on_tls_ready,
 };
+
+static void client_on_tls_ready(struct pgt_conn *conn)
+{
+	struct pgt_client *c = (struct pgt_client *)conn;
+	if (log_enabled(PGT_LOG_DEBUG)) {
+		char d[96];
+		tls_describe(conn, d, sizeof(d));
+		client_log(c, PGT_LOG_DEBUG, "TLS established: %s", d);
+	}
+}
+
+/* The tenant a TLS server name names: the part before tenant_sni_suffix,
+ * lower-cased (host names are case-insensitive); "" if none. */
+static void sni_tenant(const struct pgt_client *c, char *out, size_t outlen)
+{
+	const char *sni = tls_server_name(&c->conn);
+	const char *suffix = pgt.cfg->tenant_sni_suffix;
+	out[0] = '\0';
+	if (!sni || !suffix[0])
+		return;
+	size_t n = strlen(sni), sl = strlen(suffix);
+	if (n <= sl || strcasecmp(sni + n - sl, suffix) != 0)
+		return;
+	n -= sl;
+	if (n >= outlen)
+		n = outlen - 1; /* longer than any id: the pattern refuses it */
+	for (size_t i = 0; i < n; i++)
+		out[i] = (char)tolower((unsigned char)sni[i]);
+	out[n] = '\0';
+}
+
+/* client_tls_sslmode at startup: TLS required, client certificate
+ * required and its CN checked.  Unix sockets are local: exempt. */
+static bool check_tls(struct pgt_client *c, const char *user)
+{
+	int mode = pgt.cfg->client_tls_sslmode;
+	if (mode < PGT_SSL_REQUIRE || c->conn.addr.sa.sa_family == AF_UNIX)
+		return true;
+	if (!c->conn.ssl) {
+		client_fail(c, "28000",
+		            "TLS required: client_tls_sslmode is %s; connect with sslmode=require",
+		            config_sslmode_name(mode));
+		return false;
+	}
+	if (mode < PGT_SSL_VERIFY_CA)
+		return true;
+	char cn[256];
+	if (!tls_peer_cn(&c->conn, cn, sizeof(cn))) {
+		client_fail(c, "28000", "connection requires a valid client certificate");
+		return false;
+	}
+	if (mode == PGT_SSL_VERIFY_FULL && strcmp(cn, user) != 0) {
+		client_fail(
+		    c, "28000",
+		    "certificate authentication failed for user \"%s\": the certificate's CN is \"%s\"", user,
+		    cn);
+		return false;
+	}
+	return true;
+}
 
 const char *client_state_name(const struct pgt_client *c)
 {
@@ -165,6 +229,7 @@ void client_accept(int fd, const union pgt_addr *addr)
 	sbuf_init(&c->conn, fd, CONN_CLIENT, &client_ops);
 	c->conn.addr = *addr;
 	c->conn.startup_mode = true;
+	c->conn.tls_peek = addr->sa.sa_family != AF_UNIX && tls_client_available();
 	c->state = CL_LOGIN;
 	struct client_login *l = c->login = slab_alloc(&login_slab);
 	if (!l) {
@@ -286,7 +351,8 @@ void client_fail(struct pgt_client *c, const char *sqlstate, const char *fmt, ..
 	pktbuf_error(&b, "FATAL", sqlstate, msg);
 	/* best effort: the client may be gone already */
 	if (!c->conn.dead && !c->conn.outq) {
-		ssize_t w = send(c->conn.fd, b.data, b.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		ssize_t w = c->conn.ssl ? tls_send(&c->conn, b.data, b.len)
+		                        : send(c->conn.fd, b.data, b.len, MSG_NOSIGNAL | MSG_DONTWAIT);
 		(void)w;
 		/* close() with unread input makes the kernel send RST, and an RST can
 		 * destroy our error message in the client's receive queue: read what
@@ -428,8 +494,10 @@ static bool identify_tenant(struct pgt_client *c, const struct proto_startup *st
 		snprintf(option, sizeof(option), "%s", strlen(opt) < sizeof(option) ? opt : "\x01too long");
 		vars_del(&c->vars, cfg->tenant_parameter);
 	}
+	char sni[TENANT_ID_MAX + 1];
+	sni_tenant(c, sni, sizeof(sni));
 	struct tenant_request req = {proto_startup_get(st, cfg->tenant_parameter),
-	                             have_option ? option : NULL, c->user, NULL, NULL};
+	                             have_option ? option : NULL, c->user, sni[0] ? sni : NULL, NULL};
 	struct tenant_result res;
 	tenant_identify(cfg, &req, &res);
 	switch (res.status) {
@@ -478,6 +546,8 @@ static bool handle_startup(struct pgt_client *c, const struct proto_startup *st)
 		return false;
 	}
 	c->user = xstrdup(user);
+	if (!check_tls(c, user))
+		return false;
 	if ((st->code & 0xffff) != 0 || proto_startup_get(st, "_pq_.") != NULL) {
 		if (!send_negotiate(c, st)) {
 			client_close(c, "send failed");
@@ -793,9 +863,26 @@ static enum sbuf_verdict login_packet(struct pgt_client *c, struct pgt_pkt *pkt)
 			return SB_GONE;
 		}
 		if (st.code == PROTO_SSL_CODE || st.code == PROTO_GSSENC_CODE) {
-			/* TLS and GSS encryption are not offered (yet): answer 'N' and read on */
-			if (!sbuf_send_raw(&c->conn, "N", 1)) {
+			if (c->conn.ssl) {
+				client_fail(c, "08P01",
+				            "protocol violation: SSLRequest inside a TLS session");
+				return SB_GONE;
+			}
+			bool tls = st.code == PROTO_SSL_CODE && tls_client_available() &&
+			           c->conn.addr.sa.sa_family != AF_UNIX;
+			if (tls && pkt->avail > pkt->total) {
+				/* whatever follows must be our handshake, not bytes a man in
+				 * the middle slipped in before it (CVE-2021-23214) */
+				client_fail(c, "08P01", "received unencrypted data after SSL request");
+				return SB_GONE;
+			}
+			/* GSS encryption is not offered: 'N', and the client reads on */
+			if (!sbuf_send_raw(&c->conn, tls ? "S" : "N", 1) || (tls && c->conn.outq)) {
 				client_close(c, "send failed");
+				return SB_GONE;
+			}
+			if (tls && !tls_accept(&c->conn, false)) {
+				client_close(c, "cannot start TLS");
 				return SB_GONE;
 			}
 			return SB_SKIP;

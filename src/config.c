@@ -141,12 +141,18 @@ static const struct cf_key cf_keys[] = {
     STR(jwt_audience, true, ""),
     TIME(jwt_leeway, true, "30"),
 
-    ENUM(client_tls_sslmode, false, "disable", sslmodes),
-    STR(client_tls_cert_file, false, ""),
-    STR(client_tls_key_file, false, ""),
-    STR(client_tls_ca_file, false, ""),
+    ENUM(client_tls_sslmode, true, "disable", sslmodes),
+    STR(client_tls_cert_file, true, ""),
+    STR(client_tls_key_file, true, ""),
+    STR(client_tls_ca_file, true, ""),
+    STR(client_tls_protocols, true, "secure"),
+    STR(client_tls_ciphers, true, "default"),
     ENUM(server_tls_sslmode, true, "prefer", sslmodes),
     STR(server_tls_ca_file, true, ""),
+    STR(server_tls_cert_file, true, ""),
+    STR(server_tls_key_file, true, ""),
+    STR(server_tls_protocols, true, "secure"),
+    STR(server_tls_ciphers, true, "default"),
 
     STR(metrics_listen, false, ""),
     STR(audit_log, true, ""),
@@ -322,6 +328,12 @@ static void db_defaults(struct pgt_database *db)
 	db->reserve_pool = -1;
 	db->max_db_connections = -1;
 	db->pool_mode = db->tenant_pool_mode = -1;
+	db->sslmode = -1;
+}
+
+const char *config_sslmode_name(int mode)
+{
+	return mode >= 0 && mode < (int)PGT_ARRAY_SIZE(sslmodes) - 1 ? sslmodes[mode] : "?";
 }
 
 static void db_free(struct pgt_database *db)
@@ -451,6 +463,18 @@ bool connstr_parse(const char *s, struct pgt_database *db, char *err, size_t err
 			if ((db->tenant_pool_mode = parse_tenant_pool_mode(val)) < 0) {
 				snprintf(err, errlen,
 				         "invalid tenant_pool_mode \"%s\": expected dedicated or shared",
+				         val);
+				return false;
+			}
+		} else if (strcmp(key, "sslmode") == 0) {
+			db->sslmode = -1;
+			for (int i = 0; sslmodes[i]; i++)
+				if (strcasecmp(val, sslmodes[i]) == 0)
+					db->sslmode = i;
+			if (db->sslmode < 0) {
+				snprintf(err, errlen,
+				         "invalid sslmode \"%s\": expected disable, allow, prefer, require, "
+				         "verify-ca or verify-full",
 				         val);
 				return false;
 			}

@@ -29,6 +29,7 @@
 #include "metrics.h"
 #include "pool.h"
 #include "sbuf.h"
+#include "tls.h"
 #include "server.h"
 #include "tenant_registry.h"
 
@@ -54,6 +55,9 @@ bool loop_reload(void)
 		return false;
 	}
 	struct pgt_config *old = pgt.cfg;
+	char err[512];
+	if (!tls_configure(cfg, true, err, sizeof(err)))
+		log_error("%s; keeping the previous TLS settings (certificates, keys, CA, protocols)", err);
 	if (strcmp(old->listen_addr, cfg->listen_addr) != 0 || old->listen_port != cfg->listen_port ||
 	    strcmp(old->unix_socket_dir, cfg->unix_socket_dir) != 0 || old->pkt_buf != cfg->pkt_buf)
 		log_warning("listen_addr, listen_port, unix_socket_dir and pkt_buf change only on restart");
@@ -233,6 +237,12 @@ int main(int argc, char **argv)
 			fprintf(stderr, "%s: %d error(s)\n", path, nerr);
 			return 1;
 		}
+		char err[512];
+		if (!tls_configure(cfg, false, err, sizeof(err))) {
+			fprintf(stderr, "%s: %s\n", path, err);
+			config_free(cfg);
+			return 1;
+		}
 		printf("%s: configuration OK\n", path);
 		config_free(cfg);
 		return 0;
@@ -260,6 +270,11 @@ int main(int argc, char **argv)
 	pgt.coarse_now = util_now();
 	if (!pgt.base) {
 		log_fatal("could not create the event loop");
+		return 1;
+	}
+	char tls_err[512];
+	if (!tls_configure(cfg, true, tls_err, sizeof(tls_err))) {
+		log_fatal("%s", tls_err);
 		return 1;
 	}
 	pgt.bufsize = (uint32_t)cfg->pkt_buf;
@@ -297,6 +312,7 @@ int main(int argc, char **argv)
 	listener_close_all();
 	metrics_stop();
 	janitor_stop();
+	tls_shutdown();
 	/* pgt.cfg, not cfg: a reload may have replaced the startup config */
 	if (pgt.cfg->pidfile[0])
 		unlink(pgt.cfg->pidfile);

@@ -19,6 +19,7 @@
 #include "pool.h"
 #include "server.h"
 #include "tenant_registry.h"
+#include "tls.h"
 
 uint64_t metrics_refusals[REFUSAL_COUNT];
 
@@ -222,6 +223,18 @@ static void render(struct evbuffer *b)
 	for (int r = 0; r < REFUSAL_COUNT; r++)
 		evbuffer_add_printf(b, "pgtenant_refusals_total{reason=\"%s\"} %llu\n", refusal_names[r],
 		                    (unsigned long long)metrics_refusals[r]);
+	header(b, "pgtenant_tls_handshakes_total", "counter",
+	       "TLS handshakes completed, with clients and with servers.");
+	for (int side = 0; side < 2; side++)
+		evbuffer_add_printf(b, "pgtenant_tls_handshakes_total{side=\"%s\"} %llu\n",
+		                    side == TLS_SIDE_CLIENT ? "client" : "server",
+		                    (unsigned long long)tls_handshakes[side]);
+	header(b, "pgtenant_tls_handshake_failures_total", "counter",
+	       "TLS handshakes that failed or were abandoned.");
+	for (int side = 0; side < 2; side++)
+		evbuffer_add_printf(b, "pgtenant_tls_handshake_failures_total{side=\"%s\"} %llu\n",
+		                    side == TLS_SIDE_CLIENT ? "client" : "server",
+		                    (unsigned long long)tls_handshake_failures[side]);
 	header(b, "pgtenant_database_server_connections", "gauge",
 	       "Server connections per database entry, all pools.");
 	list_for_each (i, &pgt_dbstates) {

@@ -20,6 +20,7 @@
 #include "log.h"
 #include "loop.h"
 #include "proto.h"
+#include "tls.h"
 
 static uint32_t bufsize = 8192;
 static struct pgt_iobuf *free_bufs;
@@ -67,6 +68,14 @@ static void buf_put(struct pgt_iobuf *b)
 
 static void conn_event_cb(evutil_socket_t fd, short what, void *arg);
 
+/* send(), or SSL_write() on a TLS connection (tls.h) */
+static inline ssize_t io_send(struct pgt_conn *c, const void *p, size_t n)
+{
+	if (__builtin_expect(c->ssl != NULL, 0))
+		return tls_send(c, p, n);
+	return send(c->fd, p, n, MSG_NOSIGNAL);
+}
+
 /* The size of c's buffer: the common one, or a larger one of its own while
  * a message that must be read whole does not fit (SBUF_MAX_WHOLE). */
 static inline uint32_t cap(const struct pgt_conn *c)
@@ -99,6 +108,8 @@ static bool wants_read(const struct pgt_conn *c)
 {
 	if (c->dead || c->connecting || c->blocked)
 		return false;
+	if (__builtin_expect(c->tls_hs, 0))
+		return !c->tls_hs_write;
 	if (c->buf && c->recv_pos >= cap(c))
 		return false; /* full: a hold or an oversized message; parsing frees room */
 	return true;
@@ -108,7 +119,9 @@ static bool wants_write(const struct pgt_conn *c)
 {
 	if (c->dead)
 		return false;
-	if (c->connecting || c->outq || c->pre)
+	if (__builtin_expect(c->tls_hs, 0))
+		return c->tls_hs_write;
+	if (c->connecting || c->outq || c->pre || c->tls_rd_wants_write)
 		return true;
 	struct pgt_conn *src = c->ops->peer ? c->ops->peer((struct pgt_conn *)c) : NULL;
 	return src && src->blocked && src->ops->peer(src) == c;
@@ -123,10 +136,15 @@ void sbuf_update_events(struct pgt_conn *c)
 		return;
 	if (c->ev_mask)
 		event_del(&c->ev);
+	short was = c->ev_mask;
 	c->ev_mask = want;
 	if (want) {
 		event_assign(&c->ev, pgt.base, c->fd, (short)(want | EV_PERSIST), conn_event_cb, c);
 		event_add(&c->ev, NULL);
+		/* bytes OpenSSL holds already will not make the socket readable */
+		if (__builtin_expect(c->ssl != NULL, 0) && (want & EV_READ) && !(was & EV_READ) &&
+		    tls_pending(c))
+			event_active(&c->ev, EV_READ, 1);
 	}
 }
 
@@ -227,7 +245,7 @@ static bool flush_outq(struct pgt_conn *c)
 	while (c->outq) {
 		struct pgt_outq *q = c->outq;
 		if (q->pos < q->len) {
-			ssize_t n = send(c->fd, q->data + q->pos, q->len - q->pos, MSG_NOSIGNAL);
+			ssize_t n = io_send(c, q->data + q->pos, q->len - q->pos);
 			if (n < 0) {
 				if (errno == EINTR)
 					continue;
@@ -267,7 +285,7 @@ bool sbuf_send_raw(struct pgt_conn *c, const void *data, size_t len)
 		return false;
 	if (!c->outq) {
 		while (done < len) {
-			ssize_t n = send(c->fd, (const uint8_t *)data + done, len - done, MSG_NOSIGNAL);
+			ssize_t n = io_send(c, (const uint8_t *)data + done, len - done);
 			if (n < 0) {
 				if (errno == EINTR)
 					continue;
@@ -330,6 +348,99 @@ static ssize_t send_forward(struct pgt_conn *dst, const uint8_t *data, size_t le
 }
 
 /*
+ * flush() towards a TLS peer.  OpenSSL must be offered the same bytes again
+ * after a write that blocked, so whatever a blocked SSL_write() was offered
+ * becomes the head of dst's outq, as one run (a copy, but only under
+ * back-pressure); the source then waits for the outq to drain exactly as it
+ * waits for a full socket.  pgtenant's own bytes and forwarded ones go out
+ * as one record when they fit.
+ */
+#define TLS_GATHER 16384 /* one TLS record of plaintext */
+static uint8_t tls_gather[TLS_GATHER];
+
+static bool flush_tls(struct pgt_conn *c, struct pgt_conn *dst)
+{
+	if (dst->pre && !prefix_to_outq(dst)) {
+		dst->ops->on_close(dst, "out of memory", false);
+		return !c->dead;
+	}
+	for (;;) {
+		size_t len = c->parse_pos - c->send_pos;
+		if (len == 0) {
+			bool was = c->blocked;
+			c->blocked = false;
+			if (was)
+				sbuf_update_events(dst);
+			return true;
+		}
+		const uint8_t *data = c->buf->data + c->send_pos;
+		struct pgt_outq *q = dst->outq;
+		ssize_t w;
+		if (q) {
+			size_t ql = q->len - q->pos;
+			if (q->next || ql >= TLS_GATHER) {
+				if (!flush_outq(dst)) {
+					dst->ops->on_close(dst, "send failed", false);
+					return !c->dead;
+				}
+				if (dst->outq)
+					goto blocked;
+				continue;
+			}
+			size_t take = PGT_MIN(len, TLS_GATHER - ql);
+			memcpy(tls_gather, q->data + q->pos, ql);
+			memcpy(tls_gather + ql, data, take);
+			w = tls_send(dst, tls_gather, ql + take);
+			if (w < 0) {
+				if (errno != EAGAIN)
+					goto failed;
+				if (q->cap >= ql + take) {
+					memcpy(q->data, tls_gather, ql + take);
+					q->pos = 0;
+					q->len = (uint32_t)(ql + take);
+				} else {
+					dst->outq = NULL;
+					chunk_put(q);
+					if (!outq_append(dst, tls_gather, ql + take))
+						goto oom;
+				}
+				c->send_pos += (uint32_t)take;
+				goto blocked;
+			}
+			if ((size_t)w < ql) {
+				q->pos += (uint32_t)w;
+				continue;
+			}
+			dst->outq = NULL;
+			chunk_put(q);
+			c->send_pos += (uint32_t)((size_t)w - ql);
+			continue;
+		}
+		w = tls_send(dst, data, len);
+		if (w > 0) {
+			c->send_pos += (uint32_t)w;
+			continue;
+		}
+		if (errno != EAGAIN)
+			goto failed;
+		if (!outq_append(dst, data, len))
+			goto oom;
+		c->send_pos = c->parse_pos;
+		goto blocked;
+	}
+blocked:
+	c->blocked = true;
+	sbuf_update_events(dst);
+	return true;
+failed:
+	dst->ops->on_close(dst, strerror(errno), false);
+	return !c->dead;
+oom:
+	dst->ops->on_close(dst, "out of memory", false);
+	return !c->dead;
+}
+
+/*
  * Send [send_pos, parse_pos) to the peer.  Returns false if c died (the
  * peer's failure can take c down with it).  On a short write sets blocked.
  */
@@ -360,6 +471,8 @@ static bool flush(struct pgt_conn *c)
 		return !c->dead;
 	}
 	c->inject_pending = false;
+	if (__builtin_expect(dst->ssl != NULL, 0))
+		return flush_tls(c, dst);
 	if (dst->outq) {
 		if (dst->pre && !prefix_to_outq(dst)) {
 			dst->ops->on_close(dst, "out of memory", false);
@@ -654,6 +767,13 @@ out:
  * EV_READ alone means none is. */
 static inline void update_events_after_pump(struct pgt_conn *c)
 {
+	if (__builtin_expect(c->ssl != NULL, 0)) {
+		sbuf_update_events(c);
+		/* a hold released, or room made: bytes OpenSSL holds need no event */
+		if (!c->dead && (c->ev_mask & EV_READ) && wants_read(c) && tls_pending(c))
+			event_active(&c->ev, EV_READ, 1);
+		return;
+	}
 	if (c->ev_mask == EV_READ && !c->blocked && !c->connecting && !c->outq && !c->pre &&
 	    (!c->buf || c->recv_pos < cap(c)))
 		return;
@@ -679,6 +799,8 @@ bool sbuf_resume(struct pgt_conn *c)
 static void conn_read(struct pgt_conn *c)
 {
 	if (!c->buf) {
+		if (__builtin_expect(c->tls_peek, 0) && tls_peek_direct(c))
+			return;
 		c->buf = buf_get();
 		if (!c->buf) {
 			c->ops->on_close(c, "out of memory for I/O buffer", false);
@@ -692,9 +814,22 @@ static void conn_read(struct pgt_conn *c)
 		return;
 	}
 	ssize_t n;
-	do {
-		n = recv(c->fd, c->buf->data + c->recv_pos, room, 0);
-	} while (n < 0 && errno == EINTR);
+	const char *why = NULL;
+	if (__builtin_expect(c->ssl != NULL, 0)) {
+		/* as much as fits of what OpenSSL has decrypted or read ahead */
+		uint8_t *at = c->buf->data + c->recv_pos;
+		n = tls_recv(c, at, room, &why);
+		while (n > 0 && (uint32_t)n < room && tls_pending(c)) {
+			ssize_t m = tls_recv(c, at + n, room - (uint32_t)n, &why);
+			if (m <= 0)
+				break;
+			n += m;
+		}
+	} else {
+		do {
+			n = recv(c->fd, c->buf->data + c->recv_pos, room, 0);
+		} while (n < 0 && errno == EINTR);
+	}
 	if (n == 0) {
 		c->ops->on_close(c, NULL, false);
 		return;
@@ -705,7 +840,7 @@ static void conn_read(struct pgt_conn *c)
 				buf_release(c);
 			return;
 		}
-		c->ops->on_close(c, strerror(errno), false);
+		c->ops->on_close(c, why ? why : strerror(errno), false);
 		return;
 	}
 	c->recv_pos += (uint32_t)n;
@@ -725,10 +860,38 @@ static void conn_event_cb(evutil_socket_t fd, short what, void *arg)
 	pgt.now_cache = 0;
 }
 
+/* A connection in a TLS handshake, or waiting for the answer to its
+ * SSLRequest (rare: once per TLS connection). */
+static __attribute__((noinline)) void conn_event_tls(short what, struct pgt_conn *c)
+{
+	if (c->tls_hs) {
+		tls_event(c, what);
+		return;
+	}
+	if ((what & EV_WRITE) && c->outq && !flush_outq(c)) {
+		c->ops->on_close(c, "send failed", false);
+		return;
+	}
+	if (what & EV_READ)
+		tls_event(c, what);
+	else
+		sbuf_update_events(c);
+}
+
 static inline __attribute__((always_inline)) void conn_event(short what, struct pgt_conn *c)
 {
 	if (c->dead)
 		return;
+	if (__builtin_expect(c->tls_hs | c->tls_await | c->tls_rd_wants_write, 0)) {
+		if (c->tls_rd_wants_write && (what & EV_WRITE)) {
+			/* OpenSSL's read wanted to write first: now it can */
+			c->tls_rd_wants_write = false;
+			what = (short)(what | EV_READ);
+		} else if (!c->tls_rd_wants_write) {
+			conn_event_tls(what, c);
+			return;
+		}
+	}
 	if (what & EV_WRITE) {
 		if (c->connecting) {
 			c->connecting = false;
@@ -771,6 +934,8 @@ void sbuf_close(struct pgt_conn *c)
 	if (c->ev_mask)
 		event_del(&c->ev);
 	c->ev_mask = 0;
+	if (c->ssl)
+		tls_close(c);
 	if (c->fd >= 0)
 		close(c->fd);
 	c->fd = -1;

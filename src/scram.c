@@ -325,16 +325,55 @@ static bool random_nonce(char *out, size_t outcap)
 char *scram_server_first(struct scram_server *st, const char *client_first, size_t len,
                          const struct scram_secret *secret, const char *server_nonce, const char **reason)
 {
+	static const struct scram_cbind none;
+	return scram_server_first_cb(st, client_first, len, secret, server_nonce, &none, reason);
+}
+
+#define CB_TYPE "tls-server-end-point"
+
+char *scram_server_first_cb(struct scram_server *st, const char *client_first, size_t len,
+                            const struct scram_secret *secret, const char *server_nonce,
+                            const struct scram_cbind *cb, const char **reason)
+{
 	memset(st, 0, sizeof(*st));
 	st->secret = *secret;
-	/* gs2-header: ("n" | "y") "," [authzid] "," */
-	if (len < 3 || (client_first[0] != 'n' && client_first[0] != 'y') || client_first[1] != ',') {
-		*reason = client_first[0] == 'p' ? "channel binding is not supported"
-		                                 : "malformed SCRAM client-first-message";
+	const char *end = client_first + len;
+	/* gs2-header: ("n" | "y" | "p=" cb-name) "," [authzid] "," */
+	const char *c1 = len ? memchr(client_first, ',', len) : NULL;
+	if (!c1) {
+		*reason = "malformed SCRAM client-first-message";
 		return NULL;
 	}
-	const char *p = client_first + 2;
-	const char *end = client_first + len;
+	size_t flag_len = (size_t)(c1 - client_first);
+	char flag = client_first[0];
+	if (flag == 'p') {
+		if (!cb->plus) {
+			*reason = "the client selected SCRAM-SHA-256 without channel binding, but the SCRAM "
+			          "message includes channel binding data";
+			return NULL;
+		}
+		if (flag_len != 2 + strlen(CB_TYPE) || memcmp(client_first, "p=" CB_TYPE, flag_len) != 0) {
+			*reason = "unsupported SCRAM channel-binding type (only " CB_TYPE ")";
+			return NULL;
+		}
+	} else if ((flag == 'n' || flag == 'y') && flag_len == 1) {
+		if (cb->plus) {
+			*reason = "the client selected SCRAM-SHA-256-PLUS, but the SCRAM message does not "
+			          "include channel binding data";
+			return NULL;
+		}
+		if (flag == 'y' && cb->offered) {
+			/* the client thinks we cannot bind, but we offered to: someone
+			 * in the middle removed -PLUS from the list */
+			*reason = "SCRAM channel binding negotiation error";
+			st->negotiation_error = true;
+			return NULL;
+		}
+	} else {
+		*reason = "malformed SCRAM client-first-message";
+		return NULL;
+	}
+	const char *p = c1 + 1;
 	if (p < end && *p == 'a') {
 		*reason = "authorization identity is not supported";
 		return NULL;
@@ -344,8 +383,13 @@ char *scram_server_first(struct scram_server *st, const char *client_first, size
 		return NULL;
 	}
 	p++;
-	memcpy(st->gs2, client_first, 3);
-	st->gs2[3] = '\0';
+	size_t gs2_len = (size_t)(p - client_first);
+	memcpy(st->gs2, client_first, gs2_len);
+	st->gs2_len = (uint8_t)gs2_len;
+	if (flag == 'p') {
+		memcpy(st->cbind, cb->data, cb->len);
+		st->cbind_len = (uint8_t)cb->len;
+	}
 	const char *bare = p;
 	/* n=<user>,r=<nonce>[,extensions] ; the user name is ignored, as PostgreSQL does */
 	if (end - p < 2 || p[0] != 'n' || p[1] != '=') {
@@ -392,8 +436,12 @@ char *scram_server_final(struct scram_server *st, const char *client_final, size
 			break;
 		}
 	}
-	char expect_c[16];
-	scram_b64_encode((const uint8_t *)st->gs2, strlen(st->gs2), expect_c);
+	/* c= is the gs2 header, and with -PLUS the channel binding data */
+	uint8_t cbuf[sizeof(st->gs2) + sizeof(st->cbind)];
+	char expect_c[4 * (sizeof(cbuf) + 2) / 3 + 4];
+	memcpy(cbuf, st->gs2, st->gs2_len);
+	memcpy(cbuf + st->gs2_len, st->cbind, st->cbind_len);
+	scram_b64_encode(cbuf, (size_t)st->gs2_len + st->cbind_len, expect_c);
 	size_t nlen = strlen(st->nonce);
 	if (!proof_attr) {
 		*reason = "malformed SCRAM client-final-message";

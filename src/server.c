@@ -122,6 +122,7 @@
 #include "scram.h"
 #include "tenant.h"
 #include "tenant_registry.h"
+#include "tls.h"
 #include "userlist.h"
 
 struct server_login {
@@ -141,6 +142,8 @@ static void server_on_barrier(struct pgt_conn *conn);
 static void server_on_close(struct pgt_conn *conn, const char *reason, bool protocol_error);
 static struct pgt_conn *server_peer(struct pgt_conn *conn);
 static void server_on_connected(struct pgt_conn *conn);
+static void server_on_tls_answer(struct pgt_conn *conn, char answer);
+static void server_on_tls_ready(struct pgt_conn *conn);
 static bool server_drain_check(struct pgt_server *s);
 static bool commits_immediately(int version_num);
 static bool send_copy_fail(struct pgt_server *s);
@@ -155,6 +158,8 @@ static const struct conn_ops server_ops = {
     .on_close = server_on_close,
     .peer = server_peer,
     .on_connected = server_on_connected,
+    .on_tls_answer = server_on_tls_answer,
+    .on_tls_ready = server_on_tls_ready,
 };
 
 const char *server_state_name(const struct pgt_server *s)
@@ -285,6 +290,13 @@ void server_free_dead(void)
 /* ---- connecting ---- */
 
 static void server_connect_addr(struct pgt_server *s, const struct sockaddr *sa, socklen_t len);
+static void send_startup(struct pgt_server *s);
+
+/* The entry's sslmode= or server_tls_sslmode. */
+static int server_sslmode(const struct pgt_database *db)
+{
+	return db->sslmode >= 0 ? db->sslmode : pgt.cfg->server_tls_sslmode;
+}
 
 /* Connecting to one resolved address failed: try the next, as libpq does. */
 static bool server_try_next_addr(struct pgt_server *s, const char *why)
@@ -461,7 +473,51 @@ static void server_on_connected(struct pgt_conn *conn)
 	if (conn->addr.sa.sa_family != AF_UNIX) {
 		socklen_t al = sizeof(conn->addr);
 		getpeername(conn->fd, &conn->addr.sa, &al);
+		/* TLS is asked for first, as libpq does (PostgreSQL offers none on
+		 * unix sockets) */
+		if (server_sslmode(s->pool->db) != PGT_SSL_DISABLE) {
+			if (!tls_request(conn))
+				server_fail(s, "could not send SSLRequest");
+			return;
+		}
 	}
+	send_startup(s);
+}
+
+static void server_on_tls_answer(struct pgt_conn *conn, char answer)
+{
+	struct pgt_server *s = (struct pgt_server *)conn;
+	const struct pgt_database *db = s->pool->db;
+	int mode = server_sslmode(db);
+	if (answer == 'S') {
+		if (!tls_connect(conn, db->host, mode))
+			server_fail(s, "could not start TLS");
+		return;
+	}
+	if (mode >= PGT_SSL_REQUIRE) {
+		server_fail(s, "server does not accept TLS (sslmode %s)", config_sslmode_name(mode));
+		return;
+	}
+	if (answer == 'E') {
+		/* a server too old to know SSLRequest closes after its error */
+		server_fail(s, "server refused the SSLRequest");
+		return;
+	}
+	send_startup(s);
+}
+
+static void server_on_tls_ready(struct pgt_conn *conn)
+{
+	struct pgt_server *s = (struct pgt_server *)conn;
+	char d[96];
+	tls_describe(conn, d, sizeof(d));
+	server_log(s, PGT_LOG_DEBUG, "TLS established: %s", d);
+	send_startup(s);
+}
+
+static void send_startup(struct pgt_server *s)
+{
+	struct pgt_conn *conn = &s->conn;
 	struct pktbuf b;
 	pktbuf_init(&b);
 	pktbuf_start(&b, 0);
