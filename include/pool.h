@@ -33,6 +33,7 @@ struct pgt_dbstate {
 	bool paused;            /* PAUSE: no new transactions start */
 	int server_version_num; /* of the first server login, 0 = none yet */
 	bool no_check_interval; /* the server refused client_connection_check_interval */
+	bool tls_upgrade;       /* sslmode allow: the server refused a plaintext login */
 };
 
 extern bool pgt_paused_all;

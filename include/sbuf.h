@@ -22,6 +22,13 @@
  * much is queued).  A connection may also carry a prefix: bytes pgtenant
  * wants in front of the next forwarded data, sent with it by one sendmsg()
  * (the server-connection reset rides on the client's first message this way).
+ *
+ * A TLS connection (tls.h) keeps the same model: reads and writes go through
+ * OpenSSL instead of recv()/send().  One rule is added, because OpenSSL must
+ * be offered the same bytes again after a write that blocked: the bytes of a
+ * blocked SSL_write() are always the head of the outq, as one run.  Its
+ * prefix is therefore moved into the outq, and forwarded bytes that a
+ * blocked write was offered are copied there (only under back-pressure).
  */
 #ifndef PGT_SBUF_H
 #define PGT_SBUF_H

@@ -475,7 +475,8 @@ static void server_on_connected(struct pgt_conn *conn)
 		getpeername(conn->fd, &conn->addr.sa, &al);
 		/* TLS is asked for first, as libpq does (PostgreSQL offers none on
 		 * unix sockets) */
-		if (server_sslmode(s->pool->db) != PGT_SSL_DISABLE) {
+		int mode = server_sslmode(s->pool->db);
+		if (mode > PGT_SSL_ALLOW || (mode == PGT_SSL_ALLOW && s->pool->dbstate->tls_upgrade)) {
 			if (!tls_request(conn))
 				server_fail(s, "could not send SSLRequest");
 			return;
@@ -811,6 +812,13 @@ static enum sbuf_verdict login_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 			 * from now on this pool opens servers without them */
 			s->pool->base_disabled = true;
 			server_close(s, "login with a client's parameters refused; retrying without them");
+			return SB_GONE;
+		}
+		if (server_sslmode(s->pool->db) == PGT_SSL_ALLOW && !s->conn.ssl &&
+		    !s->pool->dbstate->tls_upgrade) {
+			/* libpq's allow: plaintext first, TLS when the server refuses it */
+			s->pool->dbstate->tls_upgrade = true;
+			server_close(s, "plaintext login refused (sslmode allow); retrying with TLS");
 			return SB_GONE;
 		}
 		server_fail(s, "login failed: %s%s%s%s", m ? m : "unknown error", code ? " (" : "",

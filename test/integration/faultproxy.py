@@ -50,12 +50,19 @@ class FaultProxy:
 
     def _server_to_client(self, up, down):
         buf = b""
+        first = True
         try:
             while True:
                 data = up.recv(65536)
                 if not data:
                     break
                 buf += data
+                if first and buf[:1] == b"N":
+                    # the one-byte answer to pgtenant's SSLRequest (server_tls_sslmode
+                    # prefer); no message the server sends starts a session with N
+                    down.sendall(b"N")
+                    buf = buf[1:]
+                first = False
                 out = b""
                 while len(buf) >= 5:
                     (ln,) = struct.unpack("!I", buf[1:5])

@@ -2,11 +2,15 @@
  * SCRAM-SHA-256 against the RFC 7677 test vector (section 3), in both roles,
  * plus md5 hashing and parsing of stored SCRAM secrets, the client role's
  * SaltedPassword cache, and SASLprep of passwords against secrets that
- * PostgreSQL 15 stored.
+ * PostgreSQL 15 stored, and the server role's channel binding
+ * (SCRAM-SHA-256-PLUS, tls-server-end-point) negotiation rules.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include "scram.h"
 #include "tap.h"
@@ -130,6 +134,101 @@ static void server_role(void)
 		free(sf);
 		scram_server_clear(&st);
 	}
+}
+
+/* A client-final for "pencil" against the RFC 7677 salt, computed here from
+ * first principles (PBKDF2, HMAC, SHA-256) with the given c= value. */
+static char *client_final_with(const char *bare, const char *server_first, const char *cattr)
+{
+	uint8_t salt[16], salted[32], ck[32], sk[32], sig[32], proof[32];
+	unsigned l = 0;
+	scram_b64_decode(SALT64, strlen(SALT64), salt, sizeof(salt));
+	PKCS5_PBKDF2_HMAC("pencil", 6, salt, 16, 4096, EVP_sha256(), 32, salted);
+	HMAC(EVP_sha256(), salted, 32, (const uint8_t *)"Client Key", 10, ck, &l);
+	EVP_Digest(ck, 32, sk, NULL, EVP_sha256(), NULL);
+	const char *r = strstr(server_first, "r=") + 2;
+	size_t rl = (size_t)(strchr(r, ',') - r);
+	char without[512], auth[1024];
+	snprintf(without, sizeof(without), "c=%s,r=%.*s", cattr, (int)rl, r);
+	snprintf(auth, sizeof(auth), "%s,%s,%s", bare, server_first, without);
+	HMAC(EVP_sha256(), sk, 32, (const uint8_t *)auth, strlen(auth), sig, &l);
+	for (int i = 0; i < 32; i++)
+		proof[i] = ck[i] ^ sig[i];
+	char p64[64], *out = malloc(600);
+	scram_b64_encode(proof, 32, p64);
+	snprintf(out, 600, "%s,p=%s", without, p64);
+	return out;
+}
+
+static void channel_binding(void)
+{
+	uint8_t salt[16];
+	int n = scram_b64_decode(SALT64, strlen(SALT64), salt, sizeof(salt));
+	struct scram_secret sec;
+	tap_ok(scram_secret_from_password("pencil", salt, (size_t)n, 4096, &sec), "secret from password");
+	uint8_t hash[32];
+	for (int i = 0; i < 32; i++)
+		hash[i] = (uint8_t)(i * 7 + 1);
+	struct scram_cbind plus = {.offered = true, .plus = true, .data = hash, .len = 32};
+	struct scram_cbind offered = {.offered = true};
+	struct scram_cbind none = {0};
+	struct scram_server st;
+	const char *reason = NULL;
+
+	/* SCRAM-SHA-256-PLUS: c= carries the gs2 header and the certificate hash */
+	const char *gs2 = "p=tls-server-end-point,,";
+	char cf[128];
+	snprintf(cf, sizeof(cf), "%sn=,r=%s", gs2, CNONCE);
+	char *sf = scram_server_first_cb(&st, cf, strlen(cf), &sec, SNONCE, &plus, &reason);
+	tap_ok(sf != NULL, "-PLUS client-first accepted (%s)", sf ? "" : reason);
+	uint8_t cb[64];
+	memcpy(cb, gs2, strlen(gs2));
+	memcpy(cb + strlen(gs2), hash, 32);
+	char c64[128];
+	scram_b64_encode(cb, strlen(gs2) + 32, c64);
+	char bare[64];
+	snprintf(bare, sizeof(bare), "n=,r=%s", CNONCE);
+	char *fin = sf ? client_final_with(bare, sf, c64) : NULL;
+	char *v = fin ? scram_server_final(&st, fin, strlen(fin), NULL, &reason) : NULL;
+	tap_ok(v != NULL && strncmp(v, "v=", 2) == 0, "-PLUS with the right certificate hash logs in");
+	free(v);
+	free(fin);
+	free(sf);
+	scram_server_clear(&st);
+
+	/* the same exchange with another certificate's hash (a man in the middle) */
+	sf = scram_server_first_cb(&st, cf, strlen(cf), &sec, SNONCE, &plus, &reason);
+	cb[strlen(gs2)] ^= 1;
+	scram_b64_encode(cb, strlen(gs2) + 32, c64);
+	fin = sf ? client_final_with(bare, sf, c64) : NULL;
+	v = fin ? scram_server_final(&st, fin, strlen(fin), NULL, &reason) : NULL;
+	tap_ok(sf && !v, "-PLUS with a different certificate hash is refused");
+	free(fin);
+	free(sf);
+	scram_server_clear(&st);
+
+	/* negotiation */
+	const char *y = "y,,n=,r=abc", *nn = "n,,n=,r=abc", *unique = "p=tls-unique,,n=,r=abc";
+	sf = scram_server_first_cb(&st, y, strlen(y), &sec, NULL, &offered, &reason);
+	tap_ok(!sf && st.negotiation_error, "\"y\" while -PLUS was offered: negotiation error (downgrade)");
+	scram_server_clear(&st);
+	sf = scram_server_first_cb(&st, y, strlen(y), &sec, NULL, &none, &reason);
+	tap_ok(sf != NULL, "\"y\" without TLS is fine");
+	free(sf);
+	scram_server_clear(&st);
+	sf = scram_server_first_cb(&st, nn, strlen(nn), &sec, NULL, &offered, &reason);
+	tap_ok(sf != NULL, "\"n\" with -PLUS offered is fine (client without channel binding)");
+	free(sf);
+	scram_server_clear(&st);
+	sf = scram_server_first_cb(&st, nn, strlen(nn), &sec, NULL, &plus, &reason);
+	tap_ok(!sf && !st.negotiation_error, "-PLUS chosen but \"n\": refused");
+	scram_server_clear(&st);
+	sf = scram_server_first_cb(&st, unique, strlen(unique), &sec, NULL, &plus, &reason);
+	tap_ok(!sf && reason && strstr(reason, "tls-server-end-point"), "tls-unique is not offered");
+	scram_server_clear(&st);
+	sf = scram_server_first_cb(&st, cf, strlen(cf), &sec, NULL, &offered, &reason);
+	tap_ok(!sf, "channel binding data with plain SCRAM-SHA-256: refused");
+	scram_server_clear(&st);
 }
 
 static void secrets(void)
@@ -262,6 +361,7 @@ int main(void)
 	client_role_cache(); /* first: the cache is empty */
 	client_role();
 	server_role();
+	channel_binding();
 	secrets();
 	saslprep();
 	md5();
