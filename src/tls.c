@@ -22,6 +22,8 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 
 #include <arpa/inet.h>
 #include <openssl/err.h>
@@ -445,6 +447,13 @@ static void handshake_step(struct pgt_conn *c)
 				c->ops->on_close(c, "direct TLS without ALPN \"postgresql\"", false);
 				return;
 			}
+		}
+		if (c->tls_side == TLS_SIDE_CLIENT) {
+			/* A client that has not set TCP_NODELAY holds its startup packet
+			 * until its Finished is acknowledged, and with no session ticket
+			 * to carry that ACK the kernel delays it (40 ms): send it now. */
+			int one = 1;
+			setsockopt(c->fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
 		}
 		c->ops->on_tls_ready(c);
 		if (c->dead)
