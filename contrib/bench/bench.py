@@ -38,6 +38,12 @@ STATS_TOTALS), and resident memory per idle client with N idle clients.
                                          Debian's); given more than once, all of
                                          them, interleaved, named pgb-VERSION
   contrib/bench/bench.py --tenant        pgtenant serves a pinned tenant pool
+  contrib/bench/bench.py --tls           TLS on both sides of both poolers (and to
+                                         PostgreSQL directly); adds connections per
+                                         second with full handshakes, and the idle
+                                         clients (10,000 unless --idle-clients) log in
+                                         over TLS
+  contrib/bench/bench.py --no-pgtenant   PgBouncer (and PostgreSQL directly) only
 
 Clients log in with SCRAM-SHA-256 to both poolers (auth_file with a
 plain-text password, as PgBouncer needs for SCRAM with its own secret).
@@ -48,6 +54,20 @@ shown as FAILED and NA.  TPC-B with -M prepared and more clients than
 --pool-size is not run through the poolers: pgbench itself deadlocks there
 on any transaction pooler (see DEADLOCK below); its 8-client cells run.
 A pgbench that hangs anyway is stopped and reported as failed.
+
+With --tls the bench makes a throwaway CA and a server certificate (RSA
+2048, CN localhost, SAN localhost and 127.0.0.1) with the openssl CLI in its
+temporary directory.  PostgreSQL then runs with ssl = on and hostssl rules
+only, so a plaintext server connection is refused; both poolers run with
+client_tls_sslmode = require and that certificate, and server_tls_sslmode =
+verify-ca against the CA; pgbench and psql connect with PGSSLMODE=require.
+The TPS / CPU table is then over TLS on both sides.  Connections per second:
+pgbench -C -S -M simple (a new connection, full TLS handshake and SCRAM
+login, per transaction), --connect-clients clients, --connections in all,
+as pgbench's tps (including reconnection times); the pooler's CPU per
+connection from /proc.
+Idle TLS clients do SSLRequest, the handshake (TLS 1.3 unless the pooler
+says otherwise) and a SCRAM login, one after another, and then stay idle.
 
 Everything listens on 127.0.0.1 and stops by itself.
 """
@@ -66,7 +86,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "test", "integration"))
-from conftest import Postgres, free_port, wait_port  # noqa: E402
+from conftest import PG_BIN, Postgres, free_port, wait_port  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -83,6 +103,93 @@ def rss_kb(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+# --tls: the directory with ca.crt, server.crt and server.key (None: plaintext)
+TLS = {"dir": None}
+
+
+def client_env():
+    """The environment of pgbench and psql: the password, and sslmode=require with --tls."""
+    env = dict(os.environ, PGPASSWORD="apppass")
+    if TLS["dir"]:
+        env["PGSSLMODE"] = "require"
+    return env
+
+
+def make_certs(d):
+    """A throwaway CA and a server certificate signed by it, in d (openssl CLI)."""
+    os.makedirs(d, exist_ok=True)
+
+    def ossl(*a):
+        subprocess.run(["openssl"] + list(a), check=True, capture_output=True, cwd=d)
+    ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+         "-subj", "/CN=pgtenant bench CA")
+    ossl("req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+         "-subj", "/CN=localhost")
+    with open(os.path.join(d, "server.ext"), "w") as f:
+        f.write("subjectAltName = DNS:localhost, IP:127.0.0.1\nbasicConstraints = CA:FALSE\n"
+                "keyUsage = digitalSignature, keyEncipherment\nextendedKeyUsage = serverAuth\n")
+    ossl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+         "-out", "server.crt", "-days", "2", "-extfile", "server.ext")
+    for name in os.listdir(d):  # PgBouncer runs as postgres when the bench runs as root
+        path = os.path.join(d, name)
+        os.chmod(path, 0o600 if name.endswith(".key") else 0o644)
+        if os.geteuid() == 0:
+            shutil.chown(path, "postgres")
+    os.chmod(d, 0o755)
+
+
+def pg_enable_tls(pg, certdir):
+    """ssl = on with the bench's certificate, hostssl rules only (a plaintext
+    TCP connection is refused), reloaded; checks both."""
+    for name in ("server.crt", "server.key"):
+        dst = os.path.join(pg.data, name)
+        shutil.copy(os.path.join(certdir, name), dst)
+        os.chmod(dst, 0o600)
+        if os.geteuid() == 0:
+            shutil.chown(dst, "postgres")
+    with open(os.path.join(pg.data, "postgresql.conf"), "a") as f:
+        f.write("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n")
+    with open(os.path.join(pg.data, "pg_hba.conf"), "w") as f:
+        f.write("local all all trust\n"
+                "hostssl all app 127.0.0.1/32 scram-sha-256\n"
+                "hostssl all all 127.0.0.1/32 trust\n")
+    runuser = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    subprocess.run(runuser + [os.path.join(PG_BIN, "pg_ctl"), "-D", pg.data, "reload"], check=True,
+                   stdout=subprocess.DEVNULL)
+
+    def probe(mode):
+        return subprocess.run(["psql", "-X", "-A", "-t", "-h", "127.0.0.1", "-p", str(pg.port), "-U", "app",
+                               "-d", "appdb", "-c", "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"],
+                              capture_output=True, text=True,
+                              env=dict(os.environ, PGPASSWORD="apppass", PGSSLMODE=mode))
+    for _ in range(100):
+        r = probe("require")
+        if r.returncode == 0 and r.stdout.strip() == "t":
+            break
+        time.sleep(0.1)
+    else:
+        raise RuntimeError("PostgreSQL did not take TLS connections: %s" % r.stderr.strip())
+    if probe("disable").returncode == 0:
+        raise RuntimeError("PostgreSQL still takes plaintext TCP connections")
+
+
+def tls_settings():
+    """The TLS keys of both poolers' ini (the same names in both)."""
+    if not TLS["dir"]:
+        return ""
+    d = TLS["dir"]
+    return ("client_tls_sslmode = require\nclient_tls_cert_file = %s/server.crt\n"
+            "client_tls_key_file = %s/server.key\n"
+            "server_tls_sslmode = verify-ca\nserver_tls_ca_file = %s/ca.crt\n" % (d, d, d))
+
+
+def server_tls_count(pg):
+    """(server connections of user app over TLS, all of them) on PostgreSQL."""
+    r = pg.sql("SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s "
+               "USING (pid) WHERE a.usename = 'app' AND a.backend_type = 'client backend'")
+    return r[0][0], r[0][1]
 
 
 class Pooler:
@@ -116,8 +223,8 @@ def write_config(d, section, pg, port, pool_size, extra=""):
                 "[%s]\nlisten_addr = 127.0.0.1\nlisten_port = %d\nunix_socket_dir =\n"
                 "auth_type = scram-sha-256\nauth_file = %s/userlist.txt\npool_mode = transaction\n"
                 "default_pool_size = %d\nmax_client_conn = 20000\nquery_wait_timeout = 600\n"
-                "stats_users = app\n%s"
-                % (pg.port, section, port, d, pool_size, extra))
+                "stats_users = app\n%s%s"
+                % (pg.port, section, port, d, pool_size, tls_settings(), extra))
     return ini
 
 
@@ -212,20 +319,22 @@ class PgbenchFailed(RuntimeError):
     pass
 
 
-def pgbench(port, host, clients, duration, select_only, protocol, transactions=None, user="app"):
+def pgbench(port, host, clients, duration, select_only, protocol, transactions=None, user="app", connect=False):
+    """(tps, transactions, failed transactions); connect: -C, a new connection per transaction."""
     args = ["pgbench", "-h", host, "-p", str(port), "-U", user, "-M", protocol, "-c", str(clients),
             "-j", "2", "-n"]
     args += ["-t", str(transactions)] if transactions else ["-T", str(duration)]
     if select_only:
         args.append("-S")
+    if connect:
+        args.append("-C")
     args.append("appdb")
     limit = duration + 120 if duration else 600
     try:
-        r = subprocess.run(args, capture_output=True, text=True, env=dict(os.environ, PGPASSWORD="apppass"),
-                           timeout=limit)
+        r = subprocess.run(args, capture_output=True, text=True, env=client_env(), timeout=limit)
     except subprocess.TimeoutExpired:  # a pooler that stops answering must not stop the benchmark
         raise PgbenchFailed("pgbench hung: no end after %d s (%s)" % (limit, " ".join(args[3:])))
-    tps = re.search(r"tps = ([\d.]+) \(without initial", r.stdout)
+    tps = re.search(r"tps = ([\d.]+) \((?:without initial|including reconnection)", r.stdout)
     n = re.search(r"number of transactions actually processed: (\d+)", r.stdout)
     failed = re.search(r"number of failed transactions: (\d+)", r.stdout)
     if r.returncode != 0 or not tps:
@@ -238,7 +347,7 @@ def console_stats(p):
     """SHOW STATS_TOTALS on the pooler's admin console: appdb's row as a dict."""
     r = subprocess.run(["psql", "-X", "-A", "-F", "|", "-h", "127.0.0.1", "-p", str(p.port), "-U", "app",
                         "-d", "pgtenant" if p.kind == "pgtenant" else "pgbouncer", "-c", "SHOW STATS_TOTALS"],
-                       capture_output=True, text=True, env=dict(os.environ, PGPASSWORD="apppass"))
+                       capture_output=True, text=True, env=client_env())
     lines = r.stdout.splitlines()
     if r.returncode != 0 or not lines:
         return {}
@@ -268,8 +377,12 @@ def parse_counts(p, clients, transactions, select_only):
     return n, dict((k, int(after[k]) - int(before[k])) for k in PARSE_KEYS)
 
 
-def idle_clients_memory(port, n):
-    """Open n logged-in idle client connections (SCRAM); return the sockets."""
+def idle_clients_memory(port, n, tls=None):
+    """Open n logged-in idle client connections (SCRAM); return the sockets.
+    tls: an ssl.SSLContext; each client then sends SSLRequest, does the
+    handshake and logs in before the next one starts (a pooler's
+    client_login_timeout covers the handshake), and the sockets returned are
+    SSL sockets."""
     import base64
     import hashlib
     import hmac
@@ -288,14 +401,13 @@ def idle_clients_memory(port, n):
         ln = struct.unpack("!I", hdr[1:5])[0] - 4
         body = b""
         while len(body) < ln:
-            body += s.recv(ln - len(body))
+            chunk = s.recv(ln - len(body))
+            if not chunk:
+                raise RuntimeError("idle client: connection closed during login")
+            body += chunk
         return hdr[:1], body
 
-    for _ in range(n):
-        s = socket.create_connection(("127.0.0.1", port))
-        s.sendall(pkt)
-        socks.append(s)
-    for s in socks:
+    def login(s):
         nonce = base64.b64encode(os.urandom(18)).decode()
         first_bare = "n=,r=" + nonce
         while True:
@@ -323,6 +435,35 @@ def idle_clients_memory(port, n):
                 raise RuntimeError("idle client refused: %r" % body)
             elif t == b"Z":
                 break
+
+    if tls is not None:
+        ssl_request = struct.pack("!II", 8, 80877103)
+        try:
+            for _ in range(n):
+                raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+                # as libpq does: without it, the startup packet after the client's Finished waits
+                # for the server's delayed ACK (40 ms) when the server sends no session ticket
+                raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                raw.sendall(ssl_request)
+                answer = raw.recv(1)
+                if answer != b"S":
+                    raw.close()
+                    raise RuntimeError("idle TLS client: SSLRequest answered %r" % answer)
+                s = tls.wrap_socket(raw)  # the handshake, bounded by the timeout
+                socks.append(s)
+                s.sendall(pkt)
+                login(s)
+        except BaseException:
+            for s in socks:
+                s.close()
+            raise
+        return socks
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(pkt)
+        socks.append(s)
+    for s in socks:
+        login(s)
     return socks
 
 
@@ -390,6 +531,80 @@ def callgrind_per_xact(workdir, pg, pool_size, target, protocol, select_only=Tru
     return (totals[1] - totals[0]) / (8.0 * 1000)
 
 
+def connect_rate(args, pg, order, names, bouncers, w):
+    """--tls: connections per second with a full TLS handshake and SCRAM
+    login each (pgbench -C -S), PostgreSQL directly and each pooler,
+    interleaved like the TPS cells; the poolers' CPU per connection."""
+    per = args.connections // args.connect_clients
+    rate = dict((n, []) for n in ["direct"] + names)  # per pass: (connections/s, us CPU per connection) or None
+    errors = {}
+    for i in range(args.runs):
+        for p in order[i % len(order):] + order[:i % len(order)]:
+            name = p.name if p else "direct"
+            try:
+                c0 = cpu_seconds(p.pid) if p else 0.0
+                tps, n, _ = pgbench(p.port if p else pg.port, "127.0.0.1", args.connect_clients, None, True,
+                                    "simple", per, user=p.user() if p else "app", connect=True)
+                # with -C, pgbench's tps includes the reconnections: connections per second
+                rate[name].append((tps, (cpu_seconds(p.pid) - c0) / n * 1e6 if p else None))
+            except PgbenchFailed as e:
+                rate[name].append(None)
+                errors.setdefault(name, str(e))
+    print("connections per second, a full TLS handshake and SCRAM login each (pgbench -C -S -M simple, "
+          "%d clients, %d connections per run, %d run%s):" % (args.connect_clients, per * args.connect_clients,
+                                                             args.runs, "" if args.runs == 1 else "s"))
+    hdr = "%-*s | %8s | %16s | %8s | %9s" % (w, "", "conn/s", "spread", "us/conn", "CPU spread")
+    print(hdr)
+    print("-" * len(hdr))
+    med = {}
+    for name in ["direct"] + names:
+        ok = [x for x in rate[name] if x]
+        if not ok:
+            print("%-*s | %8s | %16s | %8s | %9s" % (w, name, "FAILED", "", "NA", ""))
+            med[name] = None
+            continue
+        r, cpu = spread([x[0] for x in ok]), (spread([x[1] for x in ok]) if ok[0][1] is not None else None)
+        med[name] = (r[0], cpu[0] if cpu else None)
+        print("%-*s | %8.0f | %16s | %8s | %9s%s" %
+              (w, name, r[0], "%.0f-%.0f" % (r[1], r[2]) if len(ok) > 1 else "",
+               fmt(cpu[0], "%.0f") if cpu else "NA",
+               "%.0f-%.0f" % (cpu[1], cpu[2]) if cpu and len(ok) > 1 else "",
+               "" if len(ok) == len(rate[name]) else " (%d of %d runs FAILED)" % (len(rate[name]) - len(ok),
+                                                                                  len(rate[name]))))
+    t = med.get("pgtenant")
+    for b in bouncers:
+        if t and med.get(b):
+            print("pgtenant / %s: connections per second %.2f, CPU per connection %.2f" %
+                  (b, t[0] / med[b][0], t[1] / med[b][1] if med[b][1] else 0))
+    for name, err in sorted(errors.items()):
+        print("%s pgbench -C: failed: %s" % (name, err))
+    for p in order:
+        if p and p.kind == "pgtenant" and getattr(p, "metrics_port", None):
+            try:
+                print("%s /metrics: %s" % (p.name, ", ".join(metric_lines(p.metrics_port, "pgtenant_tls_")) or
+                                           "no pgtenant_tls_ series"))
+            except OSError as e:
+                print("%s /metrics: %s" % (p.name, e))
+    sys.stdout.flush()
+
+
+def metric_lines(port, prefix):
+    """The sample lines of pgtenant's /metrics whose names start with prefix."""
+    import urllib.request
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as r:
+        text = r.read().decode()
+    return [line for line in text.splitlines() if line.startswith(prefix)]
+
+
+def tls_client_context():
+    """sslmode=require: encrypted, the server certificate not checked."""
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 def spread(values):
     v = sorted(values)
     return v[len(v) // 2], v[0], v[-1]
@@ -418,7 +633,8 @@ def main():
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--clients", type=int, default=64, help="pgbench clients of --quick (default 64)")
     ap.add_argument("--pool-size", type=int, default=20)
-    ap.add_argument("--idle-clients", type=int, default=5000)
+    ap.add_argument("--idle-clients", type=int, default=None,
+                    help="idle clients for the memory figure (default 5000, 10000 with --tls)")
     ap.add_argument("--protocols", default=",".join(PROTOCOLS),
                     help="comma-separated pgbench -M protocols (default %(default)s)")
     ap.add_argument("--syscalls", action="store_true")
@@ -431,6 +647,13 @@ def main():
     ap.add_argument("--pgbouncer", action="append", metavar="PATH",
                     help="a PgBouncer binary to compare with (default %s); may be repeated" % DEFAULT_PGBOUNCER)
     ap.add_argument("--no-pgbouncer", action="store_true")
+    ap.add_argument("--no-pgtenant", action="store_true", help="PgBouncer (and PostgreSQL directly) only")
+    ap.add_argument("--tls", action="store_true",
+                    help="TLS on both sides of both poolers; adds connections per second with full handshakes")
+    ap.add_argument("--connections", type=int, default=2000,
+                    help="--tls: connections per run of the connection rate (default %(default)s)")
+    ap.add_argument("--connect-clients", type=int, default=8,
+                    help="--tls: pgbench -C clients of the connection rate (default %(default)s)")
     ap.add_argument("--tenant", action="store_true",
                     help="pgtenant serves a pinned tenant pool (user app.acme) instead of a plain one")
     ap.add_argument("--binary", default=os.path.join(ROOT, "build", "pgtenant"))
@@ -440,6 +663,10 @@ def main():
         ap.error("--protocols: a comma-separated list of %s" % ", ".join(PROTOCOLS))
     if args.tenant:
         PGTENANT_USER["user"] = "app.acme"
+    if args.idle_clients is None:
+        args.idle_clients = 10000 if args.tls else 5000
+    if args.connections < args.connect_clients:
+        ap.error("--connections must be at least --connect-clients")
     select_only = args.load == "select"
     load = "-S" if select_only else "TPC-B"
 
@@ -455,12 +682,19 @@ def main():
             targets[-1].version = version
     if args.baseline:
         targets.append(Target("before", "pgtenant", args.baseline))
-    targets.append(Target("pgtenant", "pgtenant", args.binary))
-    bouncers = [t.name for t in targets if t.kind == "pgbouncer"]
+    if not args.no_pgtenant:
+        targets.append(Target("pgtenant", "pgtenant", args.binary))
+    if not targets:
+        ap.error("nothing to compare: --no-pgbouncer and --no-pgtenant")
+    # the PgBouncers pgtenant's ratios are taken against
+    bouncers = [] if args.no_pgtenant else [t.name for t in targets if t.kind == "pgbouncer"]
 
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard < args.idle_clients + 100:
+        print("warning: the fd limit (%d) is below --idle-clients (%d); the idle-client figure will fail"
+              % (hard, args.idle_clients))
 
     pg = Postgres()
     workdir = tempfile.mkdtemp(prefix="pgt-bench-")
@@ -469,14 +703,21 @@ def main():
     try:
         subprocess.run(["pgbench", "-i", "-q", "-s", "10", "-h", pg.sockdir, "-p", str(pg.port), "-U", "app",
                         "appdb"], check=True, capture_output=True, env=dict(os.environ, PGPASSWORD="apppass"))
+        if args.tls:
+            TLS["dir"] = os.path.join(workdir, "tls")
+            make_certs(TLS["dir"])
+            pg_enable_tls(pg, TLS["dir"])
         for t in targets:
             poolers.append(t.start(workdir, pg, args.pool_size))
-        print("pool_mode=transaction pool_size=%d duration=%ds runs=%d, SCRAM, %s, pgtenant %s%s" %
+        print("pool_mode=transaction pool_size=%d duration=%ds runs=%d, SCRAM, %s, %s%s%s" %
               (args.pool_size, args.duration, args.runs,
                ", ".join("%s = PgBouncer %s (%s)" % (t.name, t.version, t.binary)
                          for t in targets if t.kind == "pgbouncer") or "no PgBouncer",
-               subprocess.run([args.binary, "-V"], capture_output=True, text=True).stdout.split()[-1],
-               ", tenant pool" if args.tenant else ""))
+               "no pgtenant" if args.no_pgtenant else
+               "pgtenant " + subprocess.run([args.binary, "-V"], capture_output=True, text=True).stdout.split()[-1],
+               ", tenant pool" if args.tenant else "",
+               ", TLS on both sides (RSA 2048; clients sslmode=require, poolers server_tls_sslmode=verify-ca)"
+               if args.tls else ""))
         # cells of one load and client count, one per protocol, run interleaved: each pass visits every
         # protocol and, within it, every target once, in an order that rotates from pass to pass, so
         # that protocols compare as fairly as targets do
@@ -568,6 +809,10 @@ def main():
             print("%s -M %s: pgbench failed: %s" % (name, proto, err))
         for cell in sorted(skipped):
             print("poolers, %s: %s" % (cell, DEADLOCK))
+        if args.tls:
+            on, total = server_tls_count(pg)
+            print("PostgreSQL: %d of %d server connections of app are TLS (hostssl only)" % (on, total))
+            connect_rate(args, pg, order, names, bouncers, w)
         if args.syscalls:
             for proto in protocols:
                 vals = dict((p.name, []) for p in poolers)
@@ -626,11 +871,22 @@ def main():
         if args.idle_clients:
             for p in poolers:
                 before = rss_kb(p.pid)
-                socks = idle_clients_memory(p.port, args.idle_clients)
+                t0 = time.perf_counter()
+                try:
+                    socks = idle_clients_memory(p.port, args.idle_clients,
+                                                tls_client_context() if args.tls else None)
+                except (OSError, RuntimeError) as e:
+                    print("%-9s %d idle %sclients: FAILED (%s)" % (p.name, args.idle_clients,
+                                                                  "TLS " if args.tls else "", e))
+                    continue
+                took = time.perf_counter() - t0
                 time.sleep(0.5)
                 after = rss_kb(p.pid)
-                print("%-9s %d idle clients: RSS %d KiB -> %d KiB, %.0f bytes per idle client" %
-                      (p.name, args.idle_clients, before, after, (after - before) * 1024.0 / args.idle_clients))
+                print("%-9s %d idle %sclients: RSS %d KiB -> %d KiB, %.0f bytes per idle client%s" %
+                      (p.name, args.idle_clients, "TLS " if args.tls else "", before, after,
+                       (after - before) * 1024.0 / args.idle_clients,
+                       " (%s %s; %.0f s for the handshakes and logins)" %
+                       (socks[0].version(), socks[0].cipher()[0], took) if args.tls and socks else ""))
                 if p.name == "pgtenant":
                     print("pgtenant  /metrics scrape with %d idle clients: %.2f ms (median of 10)" %
                           (args.idle_clients, scrape_ms(p.metrics_port)))
