@@ -141,6 +141,7 @@ struct pgt_conn {
 	bool tls_direct : 1;         /* direct TLS: ALPN "postgresql" required */
 	bool tls_counted : 1;        /* its handshake is counted in the metrics */
 	bool tls_side : 1;           /* enum tls_side */
+	bool tls_slow : 1;           /* any of tls_hs, tls_await, tls_rd_wants_write: one test per event */
 	struct pgt_iobuf *buf;
 	uint32_t bigcap; /* 0, or the size of a buffer of its own (see SBUF_MAX_WHOLE) */
 	uint32_t recv_pos, parse_pos, send_pos, pkt_remain;
@@ -170,6 +171,11 @@ static inline void sbuf_update_events_idle(struct pgt_conn *c, const struct pgt_
 {
 	if (c->blocked || c->outq || c->pre || c->ev_mask != EV_READ || (peer && peer->blocked))
 		sbuf_update_events(c);
+}
+/* After a change of tls_hs, tls_await or tls_rd_wants_write. */
+static inline void sbuf_tls_slow_update(struct pgt_conn *c)
+{
+	c->tls_slow = c->tls_hs | c->tls_await | c->tls_rd_wants_write;
 }
 /* Queue bytes pgtenant originates; false if the socket failed (caller closes). */
 bool sbuf_send_raw(struct pgt_conn *c, const void *data, size_t len) _MUSTCHECK;

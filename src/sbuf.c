@@ -882,10 +882,11 @@ static inline __attribute__((always_inline)) void conn_event(short what, struct 
 {
 	if (c->dead)
 		return;
-	if (__builtin_expect(c->tls_hs | c->tls_await | c->tls_rd_wants_write, 0)) {
+	if (__builtin_expect(c->tls_slow, 0)) {
 		if (c->tls_rd_wants_write && (what & EV_WRITE)) {
 			/* OpenSSL's read wanted to write first: now it can */
 			c->tls_rd_wants_write = false;
+			sbuf_tls_slow_update(c);
 			what = (short)(what | EV_READ);
 		} else if (!c->tls_rd_wants_write) {
 			conn_event_tls(what, c);

@@ -314,6 +314,7 @@ bool tls_accept(struct pgt_conn *c, bool direct)
 	SSL_set_accept_state(ssl);
 	c->ssl = ssl;
 	c->tls_hs = true;
+	sbuf_tls_slow_update(c);
 	c->tls_hs_write = false;
 	c->tls_direct = direct;
 	c->tls_side = TLS_SIDE_CLIENT;
@@ -330,6 +331,7 @@ bool tls_request(struct pgt_conn *c)
 	if (!sbuf_send_raw(c, req, sizeof(req)))
 		return false;
 	c->tls_await = true;
+	sbuf_tls_slow_update(c);
 	sbuf_update_events(c);
 	return true;
 }
@@ -374,6 +376,7 @@ bool tls_connect(struct pgt_conn *c, const char *host, int sslmode)
 	}
 	c->ssl = ssl;
 	c->tls_hs = true;
+	sbuf_tls_slow_update(c);
 	c->tls_hs_write = false;
 	c->tls_side = TLS_SIDE_SERVER;
 	handshake_step(c);
@@ -434,6 +437,7 @@ static void handshake_step(struct pgt_conn *c)
 	int r = SSL_do_handshake(c->ssl);
 	if (r == 1) {
 		c->tls_hs = false;
+		sbuf_tls_slow_update(c);
 		c->tls_hs_write = false;
 		tls_handshakes[c->tls_side]++;
 		c->tls_counted = true;
@@ -488,6 +492,7 @@ static void await_answer(struct pgt_conn *c)
 		return;
 	}
 	c->tls_await = false;
+	sbuf_tls_slow_update(c);
 	c->bytes_in++;
 	if (b == 'S') {
 		/* nothing may follow 'S' before our ClientHello: bytes that did were
@@ -531,6 +536,7 @@ ssize_t tls_recv(struct pgt_conn *c, void *buf, size_t len, const char **why)
 	case SSL_ERROR_WANT_WRITE:
 		/* a key update to answer while the socket is full */
 		c->tls_rd_wants_write = true;
+		sbuf_tls_slow_update(c);
 		errno = EAGAIN;
 		return -1;
 	case SSL_ERROR_ZERO_RETURN:
@@ -590,7 +596,8 @@ void tls_close(struct pgt_conn *c)
 	ERR_clear_error();
 	SSL_free(ssl);
 	c->ssl = NULL;
-	c->tls_hs = c->tls_await = false;
+	c->tls_hs = c->tls_await = c->tls_rd_wants_write = false;
+	sbuf_tls_slow_update(c);
 }
 
 void tls_describe(const struct pgt_conn *c, char *out, size_t outlen)
