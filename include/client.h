@@ -122,6 +122,8 @@ static inline const struct client_sync *client_sync_message(struct pgt_client *c
 /* Move c to the list of state st (keeps the pool's per-state counts). */
 void client_set_state(struct pgt_client *c, enum client_state st, struct list *lst);
 void client_free_dead(void);
+/* At exit: wipe what logins in progress hold. */
+void client_shutdown(void);
 struct list *client_login_list(void);
 struct list *client_admin_list(void);
 const char *client_state_name(const struct pgt_client *c);

@@ -286,6 +286,18 @@ void client_set_state(struct pgt_client *c, enum client_state st, struct list *l
 		pool_note_waiting(c->pool);
 }
 
+void client_shutdown(void)
+{
+	/* secrets of logins in progress are wiped; they live in slab pages,
+	 * which leak checkers do not scan either */
+	struct list *i;
+	list_for_each (i, &pgt_all_clients) {
+		struct pgt_client *c = container_of(i, struct pgt_client, all_node);
+		if (c->login)
+			auth_clear(&c->login->auth);
+	}
+}
+
 void client_close(struct pgt_client *c, const char *reason)
 {
 	if (c->state == CL_DEAD)

@@ -309,6 +309,7 @@ int main(int argc, char **argv)
 		server_free_dead();
 	}
 	log_info("shutting down");
+	client_shutdown();
 	listener_close_all();
 	metrics_stop();
 	janitor_stop();
