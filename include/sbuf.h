@@ -141,7 +141,9 @@ struct pgt_conn {
 	bool tls_direct : 1;         /* direct TLS: ALPN "postgresql" required */
 	bool tls_counted : 1;        /* its handshake is counted in the metrics */
 	bool tls_side : 1;           /* enum tls_side */
-	bool tls_slow : 1;           /* any of tls_hs, tls_await, tls_rd_wants_write: one test per event */
+	bool
+	    tls_rd_drained : 1; /* OpenSSL's last read needed the socket: what it holds is a partial record */
+	bool tls_slow : 1;      /* any of tls_hs, tls_await, tls_rd_wants_write: one test per event */
 	struct pgt_iobuf *buf;
 	uint32_t bigcap; /* 0, or the size of a buffer of its own (see SBUF_MAX_WHOLE) */
 	uint32_t recv_pos, parse_pos, send_pos, pkt_remain;

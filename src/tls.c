@@ -526,11 +526,14 @@ ssize_t tls_recv(struct pgt_conn *c, void *buf, size_t len, const char **why)
 	ERR_clear_error();
 	errno = 0;
 	int n = SSL_read(c->ssl, buf, (int)(len > INT32_MAX ? INT32_MAX : len));
-	if (n > 0)
+	if (n > 0) {
+		c->tls_rd_drained = false;
 		return n;
+	}
 	int e = SSL_get_error(c->ssl, n);
 	switch (e) {
 	case SSL_ERROR_WANT_READ:
+		c->tls_rd_drained = true;
 		errno = EAGAIN;
 		return -1;
 	case SSL_ERROR_WANT_WRITE:
@@ -579,7 +582,11 @@ ssize_t tls_send(struct pgt_conn *c, const void *buf, size_t len)
 
 bool tls_pending(const struct pgt_conn *c)
 {
-	return c->ssl && !c->tls_hs && SSL_has_pending(c->ssl);
+	/* SSL_has_pending() is also true for a partial record, which only the
+	 * socket can complete: after a read that asked for the socket, waiting
+	 * for it is right (else a client that sends half a record would make
+	 * the loop spin) */
+	return c->ssl && !c->tls_hs && !c->tls_rd_drained && SSL_has_pending(c->ssl);
 }
 
 void tls_close(struct pgt_conn *c)

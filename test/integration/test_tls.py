@@ -937,6 +937,47 @@ def test_hostile_handshakes(tls_factory):
 
 # ---------------------------------------------------------------- volume
 
+def test_half_a_record_does_not_spin(tls_factory):
+    """OpenSSL reads ahead, and what it holds is invisible to epoll; but a
+    partial record in its buffer can only be completed by the socket.  A
+    client that sends half a record (during login and while logged in) and
+    then nothing must cost pgtenant no CPU while it waits, and nobody else
+    notices; the half record is dropped with the client at the login
+    timeout."""
+    b = tls_factory(settings={"client_login_timeout": "3"})
+    half = b"\x17\x03\x03\x00\x40" + b"\x00" * 10  # application data record of 64 bytes, 10 sent
+    stalled = []
+    for _ in range(3):
+        s = tls_connect(b.port)
+        raw = socket.socket(fileno=os.dup(s.fileno()))  # the TCP socket under the TLS session
+        raw.sendall(half)
+        stalled.append((s, raw))
+    logged_in = tls_connect(b.port)
+    raw_login(logged_in)
+    raw = socket.socket(fileno=os.dup(logged_in.fileno()))
+    # a whole record (a query) and half of the next in one segment: OpenSSL
+    # reads both ahead, returns the query, and keeps the half
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+    logged_in.sendall(b"Q" + struct.pack("!I", 13) + b"select 1\0")
+    raw.sendall(half)
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+    logged_in.settimeout(5)
+    assert logged_in.recv(1) == b"T", "the query before the half record is answered"
+    stalled.append((logged_in, raw))
+    time.sleep(0.3)
+    cpu0, t0 = b.cpu_seconds(), time.time()
+    time.sleep(1.5)
+    used = b.cpu_seconds() - cpu0
+    assert used < 0.3 * (time.time() - t0), "pgtenant used %.2f s of CPU while clients held half records" % used
+    with b.connect(sslmode="require") as conn:
+        assert conn.execute("select 42").fetchone()[0] == 42
+    for s, r in stalled[:3]:
+        assert closed_within(s, 5) is not None, "a half record during login is closed by client_login_timeout"
+    for s, r in stalled:
+        r.close()
+        s.close()
+
+
 def test_copy_200mb_over_tls_both_sides(tls_factory, tlspg, certs):
     """COPY FROM STDIN of 200 MB and COPY TO STDOUT of it again, with
     verify-full from the client to pgtenant and from pgtenant to PostgreSQL:
