@@ -163,9 +163,21 @@ static bool common_setup(SSL_CTX *ctx, const char *protocols, const char *cipher
 	return true;
 }
 
+/* An encrypted key is refused, not prompted for on a terminal (which would
+ * block a reload, or hang a daemon). */
+static int no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+	(void)buf;
+	(void)size;
+	(void)rwflag;
+	(void)u;
+	return 0;
+}
+
 static bool load_cert(SSL_CTX *ctx, const char *cert, const char *key, const char *what, char *err,
                       size_t errlen)
 {
+	SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
 	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
 		snprintf(err, errlen, "%s: cannot load certificate %s: %s", what, cert, ssl_reason());
 		return false;
