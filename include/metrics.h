@@ -21,6 +21,7 @@ enum metrics_refusal {
 	REFUSAL_AUTH_FAILED,
 	REFUSAL_JWT_INVALID,
 	REFUSAL_WAIT_TIMEOUT,
+	REFUSAL_TLS, /* TLS required, or no valid client certificate */
 	REFUSAL_COUNT,
 };
 

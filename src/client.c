@@ -114,6 +114,7 @@ static bool check_tls(struct pgt_client *c, const char *user)
 	if (mode < PGT_SSL_REQUIRE || c->conn.addr.sa.sa_family == AF_UNIX)
 		return true;
 	if (!c->conn.ssl) {
+		metrics_refused(REFUSAL_TLS);
 		client_fail(c, "28000",
 		            "TLS required: client_tls_sslmode is %s; connect with sslmode=require",
 		            config_sslmode_name(mode));
@@ -123,10 +124,12 @@ static bool check_tls(struct pgt_client *c, const char *user)
 		return true;
 	char cn[256];
 	if (!tls_peer_cn(&c->conn, cn, sizeof(cn))) {
+		metrics_refused(REFUSAL_TLS);
 		client_fail(c, "28000", "connection requires a valid client certificate");
 		return false;
 	}
 	if (mode == PGT_SSL_VERIFY_FULL && strcmp(cn, user) != 0) {
+		metrics_refused(REFUSAL_TLS);
 		client_fail(
 		    c, "28000",
 		    "certificate authentication failed for user \"%s\": the certificate's CN is \"%s\"", user,

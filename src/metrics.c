@@ -27,8 +27,9 @@ static struct evhttp *http;
 static usec_t start_time;
 
 static const char *const refusal_names[REFUSAL_COUNT] = {
-    "no_tenant",    "invalid_tenant", "unknown_tenant", "tenant_disabled",
-    "tenant_quota", "auth_failed",    "jwt_invalid",    "wait_timeout",
+    "no_tenant",       "invalid_tenant", "unknown_tenant",
+    "tenant_disabled", "tenant_quota",   "auth_failed",
+    "jwt_invalid",     "wait_timeout",   "tls",
 };
 
 /* Label values may hold any byte: escape backslash, quote and newline. */

@@ -1099,5 +1099,11 @@ def test_tls_metrics(tls_factory, certs):
         for name in (hs, fails):
             for side in ("client", "server"):
                 assert (name, (("side", side),)) in last, (name, side)
+        # a plaintext login refused because TLS is required counts as a refusal for "tls"
+        refused = ("pgtenant_refusals_total", (("reason", "tls"),))
+        b.reload(client_tls_sslmode="require")
+        with pytest.raises(psycopg.OperationalError, match="TLS required"):
+            b.connect(sslmode="disable")
+        assert parse(scrape(b)).get(refused, 0) == last.get(refused, 0) + 1
     finally:
         fake.close()
