@@ -793,6 +793,22 @@ def test_server_tls_modes(tls_factory, tlspg, pg, certs):
     assert code == "08006" and "server connection failed" in msg, (code, msg)
 
 
+def test_server_sslmode_allow(tls_factory, tlspg, pg):
+    """server_tls_sslmode allow, as libpq has it: plaintext first, so a server
+    that takes plaintext gets no SSLRequest; a TLS-only server refuses the
+    plaintext login, and pgtenant goes on with TLS for that entry."""
+    b = tls_factory(settings={"client_tls_sslmode": "prefer", "server_tls_sslmode": "allow"}, databases={
+        "tlsonly": db_entry(tlspg.port),
+        "plainsrv": db_entry(pg.port),
+    })
+    assert login_error(b, dbname="plainsrv") == (None, None)
+    assert login_error(b, dbname="tlsonly") == (None, None)
+    servers = {s["database"]: s for s in b.admin("SHOW SERVERS")}
+    assert servers["plainsrv"]["tls"] == "", servers["plainsrv"]
+    assert TLS_COLUMN.match(servers["tlsonly"]["tls"]), servers["tlsonly"]
+    assert b.log_contains("plaintext login refused \\(sslmode allow\\); retrying with TLS") == 1
+
+
 def test_server_client_certificate(tls_factory, tlspg, certs):
     """server_tls_cert_file / server_tls_key_file: pgtenant presents
     CN=certuser and logs in to the `cert` hba line as certuser."""
