@@ -5,7 +5,7 @@
 # runtime, Node.js and npm; the npm packages themselves (pg, postgres) are
 # installed by that test into a cache outside the work tree.
 set -euo pipefail
-pkgs=(gcc meson ninja-build pkg-config libevent-dev libssl-dev libinih-dev libidn-dev libpq-dev
+pkgs=(gcc meson ninja-build pkg-config libevent-dev libssl-dev libinih-dev libidn-dev libjansson-dev libpq-dev
       postgresql postgresql-client pgbouncer python3 python3-psycopg python3-asyncpg python3-pytest
       procps util-linux libpostgresql-jdbc-java openssl)
 missing=()

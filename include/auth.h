@@ -3,7 +3,8 @@
  * the choice of method per user, as PgBouncer does: a user whose stored
  * password is an md5 hash can only do md5; a SCRAM secret can only do SCRAM.
  * A failed authentication is answered after auth_failure_delay, growing with
- * the failures of the client's address (addrstate.h).
+ * the failures of the client's address (addrstate.h).  auth_type jwt asks
+ * for a cleartext password and verifies it as a token (jwt.h).
  */
 #ifndef PGT_AUTH_H
 #define PGT_AUTH_H
@@ -23,7 +24,8 @@ enum auth_step {
 	AUTH_MD5_WAIT,
 	AUTH_SCRAM_INIT_WAIT,
 	AUTH_SCRAM_FINAL_WAIT,
-	AUTH_FAILED, /* failed; the 28P01 waits for fail_timer, input is ignored */
+	AUTH_JWT_WAIT, /* asked for a cleartext password that is a JWT (jwt.h) */
+	AUTH_FAILED,   /* failed; the 28P01 waits for fail_timer, input is ignored */
 	AUTH_DONE
 };
 
@@ -33,6 +35,7 @@ struct auth_state {
 	char *stored; /* copy of the user's auth_file password (NULL = unknown user) */
 	struct scram_server scram;
 	bool plus_offered; /* SCRAM-SHA-256-PLUS was offered (TLS) */
+	char *fail_msg;    /* the refusal's message when it is not a bad password */
 	/* Delays the answer to a failed authentication, so that guessing from
 	 * one address slows down; a timer, not a sleep, as the loop is shared. */
 	struct event *fail_timer; /* allocated on a failure only: logins that succeed do not pay for it */
@@ -45,6 +48,9 @@ bool auth_start(struct pgt_client *c, struct auth_state *st);
  * Sets st->step = AUTH_DONE on success, AUTH_FAILED while a failure waits
  * for its delayed answer (c stays open until then). */
 bool auth_message(struct pgt_client *c, struct auth_state *st, const uint8_t *body, uint32_t len);
+/* A JWT login's password message was too large to read: refuse it (false
+ * if c was closed). */
+bool auth_jwt_too_large(struct pgt_client *c, struct auth_state *st);
 /* Free what st holds and disarm a pending failure answer; idempotent. */
 void auth_clear(struct auth_state *st);
 

@@ -12,6 +12,7 @@
 #include "list.h"
 #include "sbuf.h"
 #include "util.h"
+#include "jwt.h"
 #include "varcache.h"
 
 struct pgt_pool;
@@ -42,6 +43,7 @@ struct pgt_client {
 	struct pgt_server *last_server;  /* its last link's connection while it is `affine` to it */
 	struct client_login *login;      /* only during login; freed after */
 	char *user;                      /* login user name (tenant suffix removed) */
+	char *server_user;               /* jwt_user_map's server user; NULL = user */
 	char *tenant;                    /* NULL = no tenant */
 	struct pgt_tenant_state *tstate; /* counted against its tenant's max_client_conn */
 	struct registry_lookup *lookup;  /* waiting for the tenant registry's answer */
@@ -96,6 +98,15 @@ void client_close(struct pgt_client *c, const char *reason);
 bool client_send_error(struct pgt_client *c, const char *sqlstate, const char *msg) _MUSTCHECK;
 void client_log(const struct pgt_client *c, int level, const char *fmt, ...) PGT_PRINTF(3, 4);
 
+/* The client authentication its database asks for (enum pgt_auth_type). */
+int client_auth_type(const struct pgt_client *c);
+/* A verified token's claims applied to c's login: its tenant (08004 when
+ * invalid or conflicting: c is closed, -1), the tenant's issuer binding and
+ * the user claim (a refusal for auth.c to answer: 1 with *why and text), or
+ * 0 when all is well. */
+struct jwt_result;
+int client_jwt_identity(struct pgt_client *c, const struct jwt_result *r, enum jwt_reason *why, char *text,
+                        size_t textlen);
 /* Called by the pool/server when the welcome parameters became available. */
 void client_welcome(struct pgt_client *c);
 /* The tenant registry answered: continue the login. */

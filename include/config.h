@@ -45,6 +45,7 @@ struct pgt_database {
 	int pool_mode;          /* -1 = global */
 	int tenant_pool_mode;   /* -1 = global */
 	int sslmode;            /* server_tls_sslmode of this entry; -1 = global */
+	int auth_type;          /* client authentication for this entry; -1 = global */
 	int line;
 };
 
@@ -62,6 +63,7 @@ struct pgt_tenant_conf {
 	char *database;          /* [databases] entry to route to; NULL = the one asked for */
 	char *statement_timeout; /* pinned on the tenant's server connections; NULL = none */
 	char *server_user;       /* role the tenant's pool logs in as; NULL = tenant_server_user */
+	char *jwt_issuer;        /* tokens naming this tenant only from this issuer; NULL = any */
 	int line;
 };
 
@@ -129,6 +131,8 @@ struct pgt_config {
 	char *jwt_issuer;
 	char *jwt_audience;
 	usec_t jwt_leeway;
+	bool jwt_allow_plaintext;
+	char *jwt_user_map;
 
 	int client_tls_sslmode;
 	char *client_tls_cert_file;

@@ -13,6 +13,8 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
 
 #include <event2/event.h>
 #include <openssl/crypto.h>
@@ -24,11 +26,13 @@
 #include "metrics.h"
 #include "loop.h"
 #include "pktbuf.h"
+#include "jwt.h"
 #include "proto.h"
 #include "tls.h"
 #include "userlist.h"
 
 #define AUTH_OK 0
+#define AUTH_CLEARTEXT 3
 #define AUTH_MD5 5
 #define AUTH_SASL 10
 #define AUTH_SASL_CONTINUE 11
@@ -46,9 +50,12 @@ static bool send_auth(struct pgt_client *c, uint32_t code, const void *data, siz
 	return ok;
 }
 
-static void answer_failure(struct pgt_client *c)
+static void answer_failure(struct pgt_client *c, struct auth_state *st)
 {
-	client_fail(c, "28P01", "password authentication failed for user \"%s\"", c->user);
+	if (st->fail_msg)
+		client_fail(c, "28P01", "%s", st->fail_msg);
+	else
+		client_fail(c, "28P01", "password authentication failed for user \"%s\"", c->user);
 }
 
 static void fail_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -56,11 +63,32 @@ static void fail_timer_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	struct auth_state *st = arg;
-	answer_failure(st->fail_client);
+	answer_failure(st->fail_client, st);
 }
+
+static bool fail_login(struct pgt_client *c, struct auth_state *st, const char *why,
+                       enum metrics_refusal kind);
 
 /* Returns false if c was closed, true if the answer waits on the timer. */
 static bool fail_password(struct pgt_client *c, struct auth_state *st, const char *why)
+{
+	return fail_login(c, st, why, REFUSAL_AUTH_FAILED);
+}
+
+/* A refused token: 28P01 "invalid token: <reason>", after the same delay as
+ * a bad password; logged with the reason, never with the token. */
+static bool fail_token(struct pgt_client *c, struct auth_state *st, enum jwt_reason r, const char *text)
+{
+	jwt_refusals[r]++;
+	free(st->fail_msg);
+	st->fail_msg = xasprintf("invalid token: %s", text ? text : jwt_reason_text(r));
+	char why[160];
+	snprintf(why, sizeof(why), "%s", st->fail_msg);
+	return fail_login(c, st, why, REFUSAL_JWT_INVALID);
+}
+
+static bool fail_login(struct pgt_client *c, struct auth_state *st, const char *why,
+                       enum metrics_refusal kind)
 {
 	usec_t base = pgt.cfg->auth_failure_delay;
 	struct addr_state *as = base > 0 ? client_login_addr(c) : NULL; /* the client holds a reference */
@@ -71,7 +99,7 @@ static bool fail_password(struct pgt_client *c, struct auth_state *st, const cha
 		           as->failures);
 	else
 		client_log(c, PGT_LOG_WARNING, "authentication failed: %s", why);
-	metrics_refused(REFUSAL_AUTH_FAILED);
+	metrics_refused(kind);
 	st->step = AUTH_FAILED;
 	if (delay > 0) {
 		/* libevent's default clock is CLOCK_MONOTONIC_COARSE, which lags by
@@ -84,7 +112,7 @@ static bool fail_password(struct pgt_client *c, struct auth_state *st, const cha
 		if (st->fail_timer && evtimer_add(st->fail_timer, &tv) == 0)
 			return true;
 	}
-	answer_failure(c);
+	answer_failure(c, st);
 	return false;
 }
 
@@ -103,11 +131,21 @@ bool auth_start(struct pgt_client *c, struct auth_state *st)
 		st->step = AUTH_DONE;
 		return true;
 	}
-	if (cfg->auth_type == PGT_AUTH_JWT) {
-		client_fail(c, "28000", "auth_type jwt is not supported yet");
-		return false;
+	int type = client_auth_type(c);
+	if (type == PGT_AUTH_JWT) {
+		if (!c->conn.ssl && c->conn.addr.sa.sa_family != AF_UNIX && !cfg->jwt_allow_plaintext) {
+			/* refused before the token is asked for, so that it never
+			 * crosses the network in clear */
+			metrics_refused(REFUSAL_TLS);
+			client_fail(c, "28000",
+			            "JWT login requires TLS (sslmode=require) or a unix socket; "
+			            "jwt_allow_plaintext = yes allows it over plaintext TCP");
+			return false;
+		}
+		st->step = AUTH_JWT_WAIT;
+		return send_auth(c, AUTH_CLEARTEXT, NULL, 0);
 	}
-	bool use_md5 = cfg->auth_type == PGT_AUTH_MD5;
+	bool use_md5 = type == PGT_AUTH_MD5;
 	/* the stored form decides what is possible, as in PgBouncer */
 	if (st->stored && strncmp(st->stored, "md5", 3) == 0 && strlen(st->stored) == 35)
 		use_md5 = true;
@@ -218,6 +256,28 @@ bool auth_message(struct pgt_client *c, struct auth_state *st, const uint8_t *bo
 			auth_succeeded(c, st);
 		return ok;
 	}
+	case AUTH_JWT_WAIT: {
+		struct proto_reader r;
+		proto_reader_init(&r, body, len);
+		const char *token = proto_get_str(&r);
+		if (!token || r.pos != len) {
+			client_fail(c, "08P01", "protocol violation: malformed password message");
+			return false;
+		}
+		struct jwt_result res;
+		enum jwt_reason why = jwt_verify(pgt.cfg, token, strlen(token), (int64_t)time(NULL), &res);
+		OPENSSL_cleanse((void *)token, strlen(token));
+		if (why != JWT_OK)
+			return fail_token(c, st, why, NULL);
+		char text[160];
+		int v = client_jwt_identity(c, &res, &why, text, sizeof(text));
+		if (v < 0)
+			return false; /* refused (08004) and closed */
+		if (v > 0)
+			return fail_token(c, st, why, text);
+		auth_succeeded(c, st);
+		return true;
+	}
 	case AUTH_FAILED:
 		/* the answer is on its way (fail_timer): whatever the client says
 		 * meanwhile cannot change it */
@@ -228,6 +288,11 @@ bool auth_message(struct pgt_client *c, struct auth_state *st, const uint8_t *bo
 	}
 }
 
+bool auth_jwt_too_large(struct pgt_client *c, struct auth_state *st)
+{
+	return fail_token(c, st, JWT_TOO_LARGE, NULL);
+}
+
 void auth_clear(struct auth_state *st)
 {
 	if (st->fail_timer) {
@@ -235,6 +300,8 @@ void auth_clear(struct auth_state *st)
 		st->fail_timer = NULL;
 	}
 	scram_server_clear(&st->scram);
+	free(st->fail_msg);
+	st->fail_msg = NULL;
 	if (st->stored) {
 		memset(st->stored, 0, strlen(st->stored));
 		free(st->stored);

@@ -30,6 +30,7 @@
 #include "metrics.h"
 #include "config.h"
 #include "janitor.h"
+#include "jwt.h"
 #include "log.h"
 #include "loop.h"
 #include "pktbuf.h"
@@ -448,6 +449,7 @@ void client_free_dead(void)
 			free(c->sync);
 		}
 		free(c->user);
+		free(c->server_user);
 		free(c->dbname);
 		free(c->tenant);
 		free(c->admin_pending);
@@ -498,6 +500,103 @@ static void handle_cancel(struct pgt_client *self, uint32_t pid, uint32_t key)
 
 /* Find the tenant before authentication: only the format is checked here,
  * so that an unauthenticated client cannot probe which tenants exist. */
+static void refuse_no_tenant(struct pgt_client *c)
+{
+	const struct pgt_config *cfg = pgt.cfg;
+	metrics_refused(REFUSAL_NO_TENANT);
+	client_fail(c, "08004", "no tenant given: connect as user%stenant, or pass -c %s=<tenant> in options",
+	            cfg->tenant_user_separator, cfg->tenant_parameter);
+}
+
+/* Can a token name the tenant of some login (jwt in tenant_sources, and JWT
+ * authentication globally or for some database)? */
+static bool jwt_names_tenants(const struct pgt_config *cfg)
+{
+	if (!util_list_contains(cfg->tenant_sources, "jwt"))
+		return false;
+	if (cfg->auth_type == PGT_AUTH_JWT)
+		return true;
+	for (int i = 0; i < cfg->ndbs; i++)
+		if (cfg->dbs[i].auth_type == PGT_AUTH_JWT)
+			return true;
+	return false;
+}
+
+int client_auth_type(const struct pgt_client *c)
+{
+	const struct pgt_config *cfg = pgt.cfg;
+	const struct pgt_database *db = c->login ? c->login->db : NULL;
+	int t = db && db->auth_type >= 0 ? db->auth_type : cfg->auth_type;
+	/* the admin console's users are in auth_file, never behind a token */
+	if (t == PGT_AUTH_JWT && !db)
+		t = PGT_AUTH_SCRAM;
+	return t;
+}
+
+int client_jwt_identity(struct pgt_client *c, const struct jwt_result *r, enum jwt_reason *why, char *text,
+                        size_t textlen)
+{
+	const struct pgt_config *cfg = pgt.cfg;
+	if (r->has_tenant) {
+		struct tenant_request req = {.jwt = r->tenant};
+		struct tenant_result res;
+		tenant_identify(cfg, &req, &res);
+		if (res.status == TENANT_INVALID) {
+			metrics_refused(REFUSAL_INVALID_TENANT);
+			client_fail(c, "08004",
+			            "invalid tenant id (from jwt): it must match tenant_id_pattern %s",
+			            cfg->tenant_id_pattern);
+			return -1;
+		}
+		if (res.status == TENANT_FOUND) {
+			if (c->tenant && strcmp(c->tenant, res.id) != 0) {
+				metrics_refused(REFUSAL_INVALID_TENANT);
+				client_fail(c, "08004",
+				            "conflicting tenant: the startup packet names \"%s\" but jwt "
+				            "names \"%s\"",
+				            c->tenant, res.id);
+				return -1;
+			}
+			if (!c->tenant)
+				c->tenant = xstrdup(res.id);
+		}
+	}
+	if (!c->tenant && cfg->tenant_required) {
+		if (util_list_contains(cfg->tenant_sources, "jwt")) {
+			*why = JWT_MISSING_TENANT;
+			snprintf(text, textlen, "missing tenant claim %s", cfg->jwt_tenant_claim);
+			return 1;
+		}
+		refuse_no_tenant(c);
+		return -1;
+	}
+	const struct pgt_tenant_conf *tc = c->tenant ? config_find_tenant(cfg, c->tenant) : NULL;
+	if (tc && tc->jwt_issuer && strcmp(tc->jwt_issuer, r->iss) != 0) {
+		/* whoever runs another tenant's issuer cannot mint tokens for this one */
+		*why = JWT_ISSUER_NOT_ALLOWED;
+		snprintf(text, textlen, "issuer not allowed for tenant %s", c->tenant);
+		return 1;
+	}
+	if (cfg->jwt_user_claim[0] && (!r->has_user || strcmp(r->user, c->user) != 0)) {
+		*why = JWT_USER_MISMATCH;
+		snprintf(text, textlen, "user does not match the token's %s", cfg->jwt_user_claim);
+		return 1;
+	}
+	if (cfg->jwt_user_map[0]) {
+		char mapped[64];
+		const char *v = r->has_user ? r->user : r->sub;
+		if (jwt_map_user(cfg->jwt_user_map, v, mapped, sizeof(mapped))) {
+			if (!config_role_name_valid(mapped)) {
+				client_fail(c, "28000", "jwt_user_map gives an invalid role name");
+				return -1;
+			}
+			free(c->server_user);
+			c->server_user = xstrdup(mapped);
+		}
+	}
+	return 0;
+}
+
 static bool identify_tenant(struct pgt_client *c, const struct proto_startup *st)
 {
 	const struct pgt_config *cfg = pgt.cfg;
@@ -527,12 +626,10 @@ static bool identify_tenant(struct pgt_client *c, const struct proto_startup *st
 		            res.id, res.other_source, res.other);
 		return false;
 	case TENANT_NONE:
-		if (cfg->tenant_required) {
-			metrics_refused(REFUSAL_NO_TENANT);
-			client_fail(
-			    c, "08004",
-			    "no tenant given: connect as user%stenant, or pass -c %s=<tenant> in options",
-			    cfg->tenant_user_separator, cfg->tenant_parameter);
+		/* a token may name it: decided once the database (and so the
+		 * authentication) is known, or after the token */
+		if (cfg->tenant_required && !jwt_names_tenants(cfg)) {
+			refuse_no_tenant(c);
 			return false;
 		}
 		return true;
@@ -644,6 +741,10 @@ static bool handle_startup(struct pgt_client *c, const struct proto_startup *st)
 		c->login->db = config_find_db(cfg, c->dbname);
 		if (!c->login->db) {
 			client_fail(c, "3D000", "no such database: %s", c->dbname);
+			return false;
+		}
+		if (!c->tenant && cfg->tenant_required && client_auth_type(c) != PGT_AUTH_JWT) {
+			refuse_no_tenant(c);
 			return false;
 		}
 	}
@@ -820,7 +921,7 @@ static bool login_continue(struct pgt_client *c)
 	}
 	/* the server role: the tenant's own (tenant_server_user, server_user=),
 	 * else the entry's user, else the client's */
-	const char *server_user = db->user ? db->user : c->user;
+	const char *server_user = db->user ? db->user : c->server_user ? c->server_user : c->user;
 	char role[128];
 	bool tenant_role = false;
 	if (c->tenant && ((tc && tc->server_user) || cfg->tenant_server_user[0])) {
@@ -863,8 +964,18 @@ static enum sbuf_verdict login_packet(struct pgt_client *c, struct pgt_pkt *pkt)
 		list_del(&c->node);
 		list_append(&login_clients, &c->node);
 	}
-	if (!pkt->full)
+	if (!pkt->full) {
+		if (pkt->type == 'p' && c->login && c->login->auth.step == AUTH_JWT_WAIT) {
+			/* a token may be larger than the I/O buffer, up to its limit */
+			if (pkt->total > JWT_MAX_TOKEN + 6) {
+				if (!auth_jwt_too_large(c, &c->login->auth))
+					return SB_GONE;
+				return SB_SKIP;
+			}
+			pkt->grow = true;
+		}
 		return SB_NEED_FULL;
+	}
 	if (c->conn.startup_mode) {
 		struct proto_startup st;
 		const char *reason;

@@ -140,6 +140,8 @@ static const struct cf_key cf_keys[] = {
     STR(jwt_issuer, true, ""),
     STR(jwt_audience, true, ""),
     TIME(jwt_leeway, true, "30"),
+    BOOL(jwt_allow_plaintext, true, "no"),
+    STR(jwt_user_map, true, ""),
 
     ENUM(client_tls_sslmode, true, "disable", sslmodes),
     STR(client_tls_cert_file, true, ""),
@@ -329,6 +331,7 @@ static void db_defaults(struct pgt_database *db)
 	db->max_db_connections = -1;
 	db->pool_mode = db->tenant_pool_mode = -1;
 	db->sslmode = -1;
+	db->auth_type = -1;
 }
 
 const char *config_sslmode_name(int mode)
@@ -466,6 +469,18 @@ bool connstr_parse(const char *s, struct pgt_database *db, char *err, size_t err
 				         val);
 				return false;
 			}
+		} else if (strcmp(key, "auth_type") == 0) {
+			db->auth_type = -1;
+			for (int i = 0; auth_types[i]; i++)
+				if (strcasecmp(val, auth_types[i]) == 0)
+					db->auth_type = i;
+			if (db->auth_type < 0) {
+				snprintf(
+				    err, errlen,
+				    "invalid auth_type \"%s\": expected trust, md5, scram-sha-256 or jwt",
+				    val);
+				return false;
+			}
 		} else if (strcmp(key, "sslmode") == 0) {
 			db->sslmode = -1;
 			for (int i = 0; sslmodes[i]; i++)
@@ -503,6 +518,7 @@ static void tenant_conf_free(struct pgt_tenant_conf *t)
 	free(t->database);
 	free(t->statement_timeout);
 	free(t->server_user);
+	free(t->jwt_issuer);
 	memset(t, 0, sizeof(*t));
 }
 
@@ -576,6 +592,9 @@ static bool tenant_conf_parse(const char *id, const char *spec, struct pgt_tenan
 				free(t->server_user);
 				t->server_user = xstrdup(v);
 			}
+		} else if (strcmp(k, "jwt_issuer") == 0) {
+			free(t->jwt_issuer);
+			t->jwt_issuer = xstrdup(v);
 		} else if (strcmp(k, "statement_timeout") == 0) {
 			/* goes into the server's startup options: digits and a unit only */
 			bool plain = strlen(v) < 32;

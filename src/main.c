@@ -23,6 +23,7 @@
 #include "config.h"
 #include "dns.h"
 #include "janitor.h"
+#include "jwt.h"
 #include "listener.h"
 #include "log.h"
 #include "loop.h"
@@ -58,6 +59,8 @@ bool loop_reload(void)
 	char err[512];
 	if (!tls_configure(cfg, true, err, sizeof(err)))
 		log_error("%s; keeping the previous TLS settings (certificates, keys, CA, protocols)", err);
+	if (!jwt_configure(cfg, true, err, sizeof(err)))
+		log_error("%s; keeping the previous JWT keys", err);
 	if (strcmp(old->listen_addr, cfg->listen_addr) != 0 || old->listen_port != cfg->listen_port ||
 	    strcmp(old->unix_socket_dir, cfg->unix_socket_dir) != 0 || old->pkt_buf != cfg->pkt_buf)
 		log_warning("listen_addr, listen_port, unix_socket_dir and pkt_buf change only on restart");
@@ -238,7 +241,8 @@ int main(int argc, char **argv)
 			return 1;
 		}
 		char err[512];
-		if (!tls_configure(cfg, false, err, sizeof(err))) {
+		if (!tls_configure(cfg, false, err, sizeof(err)) ||
+		    !jwt_configure(cfg, false, err, sizeof(err))) {
 			fprintf(stderr, "%s: %s\n", path, err);
 			config_free(cfg);
 			return 1;
@@ -273,7 +277,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	char tls_err[512];
-	if (!tls_configure(cfg, true, tls_err, sizeof(tls_err))) {
+	if (!tls_configure(cfg, true, tls_err, sizeof(tls_err)) ||
+	    !jwt_configure(cfg, true, tls_err, sizeof(tls_err))) {
 		log_fatal("%s", tls_err);
 		return 1;
 	}
@@ -314,6 +319,7 @@ int main(int argc, char **argv)
 	metrics_stop();
 	janitor_stop();
 	tls_shutdown();
+	jwt_shutdown();
 	/* pgt.cfg, not cfg: a reload may have replaced the startup config */
 	if (pgt.cfg->pidfile[0])
 		unlink(pgt.cfg->pidfile);

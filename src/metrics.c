@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "jwt.h"
 #include "log.h"
 #include "loop.h"
 #include "pool.h"
@@ -224,6 +225,12 @@ static void render(struct evbuffer *b)
 	for (int r = 0; r < REFUSAL_COUNT; r++)
 		evbuffer_add_printf(b, "pgtenant_refusals_total{reason=\"%s\"} %llu\n", refusal_names[r],
 		                    (unsigned long long)metrics_refusals[r]);
+	header(b, "pgtenant_jwt_refusals_total", "counter",
+	       "Tokens refused (in pgtenant_refusals_total{reason=\"jwt_invalid\"}), by reason.");
+	for (int r = 1; r < JWT_REASON_COUNT; r++)
+		evbuffer_add_printf(b, "pgtenant_jwt_refusals_total{jwt_reason=\"%s\"} %llu\n",
+		                    jwt_reason_label((enum jwt_reason)r),
+		                    (unsigned long long)jwt_refusals[r]);
 	header(b, "pgtenant_tls_handshakes_total", "counter",
 	       "TLS handshakes completed, with clients and with servers.");
 	for (int side = 0; side < 2; side++)
