@@ -821,8 +821,15 @@ static void cf_validate(struct pgt_config *cfg)
 		if (!ps || strchr(cfg->tenant_server_user, '%') != ps || strchr(ps + 2, '%'))
 			cf_error(cfg, 0, "tenant_server_user must contain %%s exactly once and no other %%");
 	}
-	if (cfg->auth_type != PGT_AUTH_TRUST && !*cfg->auth_file)
+	bool jwt_db = false;
+	for (int i = 0; i < cfg->ndbs; i++)
+		jwt_db |= cfg->dbs[i].auth_type == PGT_AUTH_JWT;
+	/* (jwt: tokens need no auth_file; the admin console's users do, and
+	 * without one nobody can log in to it) */
+	if (cfg->auth_type != PGT_AUTH_TRUST && cfg->auth_type != PGT_AUTH_JWT && !*cfg->auth_file)
 		cf_error(cfg, 0, "auth_type %s needs auth_file", auth_types[cfg->auth_type]);
+	if ((cfg->auth_type == PGT_AUTH_JWT || jwt_db) && !cfg->jwt_key_file[0] && !cfg->jwt_secret_file[0])
+		cf_error(cfg, 0, "auth_type jwt needs jwt_key_file or jwt_secret_file");
 	if (*cfg->auth_file) {
 		struct pgt_userlist *ul = xcalloc(1, sizeof(*ul));
 		char err[512];
