@@ -54,13 +54,14 @@ struct pgt_client {
 	char *pin;                /* why it keeps its server connection (transaction mode), or NULL */
 	struct pgt_vars *tracked; /* settings it SET itself, carried to its next server connections */
 	uint32_t cancel_pid, cancel_key;
-	usec_t wait_start;                   /* when it started waiting for a server */
-	usec_t xact_start;                   /* when its current transaction/linking began */
-	bool is_admin_user;                  /* admin_users member (control commands allowed) */
-	bool welcome_pending;                /* session mode: welcomed once its server is linked */
-	char replication;                    /* 'd' replication=database, 'p' physical, 0 none */
-	bool throttled;                      /* queued behind its tenant's xact_rate (ratelimit.h) */
-	bool rate_granted;                   /* ... and granted: its held message is not charged again */
+	usec_t wait_start;    /* when it started waiting for a server */
+	usec_t xact_start;    /* when its current transaction/linking began */
+	bool is_admin_user;   /* admin_users member (control commands allowed) */
+	bool welcome_pending; /* session mode: welcomed once its server is linked */
+	char replication;     /* 'd' replication=database, 'p' physical, 0 none */
+	bool throttled;       /* queued behind its tenant's xact_rate (ratelimit.h) */
+	bool rate_granted;    /* ... and granted: its held message is not charged again */
+	uint32_t jwt_expiry;  /* jwt_enforce_expiry: its token's exp + jwt_leeway (epoch seconds); 0 = none */
 	struct admin_pending *admin_pending; /* a PAUSE/WAIT_CLOSE reply is outstanding */
 	struct pgt_client *throttle_next;    /* next in its tenant's rate-limit queue */
 	/* the Query that gives vars to a reset server of the pool opened with

@@ -60,6 +60,11 @@ extern uint64_t jwt_refusals[JWT_REASON_COUNT];
 bool jwt_configure(const struct pgt_config *cfg, bool install, char *err, size_t errlen);
 void jwt_shutdown(void);
 
+/* Called by the janitor: once a second, re-read the key and secret files
+ * when they changed (in place, or replaced by a rename as a mounted
+ * secret is), so that a rotated key needs no RELOAD. */
+void jwt_watch(const struct pgt_config *cfg, uint64_t now_usec);
+
 /* Verify token against the keys in use and cfg's claim rules at time now
  * (seconds since the epoch).  JWT_OK fills out. */
 enum jwt_reason jwt_verify(const struct pgt_config *cfg, const char *token, size_t len, int64_t now,

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "addrstate.h"
@@ -582,6 +583,10 @@ int client_jwt_identity(struct pgt_client *c, const struct jwt_result *r, enum j
 		snprintf(text, textlen, "user does not match the token's %s", cfg->jwt_user_claim);
 		return 1;
 	}
+	if (cfg->jwt_enforce_expiry && r->exp > 0) {
+		int64_t until = r->exp + cfg->jwt_leeway / USEC_PER_SEC;
+		c->jwt_expiry = until > 0 && until < UINT32_MAX ? (uint32_t)until : UINT32_MAX;
+	}
 	if (cfg->jwt_user_map[0]) {
 		char mapped[64];
 		const char *v = r->has_user ? r->user : r->sub;
@@ -1056,6 +1061,14 @@ static enum sbuf_verdict active_packet(struct pgt_client *c, struct pgt_pkt *pkt
 	}
 	struct pgt_server *s = c->server;
 	const struct pgt_tenant_state *t = c->tstate;
+	if (__builtin_expect(c->jwt_expiry != 0, 0) && rate_boundary(c, s) &&
+	    (uint64_t)time(NULL) > c->jwt_expiry) {
+		/* its token ran out: no new transaction on it */
+		jwt_refusals[JWT_EXPIRED]++;
+		metrics_refused(REFUSAL_JWT_INVALID);
+		client_fail(c, "28P01", "invalid token: expired");
+		return SB_GONE;
+	}
 	if (__builtin_expect(t && t->xrate, 0) && rate_boundary(c, s) && !rate_admit(c))
 		return c->conn.dead ? SB_GONE : SB_HOLD; /* queued behind its tenant's xact_rate */
 	if (!s) {

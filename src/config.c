@@ -141,6 +141,7 @@ static const struct cf_key cf_keys[] = {
     STR(jwt_audience, true, ""),
     TIME(jwt_leeway, true, "30"),
     BOOL(jwt_allow_plaintext, true, "no"),
+    BOOL(jwt_enforce_expiry, true, "yes"),
     STR(jwt_user_map, true, ""),
 
     ENUM(client_tls_sslmode, true, "disable", sslmodes),

@@ -20,6 +20,7 @@
 #include "admin.h"
 #include "client.h"
 #include "config.h"
+#include "jwt.h"
 #include "log.h"
 #include "metrics.h"
 #include "loop.h"
@@ -186,6 +187,7 @@ bool janitor_run(void)
 	tenant_states_expire(now);
 	stats_tick(now);
 	addr_state_expire(now);
+	jwt_watch(pgt.cfg, now);
 	if (pgt.shutting_down && pool_total_busy() == 0) {
 		log_info("no server connection in use: shutting down");
 		loop_shutdown(true);

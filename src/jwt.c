@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include <jansson.h>
 #include <openssl/bn.h>
@@ -25,6 +26,7 @@
 #include <openssl/rsa.h>
 
 #include "config.h"
+#include "log.h"
 #include "util.h"
 
 uint64_t jwt_refusals[JWT_REASON_COUNT];
@@ -46,6 +48,37 @@ struct jwt_keys {
 };
 
 static struct jwt_keys *in_use;
+
+/* what the files in use looked like when they were read (jwt_watch) */
+struct file_id {
+	bool set;
+	dev_t dev;
+	ino_t ino;
+	off_t size;
+	struct timespec mtime;
+};
+static struct file_id key_id, secret_id;
+static uint64_t last_watch;
+
+static struct file_id file_id_of(const char *path)
+{
+	struct file_id f = {0};
+	struct stat st;
+	if (path[0] && stat(path, &st) == 0) {
+		f.set = true;
+		f.dev = st.st_dev;
+		f.ino = st.st_ino;
+		f.size = st.st_size;
+		f.mtime = st.st_mtim;
+	}
+	return f;
+}
+
+static bool same_file(const struct file_id *a, const struct file_id *b)
+{
+	return a->set == b->set && a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+	       a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec;
+}
 
 enum family { F_HS, F_RS, F_PS, F_ES, F_ED };
 
@@ -388,6 +421,8 @@ static char *read_file(const char *path, size_t *len, size_t max)
 
 bool jwt_configure(const struct pgt_config *cfg, bool install, char *err, size_t errlen)
 {
+	/* identified before reading, so that a change during the read is seen next time */
+	struct file_id kid_now = file_id_of(cfg->jwt_key_file), sid_now = file_id_of(cfg->jwt_secret_file);
 	struct jwt_keys *k = calloc(1, sizeof(*k));
 	if (!k) {
 		snprintf(err, errlen, "out of memory");
@@ -442,7 +477,29 @@ bool jwt_configure(const struct pgt_config *cfg, bool install, char *err, size_t
 	}
 	keys_free(in_use);
 	in_use = k;
+	key_id = kid_now;
+	secret_id = sid_now;
 	return true;
+}
+
+void jwt_watch(const struct pgt_config *cfg, uint64_t now)
+{
+	if ((!cfg->jwt_key_file[0] && !cfg->jwt_secret_file[0]) || now - last_watch < USEC_PER_SEC)
+		return;
+	last_watch = now;
+	struct file_id k = file_id_of(cfg->jwt_key_file), s = file_id_of(cfg->jwt_secret_file);
+	if (same_file(&k, &key_id) && same_file(&s, &secret_id))
+		return;
+	char err[512];
+	if (jwt_configure(cfg, true, err, sizeof(err))) {
+		log_info("JWT keys re-read: %s changed",
+		         same_file(&k, &key_id) ? "jwt_secret_file" : "jwt_key_file");
+	} else {
+		/* a half-written file: keep the keys, and try again once it changes */
+		log_error("%s; keeping the previous JWT keys", err);
+		key_id = k;
+		secret_id = s;
+	}
 }
 
 void jwt_shutdown(void)
