@@ -491,9 +491,9 @@ void jwt_watch(const struct pgt_config *cfg, uint64_t now)
 	if (same_file(&k, &key_id) && same_file(&s, &secret_id))
 		return;
 	char err[512];
+	const char *which = same_file(&k, &key_id) ? "jwt_secret_file" : "jwt_key_file";
 	if (jwt_configure(cfg, true, err, sizeof(err))) {
-		log_info("JWT keys re-read: %s changed",
-		         same_file(&k, &key_id) ? "jwt_secret_file" : "jwt_key_file");
+		log_info("JWT keys re-read: %s changed", which);
 	} else {
 		/* a half-written file: keep the keys, and try again once it changes */
 		log_error("%s; keeping the previous JWT keys", err);
