@@ -14,6 +14,7 @@
 
 #include <event2/event_struct.h>
 
+#include "jwks.h"
 #include "scram.h"
 
 struct pgt_client;
@@ -25,6 +26,7 @@ enum auth_step {
 	AUTH_SCRAM_INIT_WAIT,
 	AUTH_SCRAM_FINAL_WAIT,
 	AUTH_JWT_WAIT, /* asked for a cleartext password that is a JWT (jwt.h) */
+	AUTH_JWT_KEYS, /* its key is unknown: waiting for jwt_jwks_url to be fetched again */
 	AUTH_FAILED,   /* failed; the 28P01 waits for fail_timer, input is ignored */
 	AUTH_DONE
 };
@@ -34,8 +36,11 @@ struct auth_state {
 	uint8_t md5_salt[4];
 	char *stored; /* copy of the user's auth_file password (NULL = unknown user) */
 	struct scram_server scram;
-	bool plus_offered; /* SCRAM-SHA-256-PLUS was offered (TLS) */
-	char *fail_msg;    /* the refusal's message when it is not a bad password */
+	bool plus_offered;         /* SCRAM-SHA-256-PLUS was offered (TLS) */
+	char *fail_msg;            /* the refusal's message when it is not a bad password */
+	struct jwks_waiter jwks;   /* AUTH_JWT_KEYS */
+	char *token;               /* ... the token, verified again once the keys are in */
+	struct pgt_client *client; /* whose state this is */
 	/* Delays the answer to a failed authentication, so that guessing from
 	 * one address slows down; a timer, not a sleep, as the loop is shared. */
 	struct event *fail_timer; /* allocated on a failure only: logins that succeed do not pay for it */

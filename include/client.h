@@ -108,6 +108,9 @@ int client_auth_type(const struct pgt_client *c);
 struct jwt_result;
 int client_jwt_identity(struct pgt_client *c, const struct jwt_result *r, enum jwt_reason *why, char *text,
                         size_t textlen);
+/* Its authentication finished outside a message of its own (a token that
+ * waited for jwt_jwks_url): continue the login. */
+void client_auth_resumed(struct pgt_client *c);
 /* Called by the pool/server when the welcome parameters became available. */
 void client_welcome(struct pgt_client *c);
 /* The tenant registry answered: continue the login. */

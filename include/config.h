@@ -132,6 +132,7 @@ struct pgt_config {
 	char *jwt_audience;
 	usec_t jwt_leeway;
 	bool jwt_allow_plaintext;
+	char *jwt_jwks_url;
 	bool jwt_enforce_expiry;
 	char *jwt_user_map;
 

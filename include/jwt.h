@@ -60,6 +60,10 @@ extern uint64_t jwt_refusals[JWT_REASON_COUNT];
 bool jwt_configure(const struct pgt_config *cfg, bool install, char *err, size_t errlen);
 void jwt_shutdown(void);
 
+/* The key set fetched from jwt_jwks_url (jwks.h), used beside the file's;
+ * NULL drops it.  false with a message (the previous set stays) when it is
+ * not a usable JWKS document. */
+bool jwt_set_jwks(const char *json, size_t len, char *err, size_t errlen);
 /* Called by the janitor: once a second, re-read the key and secret files
  * when they changed (in place, or replaced by a rename as a mounted
  * secret is), so that a rotated key needs no RELOAD. */

@@ -27,6 +27,7 @@
 #include "loop.h"
 #include "pktbuf.h"
 #include "jwt.h"
+#include "list.h"
 #include "proto.h"
 #include "tls.h"
 #include "userlist.h"
@@ -68,6 +69,8 @@ static void fail_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 static bool fail_login(struct pgt_client *c, struct auth_state *st, const char *why,
                        enum metrics_refusal kind);
+static void jwks_fetched(struct jwks_waiter *w);
+static bool jwt_login(struct pgt_client *c, struct auth_state *st, char *token, bool may_wait);
 
 /* Returns false if c was closed, true if the answer waits on the timer. */
 static bool fail_password(struct pgt_client *c, struct auth_state *st, const char *why)
@@ -264,19 +267,9 @@ bool auth_message(struct pgt_client *c, struct auth_state *st, const uint8_t *bo
 			client_fail(c, "08P01", "protocol violation: malformed password message");
 			return false;
 		}
-		struct jwt_result res;
-		enum jwt_reason why = jwt_verify(pgt.cfg, token, strlen(token), (int64_t)time(NULL), &res);
+		bool ok = jwt_login(c, st, (char *)token, true);
 		OPENSSL_cleanse((void *)token, strlen(token));
-		if (why != JWT_OK)
-			return fail_token(c, st, why, NULL);
-		char text[160];
-		int v = client_jwt_identity(c, &res, &why, text, sizeof(text));
-		if (v < 0)
-			return false; /* refused (08004) and closed */
-		if (v > 0)
-			return fail_token(c, st, why, text);
-		auth_succeeded(c, st);
-		return true;
+		return ok;
 	}
 	case AUTH_FAILED:
 		/* the answer is on its way (fail_timer): whatever the client says
@@ -286,6 +279,54 @@ bool auth_message(struct pgt_client *c, struct auth_state *st, const uint8_t *bo
 		client_fail(c, "08P01", "protocol violation: unexpected password message");
 		return false;
 	}
+}
+
+/* Verify a token and apply its claims; with may_wait, a token whose key
+ * is unknown waits for jwt_jwks_url to be fetched again.  false if c was
+ * closed. */
+static bool jwt_login(struct pgt_client *c, struct auth_state *st, char *token, bool may_wait)
+{
+	struct jwt_result res;
+	size_t tl = strlen(token);
+	enum jwt_reason why = jwt_verify(pgt.cfg, token, tl, (int64_t)time(NULL), &res);
+	if (why == JWT_UNKNOWN_KEY && may_wait) {
+		st->jwks.done = jwks_fetched;
+		st->client = c;
+		if (jwks_wait_refresh(&st->jwks)) {
+			st->token = xstrndup(token, tl);
+			st->step = AUTH_JWT_KEYS;
+			client_log(c, PGT_LOG_DEBUG, "token key unknown: waiting for jwt_jwks_url");
+			return true;
+		}
+	}
+	if (why != JWT_OK)
+		return fail_token(c, st, why, NULL);
+	char text[160];
+	int v = client_jwt_identity(c, &res, &why, text, sizeof(text));
+	if (v < 0)
+		return false; /* refused (08004) and closed */
+	if (v > 0)
+		return fail_token(c, st, why, text);
+	auth_succeeded(c, st);
+	return true;
+}
+
+/* jwt_jwks_url was fetched (or failed): the waiting token again, once. */
+static void jwks_fetched(struct jwks_waiter *w)
+{
+	struct auth_state *st = container_of(w, struct auth_state, jwks);
+	struct pgt_client *c = st->client;
+	char *token = st->token;
+	st->token = NULL;
+	if (st->step != AUTH_JWT_KEYS || !token) {
+		free(token);
+		return;
+	}
+	bool ok = jwt_login(c, st, token, false);
+	OPENSSL_cleanse(token, strlen(token));
+	free(token);
+	if (ok)
+		client_auth_resumed(c);
 }
 
 bool auth_jwt_too_large(struct pgt_client *c, struct auth_state *st)
@@ -302,6 +343,12 @@ void auth_clear(struct auth_state *st)
 	scram_server_clear(&st->scram);
 	free(st->fail_msg);
 	st->fail_msg = NULL;
+	jwks_unwait(&st->jwks);
+	if (st->token) {
+		OPENSSL_cleanse(st->token, strlen(st->token));
+		free(st->token);
+		st->token = NULL;
+	}
 	if (st->stored) {
 		memset(st->stored, 0, strlen(st->stored));
 		free(st->stored);

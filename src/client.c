@@ -829,6 +829,14 @@ void client_registry_done(struct pgt_client *c)
 		login_continue(c);
 }
 
+static bool login_done(struct pgt_client *c);
+
+void client_auth_resumed(struct pgt_client *c)
+{
+	if (c->login && c->login->auth.step == AUTH_DONE && !c->conn.dead)
+		login_done(c);
+}
+
 static bool login_done(struct pgt_client *c)
 {
 	login_uncount(c);

@@ -141,6 +141,7 @@ static const struct cf_key cf_keys[] = {
     STR(jwt_audience, true, ""),
     TIME(jwt_leeway, true, "30"),
     BOOL(jwt_allow_plaintext, true, "no"),
+    STR(jwt_jwks_url, true, ""),
     BOOL(jwt_enforce_expiry, true, "yes"),
     STR(jwt_user_map, true, ""),
 
@@ -829,8 +830,9 @@ static void cf_validate(struct pgt_config *cfg)
 	 * without one nobody can log in to it) */
 	if (cfg->auth_type != PGT_AUTH_TRUST && cfg->auth_type != PGT_AUTH_JWT && !*cfg->auth_file)
 		cf_error(cfg, 0, "auth_type %s needs auth_file", auth_types[cfg->auth_type]);
-	if ((cfg->auth_type == PGT_AUTH_JWT || jwt_db) && !cfg->jwt_key_file[0] && !cfg->jwt_secret_file[0])
-		cf_error(cfg, 0, "auth_type jwt needs jwt_key_file or jwt_secret_file");
+	if ((cfg->auth_type == PGT_AUTH_JWT || jwt_db) && !cfg->jwt_key_file[0] && !cfg->jwt_secret_file[0] &&
+	    !cfg->jwt_jwks_url[0])
+		cf_error(cfg, 0, "auth_type jwt needs jwt_key_file, jwt_jwks_url or jwt_secret_file");
 	if (*cfg->auth_file) {
 		struct pgt_userlist *ul = xcalloc(1, sizeof(*ul));
 		char err[512];

@@ -20,6 +20,7 @@
 #include "admin.h"
 #include "client.h"
 #include "config.h"
+#include "jwks.h"
 #include "jwt.h"
 #include "log.h"
 #include "metrics.h"
@@ -188,6 +189,7 @@ bool janitor_run(void)
 	stats_tick(now);
 	addr_state_expire(now);
 	jwt_watch(pgt.cfg, now);
+	jwks_tick(now);
 	if (pgt.shutting_down && pool_total_busy() == 0) {
 		log_info("no server connection in use: shutting down");
 		loop_shutdown(true);

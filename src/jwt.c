@@ -48,6 +48,7 @@ struct jwt_keys {
 };
 
 static struct jwt_keys *in_use;
+static struct jwt_keys *url_keys; /* from jwt_jwks_url (jwks.c) */
 
 /* what the files in use looked like when they were read (jwt_watch) */
 struct file_id {
@@ -506,6 +507,38 @@ void jwt_shutdown(void)
 {
 	keys_free(in_use);
 	in_use = NULL;
+	keys_free(url_keys);
+	url_keys = NULL;
+}
+
+bool jwt_set_jwks(const char *json, size_t len, char *err, size_t errlen)
+{
+	if (!json) {
+		keys_free(url_keys);
+		url_keys = NULL;
+		return true;
+	}
+	json_error_t je;
+	json_t *doc = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
+	if (!json_is_object(doc)) {
+		snprintf(err, errlen, "not a JSON object (%s)", je.text);
+		json_decref(doc);
+		return false;
+	}
+	struct jwt_keys *k = calloc(1, sizeof(*k));
+	bool ok = k && load_jwks(k, doc, "jwt_jwks_url", err, errlen);
+	json_decref(doc);
+	if (ok && k->n == 0) {
+		snprintf(err, errlen, "no signing key in the key set");
+		ok = false;
+	}
+	if (!ok) {
+		keys_free(k);
+		return false;
+	}
+	keys_free(url_keys);
+	url_keys = k;
+	return true;
 }
 
 /* ---- verification ---- */
@@ -567,24 +600,26 @@ static enum jwt_reason check_signature(const struct alg *a, const char *kid, con
 			return JWT_BAD_SIGNATURE;
 		return siglen == maclen && CRYPTO_memcmp(mac, sig, maclen) == 0 ? JWT_OK : JWT_BAD_SIGNATURE;
 	}
-	if (!k)
-		return JWT_UNKNOWN_KEY;
-	/* with a kid: the keys of that kid, else those without one (PEM) */
+	/* the file's keys and the URL's; with a kid: the keys of that kid,
+	 * else those without one (PEM) */
+	const struct jwt_keys *sets[2] = {in_use, url_keys};
 	bool have_kid = false;
-	if (kid)
-		for (int i = 0; i < k->n; i++)
-			if (strcmp(k->keys[i].kid, kid) == 0)
+	for (int n = 0; n < 2; n++)
+		for (int i = 0; kid && sets[n] && i < sets[n]->n; i++)
+			if (strcmp(sets[n]->keys[i].kid, kid) == 0)
 				have_kid = true;
 	int tried = 0;
-	for (int i = 0; i < k->n; i++) {
-		const struct jwt_key *key = &k->keys[i];
-		if (key->type != a->type || (key->alg[0] && strcmp(key->alg, a->name) != 0))
-			continue;
-		if (kid && (have_kid ? strcmp(key->kid, kid) != 0 : key->kid[0] != '\0'))
-			continue;
-		tried++;
-		if (verify_with(a, key->pkey, sig, siglen, input, inlen))
-			return JWT_OK;
+	for (int n = 0; n < 2; n++) {
+		for (int i = 0; sets[n] && i < sets[n]->n; i++) {
+			const struct jwt_key *key = &sets[n]->keys[i];
+			if (key->type != a->type || (key->alg[0] && strcmp(key->alg, a->name) != 0))
+				continue;
+			if (kid && (have_kid ? strcmp(key->kid, kid) != 0 : key->kid[0] != '\0'))
+				continue;
+			tried++;
+			if (verify_with(a, key->pkey, sig, siglen, input, inlen))
+				return JWT_OK;
+		}
 	}
 	return tried ? JWT_BAD_SIGNATURE : JWT_UNKNOWN_KEY;
 }

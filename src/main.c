@@ -23,6 +23,7 @@
 #include "config.h"
 #include "dns.h"
 #include "janitor.h"
+#include "jwks.h"
 #include "jwt.h"
 #include "listener.h"
 #include "log.h"
@@ -61,6 +62,7 @@ bool loop_reload(void)
 		log_error("%s; keeping the previous TLS settings (certificates, keys, CA, protocols)", err);
 	if (!jwt_configure(cfg, true, err, sizeof(err)))
 		log_error("%s; keeping the previous JWT keys", err);
+	jwks_configure(cfg);
 	if (strcmp(old->listen_addr, cfg->listen_addr) != 0 || old->listen_port != cfg->listen_port ||
 	    strcmp(old->unix_socket_dir, cfg->unix_socket_dir) != 0 || old->pkt_buf != cfg->pkt_buf)
 		log_warning("listen_addr, listen_port, unix_socket_dir and pkt_buf change only on restart");
@@ -288,6 +290,7 @@ int main(int argc, char **argv)
 		log_fatal("could not initialise DNS");
 		return 1;
 	}
+	jwks_configure(cfg);
 	/* the pidfile exists before the port accepts connections, so that whoever
 	 * waits for the port finds it */
 	if (!write_pidfile(cfg->pidfile))
@@ -319,6 +322,7 @@ int main(int argc, char **argv)
 	metrics_stop();
 	janitor_stop();
 	tls_shutdown();
+	jwks_shutdown();
 	jwt_shutdown();
 	/* pgt.cfg, not cfg: a reload may have replaced the startup config */
 	if (pgt.cfg->pidfile[0])

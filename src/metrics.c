@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "jwks.h"
 #include "jwt.h"
 #include "log.h"
 #include "loop.h"
@@ -231,6 +232,12 @@ static void render(struct evbuffer *b)
 		evbuffer_add_printf(b, "pgtenant_jwt_refusals_total{jwt_reason=\"%s\"} %llu\n",
 		                    jwt_reason_label((enum jwt_reason)r),
 		                    (unsigned long long)jwt_refusals[r]);
+	header(b, "pgtenant_jwks_fetches_total", "counter", "jwt_jwks_url fetched and loaded.");
+	evbuffer_add_printf(b, "pgtenant_jwks_fetches_total %llu\n", (unsigned long long)jwks_fetches);
+	header(b, "pgtenant_jwks_fetch_failures_total", "counter",
+	       "jwt_jwks_url fetches that failed (the keys in use stay).");
+	evbuffer_add_printf(b, "pgtenant_jwks_fetch_failures_total %llu\n",
+	                    (unsigned long long)jwks_fetch_failures);
 	header(b, "pgtenant_tls_handshakes_total", "counter",
 	       "TLS handshakes completed, with clients and with servers.");
 	for (int side = 0; side < 2; side++)
