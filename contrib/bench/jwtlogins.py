@@ -73,7 +73,7 @@ def start_pgtenant(d, pg, binary, auth):
                 "[pgtenant]\nlisten_addr = 127.0.0.1\nlisten_port = %d\nunix_socket_dir =\n"
                 "auth_file = %s/userlist.txt\npool_mode = transaction\ndefault_pool_size = 8\n"
                 "max_client_conn = 20000\ntenant_required = no\nserver_tls_sslmode = disable\n"
-                "auth_failure_delay = 0\n" % (pg.port, port, d))
+                "auth_failure_delay = 0\nunknown_tenant = allow\n" % (pg.port, port, d))
         if auth == "jwt":
             f.write("auth_type = jwt\njwt_key_file = %s/keys.pem\njwt_algorithms = RS256, ES256\n"
                     "jwt_user_claim =\njwt_allow_plaintext = yes\n" % d)
@@ -109,6 +109,8 @@ def main():
     pg = Postgres()
     poolers = []
     try:
+        subprocess.run(["pgbench", "-i", "-q", "-s", "1", "-h", pg.sockdir, "-p", str(pg.port), "-U", "app", "appdb"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         d = os.path.join(work, "pgtenant-jwt")
         os.makedirs(d)
         openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", d + "/rsa.key")
