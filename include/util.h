@@ -44,6 +44,10 @@ bool util_list_contains(const char *list, const char *name);
 /* Constant-time comparison for secrets. */
 bool util_secure_eq(const void *a, const void *b, size_t n);
 
+/* OpenSSL's passphrase callback that gives none: an encrypted key is
+ * refused instead of being prompted for on a terminal (which would block
+ * a reload, or hang a daemon). */
+int util_no_passphrase(char *buf, int size, int rwflag, void *u);
 /* Random bytes from OpenSSL's CSPRNG; false on failure. */
 bool util_random(void *buf, size_t n) _MUSTCHECK;
 

@@ -366,15 +366,6 @@ static bool load_jwks(struct jwt_keys *k, json_t *doc, const char *path, char *e
 	return true;
 }
 
-static int no_passphrase(char *buf, int size, int rwflag, void *u)
-{
-	(void)buf;
-	(void)size;
-	(void)rwflag;
-	(void)u;
-	return 0;
-}
-
 static bool load_pem(struct jwt_keys *k, const char *path, char *err, size_t errlen)
 {
 	BIO *bio = BIO_new_file(path, "r");
@@ -385,7 +376,7 @@ static bool load_pem(struct jwt_keys *k, const char *path, char *err, size_t err
 	EVP_PKEY *pkey;
 	int n = 0;
 	bool ok = true;
-	while ((pkey = PEM_read_bio_PUBKEY(bio, NULL, no_passphrase, NULL)) != NULL) {
+	while ((pkey = PEM_read_bio_PUBKEY(bio, NULL, util_no_passphrase, NULL)) != NULL) {
 		char where[512];
 		snprintf(where, sizeof(where), "%s: key %d", path, n++);
 		if (!add_key(k, pkey, NULL, NULL, err, errlen, where)) {

@@ -163,21 +163,10 @@ static bool common_setup(SSL_CTX *ctx, const char *protocols, const char *cipher
 	return true;
 }
 
-/* An encrypted key is refused, not prompted for on a terminal (which would
- * block a reload, or hang a daemon). */
-static int no_passphrase(char *buf, int size, int rwflag, void *u)
-{
-	(void)buf;
-	(void)size;
-	(void)rwflag;
-	(void)u;
-	return 0;
-}
-
 static bool load_cert(SSL_CTX *ctx, const char *cert, const char *key, const char *what, char *err,
                       size_t errlen)
 {
-	SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
+	SSL_CTX_set_default_passwd_cb(ctx, util_no_passphrase);
 	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
 		snprintf(err, errlen, "%s: cannot load certificate %s: %s", what, cert, ssl_reason());
 		return false;
@@ -314,15 +303,22 @@ bool tls_client_available(void)
 
 static void handshake_step(struct pgt_conn *c);
 
+/* A session of ctx on c's socket; NULL if there is no context or memory. */
+static SSL *new_session(SSL_CTX *ctx, const struct pgt_conn *c)
+{
+	SSL *ssl = ctx ? SSL_new(ctx) : NULL;
+	if (ssl && !SSL_set_fd(ssl, c->fd)) {
+		SSL_free(ssl);
+		ssl = NULL;
+	}
+	return ssl;
+}
+
 bool tls_accept(struct pgt_conn *c, bool direct)
 {
-	if (!accept_ctx)
+	SSL *ssl = new_session(accept_ctx, c);
+	if (!ssl)
 		return false;
-	SSL *ssl = SSL_new(accept_ctx);
-	if (!ssl || !SSL_set_fd(ssl, c->fd)) {
-		SSL_free(ssl);
-		return false;
-	}
 	SSL_set_accept_state(ssl);
 	c->ssl = ssl;
 	c->tls_hs = true;
@@ -356,13 +352,9 @@ static bool numeric_host(const char *h)
 
 bool tls_connect(struct pgt_conn *c, const char *host, int sslmode)
 {
-	if (!connect_ctx)
+	SSL *ssl = new_session(connect_ctx, c);
+	if (!ssl)
 		return false;
-	SSL *ssl = SSL_new(connect_ctx);
-	if (!ssl || !SSL_set_fd(ssl, c->fd)) {
-		SSL_free(ssl);
-		return false;
-	}
 	SSL_set_connect_state(ssl);
 	bool numeric = host && numeric_host(host);
 	if (host && !numeric)

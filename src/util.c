@@ -135,6 +135,15 @@ bool util_secure_eq(const void *a, const void *b, size_t n)
 	return CRYPTO_memcmp(a, b, n) == 0;
 }
 
+int util_no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+	(void)buf;
+	(void)size;
+	(void)rwflag;
+	(void)u;
+	return 0;
+}
+
 bool util_random(void *buf, size_t n)
 {
 	return RAND_bytes(buf, (int)n) == 1;
