@@ -267,8 +267,14 @@ bool auth_message(struct pgt_client *c, struct auth_state *st, const uint8_t *bo
 			client_fail(c, "08P01", "protocol violation: malformed password message");
 			return false;
 		}
-		bool ok = jwt_login(c, st, (char *)token, true);
-		OPENSSL_cleanse((void *)token, strlen(token));
+		/* the message's buffer goes with c if the login closes it: verify a
+		 * copy, and wipe the buffer while it is certainly there */
+		size_t tl = strlen(token);
+		char *copy = xstrndup(token, tl);
+		OPENSSL_cleanse((void *)token, tl);
+		bool ok = jwt_login(c, st, copy, true);
+		OPENSSL_cleanse(copy, tl);
+		free(copy);
 		return ok;
 	}
 	case AUTH_FAILED:

@@ -538,6 +538,14 @@ int client_jwt_identity(struct pgt_client *c, const struct jwt_result *r, enum j
                         size_t textlen)
 {
 	const struct pgt_config *cfg = pgt.cfg;
+	bool jwt_source = util_list_contains(cfg->tenant_sources, "jwt") && cfg->jwt_tenant_claim[0];
+	if (jwt_source && !r->has_tenant) {
+		/* a token that should name the tenant and does not: the tenant the
+		 * client asked for elsewhere would rest on nothing the issuer said */
+		*why = JWT_MISSING_TENANT;
+		snprintf(text, textlen, "missing tenant claim %s", cfg->jwt_tenant_claim);
+		return 1;
+	}
 	if (r->has_tenant) {
 		struct tenant_request req = {.jwt = r->tenant};
 		struct tenant_result res;

@@ -833,6 +833,15 @@ static void cf_validate(struct pgt_config *cfg)
 	if ((cfg->auth_type == PGT_AUTH_JWT || jwt_db) && !cfg->jwt_key_file[0] && !cfg->jwt_secret_file[0] &&
 	    !cfg->jwt_jwks_url[0])
 		cf_error(cfg, 0, "auth_type jwt needs jwt_key_file, jwt_jwks_url or jwt_secret_file");
+	/* verify-ca checks no host name: against the system's public CAs any
+	 * certificate anyone can buy would pass */
+	bool verify_ca = cfg->server_tls_sslmode == PGT_SSL_VERIFY_CA;
+	for (int i = 0; i < cfg->ndbs; i++)
+		verify_ca |= cfg->dbs[i].sslmode == PGT_SSL_VERIFY_CA;
+	if (verify_ca && !cfg->server_tls_ca_file[0])
+		cf_error(
+		    cfg, 0,
+		    "server sslmode verify-ca needs server_tls_ca_file (verify-full may use the system CAs)");
 	if (*cfg->auth_file) {
 		struct pgt_userlist *ul = xcalloc(1, sizeof(*ul));
 		char err[512];

@@ -46,6 +46,22 @@ static void free_conn_cb(evutil_socket_t fd, short what, void *arg)
 	evhttp_connection_free(arg);
 }
 
+static void wake_waiters(void)
+{
+	/* none of them is on the list any more before any is called: a
+	 * callback that closes another waiting client must not cut the walk */
+	struct jwks_waiter *w = waiters;
+	waiters = NULL;
+	for (struct jwks_waiter *i = w; i; i = i->next)
+		i->waiting = false;
+	while (w) {
+		struct jwks_waiter *next = w->next;
+		w->next = NULL;
+		w->done(w);
+		w = next;
+	}
+}
+
 static void finish(bool ok)
 {
 	in_flight = false;
@@ -60,15 +76,7 @@ static void finish(bool ok)
 		event_base_once(pgt.base, -1, EV_TIMEOUT, free_conn_cb, conn, &now);
 		conn = NULL;
 	}
-	struct jwks_waiter *w = waiters;
-	waiters = NULL;
-	while (w) {
-		struct jwks_waiter *next = w->next;
-		w->waiting = false;
-		w->next = NULL;
-		w->done(w);
-		w = next;
-	}
+	wake_waiters();
 }
 
 static void fetch_done(struct evhttp_request *req, void *arg)
@@ -109,8 +117,12 @@ static void fetch_start(void)
 	const char *host = u ? evhttp_uri_get_host(u) : NULL;
 	bool tls = scheme && strcasecmp(scheme, "https") == 0;
 	last_start = loop_now();
-	if (!host || !scheme || (!tls && strcasecmp(scheme, "http") != 0)) {
-		log_error("jwt_jwks_url %s: not an http(s) URL", url);
+	/* plain http only on loopback (a local test or sidecar): keys fetched
+	 * in clear could be swapped by anyone on the path */
+	bool loopback = host && (strcmp(host, "localhost") == 0 || strncmp(host, "127.", 4) == 0 ||
+	                         strcmp(host, "::1") == 0 || strcmp(host, "[::1]") == 0);
+	if (!host || !scheme || (!tls && (strcasecmp(scheme, "http") != 0 || !loopback))) {
+		log_error("jwt_jwks_url %s: not an https URL (http only on loopback)", url);
 		evhttp_uri_free(u);
 		jwks_fetch_failures++;
 		last_failed = true;
@@ -199,6 +211,7 @@ void jwks_configure(const struct pgt_config *cfg)
 	free(url);
 	url = want[0] ? xstrdup(want) : NULL;
 	jwt_set_jwks(NULL, 0, NULL, 0);
+	wake_waiters(); /* tokens waiting for the old URL are judged by the keys there are */
 	if (url)
 		fetch_start();
 }

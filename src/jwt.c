@@ -170,6 +170,13 @@ static long b64url_decode(const char *in, size_t n, uint8_t *out, size_t outcap)
 {
 	if (n % 4 == 1 || (n + 3) / 4 * 3 > outcap)
 		return -1;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)in[i];
+		/* the URL-safe alphabet only: no padding, no white space */
+		if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+		      ch == '-' || ch == '_'))
+			return -1;
+	}
 	char *std = malloc(n + 4);
 	if (!std)
 		return -1;
@@ -179,8 +186,6 @@ static long b64url_decode(const char *in, size_t n, uint8_t *out, size_t outcap)
 			ch = '+';
 		else if (ch == '_')
 			ch = '/';
-		else if (ch == '+' || ch == '/' || ch == '=')
-			ch = '!'; /* not in base64url: EVP_DecodeBlock refuses it */
 		std[i] = ch;
 	}
 	size_t pad = (4 - n % 4) % 4;
@@ -341,6 +346,7 @@ static bool load_jwks(struct jwt_keys *k, json_t *doc, const char *path, char *e
 		snprintf(err, errlen, "%s: a JWKS document needs a \"keys\" array", path);
 		return false;
 	}
+	int before = k->n;
 	size_t i;
 	json_t *jwk;
 	json_array_foreach(arr, i, jwk)
@@ -354,14 +360,20 @@ static bool load_jwks(struct jwt_keys *k, json_t *doc, const char *path, char *e
 		const char *use = json_string_value(json_object_get(jwk, "use"));
 		if (use && strcmp(use, "sig") != 0)
 			continue; /* an encryption key signs nothing */
+		/* a key pgtenant cannot use (another kty or curve, a short RSA
+		 * key) is skipped: an issuer's set may hold keys for others */
 		EVP_PKEY *pkey = jwk_key(jwk, err, errlen, where);
-		if (!pkey)
-			return false;
-		if (!add_key(k, pkey, json_string_value(json_object_get(jwk, "kid")),
-		             json_string_value(json_object_get(jwk, "alg")), err, errlen, where)) {
+		if (pkey && !add_key(k, pkey, json_string_value(json_object_get(jwk, "kid")),
+		                     json_string_value(json_object_get(jwk, "alg")), err, errlen, where)) {
 			EVP_PKEY_free(pkey);
-			return false;
+			pkey = NULL;
 		}
+		if (!pkey)
+			log_warning("%s; key skipped", err);
+	}
+	if (k->n == before) {
+		snprintf(err, errlen, "%s: no usable signing key", path);
+		return false;
 	}
 	return true;
 }
@@ -471,6 +483,8 @@ bool jwt_configure(const struct pgt_config *cfg, bool install, char *err, size_t
 	in_use = k;
 	key_id = kid_now;
 	secret_id = sid_now;
+	if ((k->n || k->secret || cfg->jwt_jwks_url[0]) && !cfg->jwt_issuer[0])
+		log_warning("jwt_issuer is empty: a token from any issuer the keys sign for is accepted");
 	return true;
 }
 
@@ -667,9 +681,10 @@ static bool audience_ok(const struct pgt_config *cfg, json_t *payload)
 				return true;
 		}
 	}
-	/* Cognito's access tokens name the app client in client_id */
+	/* Cognito's access tokens have no aud and name the app client in
+	 * client_id; a token with an aud is judged by it alone */
 	json_t *cid = json_object_get(payload, "client_id");
-	return json_is_string(cid) && list_has(cfg->jwt_audience, json_string_value(cid), false);
+	return !aud && json_is_string(cid) && list_has(cfg->jwt_audience, json_string_value(cid), false);
 }
 
 static json_t *decode_part(const char *p, size_t n)
@@ -708,7 +723,7 @@ enum jwt_reason jwt_verify(const struct pgt_config *cfg, const char *token, size
 	json_t *kidv = json_object_get(header, "kid");
 	const char *kid = json_string_value(kidv);
 	const struct alg *a = NULL;
-	if (!alg || (kidv && !kid)) {
+	if (!alg || (kidv && (!kid || strlen(kid) >= sizeof(((struct jwt_key *)0)->kid)))) {
 		r = JWT_MALFORMED;
 		goto done;
 	}
@@ -734,7 +749,7 @@ enum jwt_reason jwt_verify(const struct pgt_config *cfg, const char *token, size
 	 * signature */
 	payload = decode_part(d1 + 1, (size_t)(d2 - d1 - 1));
 	size_t slen = (size_t)(token + len - d2 - 1);
-	uint8_t sig[1024];
+	uint8_t sig[2048]; /* RSA up to 16384 bits */
 	long sl = b64url_decode(d2 + 1, slen, sig, sizeof(sig));
 	if (!payload || sl < 0) {
 		r = JWT_MALFORMED;
@@ -752,11 +767,16 @@ enum jwt_reason jwt_verify(const struct pgt_config *cfg, const char *token, size
 		r = JWT_EXPIRED;
 		goto done;
 	}
-	if (num(json_object_get(payload, "nbf"), &nbf) && (double)now + leeway < nbf) {
+	json_t *nbfv = json_object_get(payload, "nbf"), *iatv = json_object_get(payload, "iat");
+	if ((nbfv && !num(nbfv, &nbf)) || (iatv && !num(iatv, &iat))) {
+		r = JWT_MALFORMED; /* a date that is not a NumericDate */
+		goto done;
+	}
+	if (nbfv && (double)now + leeway < nbf) {
 		r = JWT_NOT_YET_VALID;
 		goto done;
 	}
-	if (num(json_object_get(payload, "iat"), &iat) && iat > (double)now + leeway) {
+	if (iatv && iat > (double)now + leeway) {
 		r = JWT_ISSUED_IN_FUTURE;
 		goto done;
 	}
@@ -769,10 +789,12 @@ enum jwt_reason jwt_verify(const struct pgt_config *cfg, const char *token, size
 		r = JWT_WRONG_AUDIENCE;
 		goto done;
 	}
-	out->exp = (int64_t)exp;
+	out->exp = exp < 4e18 ? (int64_t)exp : INT64_MAX;
 	str_claim(json_object_get(payload, "sub"), out->sub, sizeof(out->sub));
-	out->has_tenant = cfg->jwt_tenant_claim[0] &&
-	                  str_claim(claim(payload, cfg->jwt_tenant_claim), out->tenant, sizeof(out->tenant));
+	json_t *tc = cfg->jwt_tenant_claim[0] ? claim(payload, cfg->jwt_tenant_claim) : NULL;
+	out->has_tenant = tc != NULL;
+	if (tc && !str_claim(tc, out->tenant, sizeof(out->tenant)))
+		snprintf(out->tenant, sizeof(out->tenant), "\x01"); /* not a string: names no valid tenant */
 	out->has_user = cfg->jwt_user_claim[0] &&
 	                str_claim(claim(payload, cfg->jwt_user_claim), out->user, sizeof(out->user));
 done:

@@ -838,6 +838,8 @@ static void conn_read(struct pgt_conn *c)
 		if (errno == EAGAIN || errno == EWOULDBLOCK) {
 			if (c->recv_pos == 0 && !c->hold)
 				buf_release(c);
+			if (__builtin_expect(c->tls_rd_wants_write, 0))
+				sbuf_update_events(c); /* OpenSSL must write before it can read on */
 			return;
 		}
 		c->ops->on_close(c, why ? why : strerror(errno), false);

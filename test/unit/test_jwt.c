@@ -219,8 +219,23 @@ int main(void)
 	           r.has_user && strcmp(r.user, "u2") == 0,
 	       "custom:tenant_id and sub read");
 	snprintf(pl, sizeof(pl), "{\"exp\":%ld,\"custom:tenant_id\":42}", now + 60);
-	tap_ok(check(cfg2, sign(es, pl, "ES256", NULL, 0), &r) == JWT_OK && !r.has_tenant,
-	       "a tenant claim that is not a string names no tenant");
+	tap_ok(check(cfg2, sign(es, pl, "ES256", NULL, 0), &r) == JWT_OK && r.has_tenant &&
+	           r.tenant[0] == '\x01',
+	       "a tenant claim that is not a string is there, and names no valid tenant");
+	snprintf(pl, sizeof(pl), "{\"exp\":%ld,\"nbf\":\"soon\"}", now + 60);
+	tap_ok(check(cfg2, sign(es, pl, "ES256", NULL, 0), &r) == JWT_MALFORMED,
+	       "an nbf that is not a number: malformed");
+	snprintf(pl, sizeof(pl), "{\"exp\":1e300}");
+	tap_ok(check(cfg2, sign(es, pl, "ES256", NULL, 0), &r) == JWT_OK && r.exp == INT64_MAX,
+	       "a huge exp is clamped");
+	snprintf(pl, sizeof(pl),
+	         "{\"iss\":\"https://a\",\"exp\":%ld,\"aud\":\"other\",\"client_id\":\"app1\"}", now + 60);
+	tap_ok(check(cfg, sign(es, pl, "ES256", NULL, 0), &r) == JWT_WRONG_AUDIENCE,
+	       "client_id does not stand in for a wrong aud");
+	char *ws = sign(es, pl, "ES256", NULL, 0);
+	char spaced[8192];
+	snprintf(spaced, sizeof(spaced), " %s", ws);
+	tap_ok(check(cfg, spaced, &r) == JWT_MALFORMED, "white space in a segment: malformed");
 
 	char out[64];
 	tap_ok(jwt_map_user("analyst=app_ro, *=app", "analyst", out, sizeof(out)) &&
