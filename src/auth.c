@@ -85,9 +85,7 @@ static bool fail_token(struct pgt_client *c, struct auth_state *st, enum jwt_rea
 	jwt_refusals[r]++;
 	free(st->fail_msg);
 	st->fail_msg = xasprintf("invalid token: %s", text ? text : jwt_reason_text(r));
-	char why[160];
-	snprintf(why, sizeof(why), "%s", st->fail_msg);
-	return fail_login(c, st, why, REFUSAL_JWT_INVALID);
+	return fail_login(c, st, st->fail_msg, REFUSAL_JWT_INVALID);
 }
 
 static bool fail_login(struct pgt_client *c, struct auth_state *st, const char *why,

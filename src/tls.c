@@ -182,6 +182,14 @@ static bool load_cert(SSL_CTX *ctx, const char *cert, const char *key, const cha
 	return true;
 }
 
+static bool load_ca(SSL_CTX *ctx, const char *file, const char *what, char *err, size_t errlen)
+{
+	if (SSL_CTX_load_verify_locations(ctx, file, NULL) == 1)
+		return true;
+	snprintf(err, errlen, "%s: cannot load CA file %s: %s", what, file, ssl_reason());
+	return false;
+}
+
 static SSL_CTX *build_accept(const struct pgt_config *cfg, char *err, size_t errlen)
 {
 	const char *what = "client TLS";
@@ -209,11 +217,8 @@ static SSL_CTX *build_accept(const struct pgt_config *cfg, char *err, size_t err
 	SSL_CTX_set_dh_auto(ctx, 1);
 	SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
 	if (cfg->client_tls_ca_file[0]) {
-		if (SSL_CTX_load_verify_locations(ctx, cfg->client_tls_ca_file, NULL) != 1) {
-			snprintf(err, errlen, "%s: cannot load CA file %s: %s", what, cfg->client_tls_ca_file,
-			         ssl_reason());
+		if (!load_ca(ctx, cfg->client_tls_ca_file, what, err, errlen))
 			goto fail;
-		}
 		STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(cfg->client_tls_ca_file);
 		if (names)
 			SSL_CTX_set_client_CA_list(ctx, names);
@@ -250,11 +255,8 @@ static SSL_CTX *build_connect(const struct pgt_config *cfg, char *err, size_t er
 			goto fail;
 	}
 	if (cfg->server_tls_ca_file[0]) {
-		if (SSL_CTX_load_verify_locations(ctx, cfg->server_tls_ca_file, NULL) != 1) {
-			snprintf(err, errlen, "%s: cannot load CA file %s: %s", what, cfg->server_tls_ca_file,
-			         ssl_reason());
+		if (!load_ca(ctx, cfg->server_tls_ca_file, what, err, errlen))
 			goto fail;
-		}
 	} else {
 		SSL_CTX_set_default_verify_paths(ctx);
 	}
