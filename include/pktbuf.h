@@ -43,5 +43,9 @@ void pktbuf_ready(struct pktbuf *b, char status);
 void pktbuf_row_desc(struct pktbuf *b, int ncols, const char *const *names, const uint32_t *oids);
 void pktbuf_data_row(struct pktbuf *b, int ncols, const char *const *values);
 void pktbuf_complete(struct pktbuf *b, const char *tag);
+/* Parse/Bind/Execute/Sync of an unnamed statement with one text parameter
+ * bound as $1 (pgtenant's own lookups: the value never becomes SQL text);
+ * Execute asks for the first row only. */
+void pktbuf_ext_query(struct pktbuf *b, const char *sql, const char *param);
 
 #endif

@@ -187,3 +187,29 @@ void pktbuf_complete(struct pktbuf *b, const char *tag)
 	pktbuf_put_str(b, tag);
 	pktbuf_finish(b);
 }
+
+void pktbuf_ext_query(struct pktbuf *b, const char *sql, const char *param)
+{
+	size_t n = strlen(param);
+	pktbuf_start(b, 'P');
+	pktbuf_put_str(b, "");
+	pktbuf_put_str(b, sql);
+	pktbuf_put_u16(b, 1);
+	pktbuf_put_u32(b, 25); /* text */
+	pktbuf_finish(b);
+	pktbuf_start(b, 'B');
+	pktbuf_put_str(b, "");
+	pktbuf_put_str(b, "");
+	pktbuf_put_u16(b, 0);
+	pktbuf_put_u16(b, 1);
+	pktbuf_put_u32(b, (uint32_t)n);
+	pktbuf_put_bytes(b, param, n);
+	pktbuf_put_u16(b, 0);
+	pktbuf_finish(b);
+	pktbuf_start(b, 'E');
+	pktbuf_put_str(b, "");
+	pktbuf_put_u32(b, 1);
+	pktbuf_finish(b);
+	pktbuf_start(b, 'S');
+	pktbuf_finish(b);
+}

@@ -272,27 +272,7 @@ bool registry_server_ready(struct pgt_server *s)
 		l->pool->internal_want--;
 		struct pktbuf b;
 		pktbuf_init(&b);
-		pktbuf_start(&b, 'P');
-		pktbuf_put_str(&b, "");
-		pktbuf_put_str(&b, pgt.cfg->tenant_query);
-		pktbuf_put_u16(&b, 1);
-		pktbuf_put_u32(&b, 25); /* $1 is text */
-		pktbuf_finish(&b);
-		pktbuf_start(&b, 'B');
-		pktbuf_put_str(&b, "");
-		pktbuf_put_str(&b, "");
-		pktbuf_put_u16(&b, 0);
-		pktbuf_put_u16(&b, 1);
-		pktbuf_put_u32(&b, (uint32_t)strlen(l->t->id));
-		pktbuf_put_bytes(&b, l->t->id, strlen(l->t->id));
-		pktbuf_put_u16(&b, 0);
-		pktbuf_finish(&b);
-		pktbuf_start(&b, 'E');
-		pktbuf_put_str(&b, "");
-		pktbuf_put_u32(&b, 1); /* the first row is the answer */
-		pktbuf_finish(&b);
-		pktbuf_start(&b, 'S');
-		pktbuf_finish(&b);
+		pktbuf_ext_query(&b, pgt.cfg->tenant_query, l->t->id);
 		bool ok = sbuf_send_raw(&s->conn, b.data, b.len);
 		pktbuf_free(&b);
 		s->lookup = l;
