@@ -1,5 +1,5 @@
 /*
- * jwt_jwks_url: an issuer's JSON Web Key Set fetched over HTTPS with
+ * jwt_jwks_url: each issuer's JSON Web Key Set fetched over HTTPS with
  * libevent's HTTP client on the event loop (names through evdns, TLS
  * through bufferevent_openssl, the certificate and host name checked
  * against OpenSSL's default trust store), cached, refreshed every
@@ -20,6 +20,7 @@ struct pgt_config;
 
 #define JWKS_REFRESH (300 * USEC_PER_SEC)
 #define JWKS_MIN_INTERVAL (10 * USEC_PER_SEC)
+#define JWKS_MAX_URLS 16 /* jwt_jwks_url is a list: one per issuer (user pool) is normal */
 
 /* Someone waiting for a fetch to end (success or not). */
 struct jwks_waiter {
@@ -30,7 +31,7 @@ struct jwks_waiter {
 
 extern uint64_t jwks_fetches, jwks_fetch_failures;
 
-/* The URL in force changed (startup, RELOAD): fetch it now. */
+/* The URLs in force or their issuers changed (startup, RELOAD): fetch them now. */
 void jwks_configure(const struct pgt_config *cfg);
 /* Periodic refresh (called by the janitor). */
 void jwks_tick(uint64_t now_usec);

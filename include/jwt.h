@@ -38,6 +38,7 @@ enum jwt_reason {
 	JWT_MISSING_TENANT,
 	JWT_ISSUER_NOT_ALLOWED,
 	JWT_USER_MISMATCH,
+	JWT_KEY_OF_OTHER_ISSUER, /* its kid is a key of another issuer's jwt_jwks_url */
 	JWT_REASON_COUNT
 };
 
@@ -60,10 +61,11 @@ extern uint64_t jwt_refusals[JWT_REASON_COUNT];
 bool jwt_configure(const struct pgt_config *cfg, bool install, char *err, size_t errlen);
 void jwt_shutdown(void);
 
-/* The key set fetched from jwt_jwks_url (jwks.h), used beside the file's;
- * NULL drops it.  false with a message (the previous set stays) when it is
- * not a usable JWKS document. */
-bool jwt_set_jwks(const char *json, size_t len, char *err, size_t errlen);
+/* The key set fetched from the idx-th jwt_jwks_url (jwks.h), used beside
+ * the file's; issuer: the one issuer its keys may sign for (NULL = any);
+ * idx -1 drops every set.  false with a message (the previous set stays)
+ * when it is not a usable JWKS document. */
+bool jwt_set_jwks(int idx, const char *issuer, const char *json, size_t len, char *err, size_t errlen);
 /* Called by the janitor: once a second, re-read the key and secret files
  * when they changed (in place, or replaced by a rename as a mounted
  * secret is), so that a rotated key needs no RELOAD. */

@@ -6,6 +6,7 @@
  * logged.
  */
 #include "jwt.h"
+#include "jwks.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,7 +49,10 @@ struct jwt_keys {
 };
 
 static struct jwt_keys *in_use;
-static struct jwt_keys *url_keys; /* from jwt_jwks_url (jwks.c) */
+/* from each jwt_jwks_url (jwks.c), with the issuer the URL lies under:
+ * its keys sign for that issuer only (NULL = for any allowed one) */
+static struct jwt_keys *url_keys[JWKS_MAX_URLS];
+static char *url_iss[JWKS_MAX_URLS];
 
 /* what the files in use looked like when they were read (jwt_watch) */
 struct file_id {
@@ -115,6 +119,7 @@ static const char *const reason_text[JWT_REASON_COUNT] = {
     "missing tenant claim",
     "issuer not allowed",
     "user mismatch",
+    "key of another issuer",
 };
 
 static const char *const reason_label[JWT_REASON_COUNT] = {
@@ -134,6 +139,7 @@ static const char *const reason_label[JWT_REASON_COUNT] = {
     "missing_tenant_claim",
     "issuer_not_allowed",
     "user_mismatch",
+    "key_of_another_issuer",
 };
 
 const char *jwt_reason_text(enum jwt_reason r)
@@ -512,16 +518,23 @@ void jwt_shutdown(void)
 {
 	keys_free(in_use);
 	in_use = NULL;
-	keys_free(url_keys);
-	url_keys = NULL;
+	jwt_set_jwks(-1, NULL, NULL, 0, NULL, 0);
 }
 
-bool jwt_set_jwks(const char *json, size_t len, char *err, size_t errlen)
+bool jwt_set_jwks(int idx, const char *issuer, const char *json, size_t len, char *err, size_t errlen)
 {
-	if (!json) {
-		keys_free(url_keys);
-		url_keys = NULL;
+	if (idx < 0) {
+		for (int i = 0; i < JWKS_MAX_URLS; i++) {
+			keys_free(url_keys[i]);
+			url_keys[i] = NULL;
+			free(url_iss[i]);
+			url_iss[i] = NULL;
+		}
 		return true;
+	}
+	if (idx >= JWKS_MAX_URLS) {
+		snprintf(err, errlen, "too many key set URLs");
+		return false;
 	}
 	json_error_t je;
 	json_t *doc = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
@@ -541,8 +554,10 @@ bool jwt_set_jwks(const char *json, size_t len, char *err, size_t errlen)
 		keys_free(k);
 		return false;
 	}
-	keys_free(url_keys);
-	url_keys = k;
+	keys_free(url_keys[idx]);
+	url_keys[idx] = k;
+	free(url_iss[idx]);
+	url_iss[idx] = issuer ? xstrdup(issuer) : NULL;
 	return true;
 }
 
@@ -591,8 +606,11 @@ out:
 	return ok;
 }
 
-static enum jwt_reason check_signature(const struct alg *a, const char *kid, const uint8_t *sig,
-                                       size_t siglen, const uint8_t *input, size_t inlen)
+/* iss: the token's (unverified) issuer, or NULL.  A URL's keys bound to
+ * another issuer are not tried: a key of one tenant's user pool never
+ * vouches for a token that claims another pool. */
+static enum jwt_reason check_signature(const struct alg *a, const char *kid, const char *iss,
+                                       const uint8_t *sig, size_t siglen, const uint8_t *input, size_t inlen)
 {
 	const struct jwt_keys *k = in_use;
 	if (a->family == F_HS) {
@@ -605,16 +623,31 @@ static enum jwt_reason check_signature(const struct alg *a, const char *kid, con
 			return JWT_BAD_SIGNATURE;
 		return siglen == maclen && CRYPTO_memcmp(mac, sig, maclen) == 0 ? JWT_OK : JWT_BAD_SIGNATURE;
 	}
-	/* the file's keys and the URL's; with a kid: the keys of that kid,
+	/* the file's keys and the URLs'; with a kid: the keys of that kid,
 	 * else those without one (PEM) */
-	const struct jwt_keys *sets[2] = {in_use, url_keys};
-	bool have_kid = false;
-	for (int n = 0; n < 2; n++)
+	enum { NSETS = JWKS_MAX_URLS + 1 };
+	const struct jwt_keys *sets[NSETS] = {in_use};
+	bool bound_elsewhere[NSETS] = {false};
+	for (int n = 1; n < NSETS; n++) {
+		sets[n] = url_keys[n - 1];
+		const char *b = url_iss[n - 1];
+		bound_elsewhere[n] = b && (!iss || strcmp(b, iss) != 0);
+	}
+	bool have_kid = false, foreign_kid = false;
+	for (int n = 0; n < NSETS; n++)
 		for (int i = 0; kid && sets[n] && i < sets[n]->n; i++)
-			if (strcmp(sets[n]->keys[i].kid, kid) == 0)
-				have_kid = true;
+			if (strcmp(sets[n]->keys[i].kid, kid) == 0) {
+				if (bound_elsewhere[n])
+					foreign_kid = true;
+				else
+					have_kid = true;
+			}
+	if (foreign_kid && !have_kid)
+		return JWT_KEY_OF_OTHER_ISSUER;
 	int tried = 0;
-	for (int n = 0; n < 2; n++) {
+	for (int n = 0; n < NSETS; n++) {
+		if (bound_elsewhere[n])
+			continue;
 		for (int i = 0; sets[n] && i < sets[n]->n; i++) {
 			const struct jwt_key *key = &sets[n]->keys[i];
 			if (key->type != a->type || (key->alg[0] && strcmp(key->alg, a->name) != 0))
@@ -755,7 +788,8 @@ enum jwt_reason jwt_verify(const struct pgt_config *cfg, const char *token, size
 		r = JWT_MALFORMED;
 		goto done;
 	}
-	r = check_signature(a, kid, sig, (size_t)sl, (const uint8_t *)token, (size_t)(d2 - token));
+	r = check_signature(a, kid, json_string_value(json_object_get(payload, "iss")), sig, (size_t)sl,
+	                    (const uint8_t *)token, (size_t)(d2 - token));
 	if (r != JWT_OK)
 		goto done;
 	double exp, nbf, iat, leeway = (double)cfg->jwt_leeway / USEC_PER_SEC;

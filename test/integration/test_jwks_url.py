@@ -47,14 +47,16 @@ class JWKSServer:
 
     def __init__(self, cert, key):
         self.doc = {"keys": []}
+        self.docs = {}  # path -> document, beside /jwks.json
         self.requests = 0
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
                 server.requests += 1
-                body = json.dumps(server.doc).encode()
-                self.send_response(200 if self.path == "/jwks.json" else 404)
+                doc = server.docs.get(self.path, server.doc)
+                body = json.dumps(doc).encode()
+                self.send_response(200 if self.path == "/jwks.json" or self.path in server.docs else 404)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -89,14 +91,16 @@ def jwks_env(tmp_path):
         pass
 
 
-def start(bouncer_factory, ca_file, url, metrics_port):
+def start(bouncer_factory, ca_file, url, metrics_port, extra=None, tenants=None):
     saved = os.environ.get("SSL_CERT_FILE")
     if ca_file:
         os.environ["SSL_CERT_FILE"] = ca_file
     try:
-        b = bouncer_factory(settings={"auth_type": "jwt", "jwt_jwks_url": url, "jwt_algorithms": "ES256",
-                                      "jwt_user_claim": "", "jwt_allow_plaintext": "yes", "unknown_tenant": "allow",
-                                      "auth_failure_delay": "0", "metrics_listen": "127.0.0.1:%d" % metrics_port})
+        settings = {"auth_type": "jwt", "jwt_jwks_url": url, "jwt_algorithms": "ES256",
+                    "jwt_user_claim": "", "jwt_allow_plaintext": "yes", "unknown_tenant": "allow",
+                    "auth_failure_delay": "0", "metrics_listen": "127.0.0.1:%d" % metrics_port}
+        settings.update(extra or {})
+        b = bouncer_factory(settings=settings, tenants=tenants)
     finally:
         if saved is None:
             os.environ.pop("SSL_CERT_FILE", None)
@@ -166,3 +170,50 @@ def test_jwks_url_certificate_must_verify(bouncer_factory, jwks_env, tmp_path):
     code, msg = login_error(b, password=tok(a_priv, "a"))
     assert code == "28P01" and "invalid token: unknown key" in msg, (code, msg)
     assert metric(b, "pgtenant_jwks_fetches_total") == 0
+
+
+def test_one_key_set_per_issuer_and_keys_bound_to_their_issuer(bouncer_factory, jwks_env, tmp_path):
+    """One jwt_jwks_url per tenant user pool, each under its issuer (as
+    Cognito's are).  A pool's keys sign for its own issuer only: whoever
+    holds pool A's key cannot mint a token that claims pool B's issuer (and
+    with it tenant B), even with tenant B's name and B's issuer in it."""
+    ca, server = jwks_env
+    a_priv, a_jwk = ec_key(str(tmp_path), "pool-a-key")
+    b_priv, b_jwk = ec_key(str(tmp_path), "pool-b-key")
+    base = "https://localhost:%d" % server.port
+    iss_a, iss_b = base + "/pool-a", base + "/pool-b"
+    server.docs = {"/pool-a/.well-known/jwks.json": {"keys": [a_jwk]},
+                   "/pool-b/.well-known/jwks.json": {"keys": [b_jwk]}}
+    b = start(bouncer_factory, ca.cert,
+              "%s/.well-known/jwks.json, %s/.well-known/jwks.json" % (iss_a, iss_b), free_port(),
+              extra={"jwt_issuer": "%s, %s" % (iss_a, iss_b), "unknown_tenant": "reject"},
+              tenants={"acme": "jwt_issuer=%s" % iss_a, "globex": "jwt_issuer=%s" % iss_b})
+
+    def token(private, kid, iss, tenant):
+        return jwt.encode({"exp": int(time.time()) + 60, "iss": iss, "custom:tenant_id": tenant}, private,
+                          algorithm="ES256", headers={"kid": kid})
+
+    deadline = time.time() + 5
+    while login_error(b, password=token(a_priv, "pool-a-key", iss_a, "acme")) != (None, None):
+        assert time.time() < deadline, b.log()[-2000:]
+        time.sleep(0.1)
+    deadline = time.time() + 5
+    while login_error(b, password=token(b_priv, "pool-b-key", iss_b, "globex")) != (None, None):
+        assert time.time() < deadline, b.log()[-2000:]
+        time.sleep(0.1)
+    assert metric(b, "pgtenant_jwks_fetches_total") == 2
+    assert b.log_contains("key set loaded for issuer %s" % iss_a) == 1
+    # pool A's key, B's issuer and tenant: refused, although every claim
+    # taken alone is one pgtenant accepts
+    code, msg = login_error(b, password=token(a_priv, "pool-a-key", iss_b, "globex"))
+    assert code == "28P01" and "invalid token: key of another issuer" in msg, (code, msg)
+    # ... also without a kid (every key is tried, none of another issuer)
+    bare = jwt.encode({"exp": int(time.time()) + 60, "iss": iss_b, "custom:tenant_id": "globex"}, a_priv,
+                      algorithm="ES256")
+    code, msg = login_error(b, password=bare)
+    assert code == "28P01" and "invalid token: bad signature" in msg, (code, msg)
+    # pool A's own token naming tenant B: the tenant's issuer binding
+    code, msg = login_error(b, password=token(a_priv, "pool-a-key", iss_a, "globex"))
+    assert code == "28P01" and "issuer not allowed" in msg, (code, msg)
+    m = parse(scrape(b))
+    assert m.get(("pgtenant_jwt_refusals_total", (("jwt_reason", "key_of_another_issuer"),)), 0) == 1
