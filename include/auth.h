@@ -4,7 +4,8 @@
  * password is an md5 hash can only do md5; a SCRAM secret can only do SCRAM.
  * A failed authentication is answered after auth_failure_delay, growing with
  * the failures of the client's address (addrstate.h).  auth_type jwt asks
- * for a cleartext password and verifies it as a token (jwt.h).
+ * for a cleartext password and verifies it as a token (jwt.h).  A user not
+ * in auth_file may be looked up with auth_query (authquery.h).
  */
 #ifndef PGT_AUTH_H
 #define PGT_AUTH_H
@@ -14,6 +15,7 @@
 
 #include <event2/event_struct.h>
 
+#include "authquery.h"
 #include "jwks.h"
 #include "scram.h"
 
@@ -25,9 +27,10 @@ enum auth_step {
 	AUTH_MD5_WAIT,
 	AUTH_SCRAM_INIT_WAIT,
 	AUTH_SCRAM_FINAL_WAIT,
-	AUTH_JWT_WAIT, /* asked for a cleartext password that is a JWT (jwt.h) */
-	AUTH_JWT_KEYS, /* its key is unknown: waiting for jwt_jwks_url to be fetched again */
-	AUTH_FAILED,   /* failed; the 28P01 waits for fail_timer, input is ignored */
+	AUTH_JWT_WAIT,   /* asked for a cleartext password that is a JWT (jwt.h) */
+	AUTH_JWT_KEYS,   /* its key is unknown: waiting for jwt_jwks_url to be fetched again */
+	AUTH_QUERY_WAIT, /* waiting for auth_query's answer (authquery.h) */
+	AUTH_FAILED,     /* failed; the 28P01 waits for fail_timer, input is ignored */
 	AUTH_DONE
 };
 
@@ -39,6 +42,8 @@ struct auth_state {
 	bool plus_offered;         /* SCRAM-SHA-256-PLUS was offered (TLS) */
 	char *fail_msg;            /* the refusal's message when it is not a bad password */
 	struct jwks_waiter jwks;   /* AUTH_JWT_KEYS */
+	struct authq_waiter authq; /* AUTH_QUERY_WAIT */
+	bool from_query;           /* stored is auth_query's answer (authquery.h) */
 	char *token;               /* ... the token, verified again once the keys are in */
 	struct pgt_client *client; /* whose state this is */
 	/* Delays the answer to a failed authentication, so that guessing from

@@ -38,6 +38,7 @@ struct pgt_client {
 	struct list node;     /* on the list of its state */
 	struct list all_node; /* on the global client list (cancel lookup, SHOW CLIENTS) */
 	enum client_state state;
+	uint32_t jwt_expiry; /* jwt_enforce_expiry: its token's exp + jwt_leeway (epoch seconds); 0 = none */
 	struct pgt_pool *pool;
 	struct pgt_server *server;
 	struct pgt_server *last_server;  /* its last link's connection while it is `affine` to it */
@@ -47,12 +48,12 @@ struct pgt_client {
 	char *tenant;                    /* NULL = no tenant */
 	struct pgt_tenant_state *tstate; /* counted against its tenant's max_client_conn */
 	struct registry_lookup *lookup;  /* waiting for the tenant registry's answer */
-	bool registry_asked;
-	char *dbname;             /* requested database */
-	struct pgt_vars vars;     /* wanted session parameters */
-	struct ps_client *ps;     /* its named prepared statements (transaction mode) */
-	char *pin;                /* why it keeps its server connection (transaction mode), or NULL */
-	struct pgt_vars *tracked; /* settings it SET itself, carried to its next server connections */
+	uint64_t xacts;                  /* transactions it ended (the audit log's disconnect) */
+	char *dbname;                    /* requested database */
+	struct pgt_vars vars;            /* wanted session parameters */
+	struct ps_client *ps;            /* its named prepared statements (transaction mode) */
+	char *pin;                       /* why it keeps its server connection (transaction mode), or NULL */
+	struct pgt_vars *tracked;        /* settings it SET itself, carried to its next server connections */
 	uint32_t cancel_pid, cancel_key;
 	usec_t wait_start;    /* when it started waiting for a server */
 	usec_t xact_start;    /* when its current transaction/linking began */
@@ -61,7 +62,14 @@ struct pgt_client {
 	char replication;     /* 'd' replication=database, 'p' physical, 0 none */
 	bool throttled;       /* queued behind its tenant's xact_rate (ratelimit.h) */
 	bool rate_granted;    /* ... and granted: its held message is not charged again */
-	uint32_t jwt_expiry;  /* jwt_enforce_expiry: its token's exp + jwt_leeway (epoch seconds); 0 = none */
+	bool registry_asked;
+	/* for the audit log (audit.h), kept whether it is on or not (a reload
+	 * may turn it on); bit fields, as the idle client has no byte to spare */
+	uint8_t tenant_source : 3; /* which source named its tenant (audit_source_code) */
+	uint8_t auth_method : 3;   /* enum audit_auth */
+	uint8_t logged_in : 1;     /* welcomed: its end is a disconnect, not a refusal */
+	bool user_counted;         /* in its login user's state (pool.h), found by name at close */
+	char *audit_jwt;           /* "iss\0sub\0" of its token: JWT logins while audit_log is on only */
 	struct admin_pending *admin_pending; /* a PAUSE/WAIT_CLOSE reply is outstanding */
 	struct pgt_client *throttle_next;    /* next in its tenant's rate-limit queue */
 	/* the Query that gives vars to a reset server of the pool opened with
@@ -108,6 +116,13 @@ int client_auth_type(const struct pgt_client *c);
 struct jwt_result;
 int client_jwt_identity(struct pgt_client *c, const struct jwt_result *r, enum jwt_reason *why, char *text,
                         size_t textlen);
+/* The database entry of a login in progress (NULL: the admin console, or
+ * not known yet). */
+struct pgt_database;
+const struct pgt_database *client_login_db(const struct pgt_client *c);
+/* RELOAD: logins in progress take their database entry from the new
+ * configuration (the old one is freed); one whose entry is gone is refused. */
+void client_config_changed(void);
 /* Its authentication finished outside a message of its own (a token that
  * waited for jwt_jwks_url): continue the login. */
 void client_auth_resumed(struct pgt_client *c);
@@ -137,7 +152,7 @@ static inline const struct client_sync *client_sync_message(struct pgt_client *c
 /* Move c to the list of state st (keeps the pool's per-state counts). */
 void client_set_state(struct pgt_client *c, enum client_state st, struct list *lst);
 void client_free_dead(void);
-/* At exit: wipe what logins in progress hold. */
+/* At exit: wipe what logins in progress hold; audit the end of the others. */
 void client_shutdown(void);
 struct list *client_login_list(void);
 struct list *client_admin_list(void);

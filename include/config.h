@@ -46,6 +46,9 @@ struct pgt_database {
 	int tenant_pool_mode;   /* -1 = global */
 	int sslmode;            /* server_tls_sslmode of this entry; -1 = global */
 	int auth_type;          /* client authentication for this entry; -1 = global */
+	char *auth_user;        /* auth_query's user, query and database; NULL = global (authquery.h) */
+	char *auth_query;
+	char *auth_dbname;
 	int line;
 };
 
@@ -64,6 +67,20 @@ struct pgt_tenant_conf {
 	char *statement_timeout; /* pinned on the tenant's server connections; NULL = none */
 	char *server_user;       /* role the tenant's pool logs in as; NULL = tenant_server_user */
 	char *jwt_issuer;        /* tokens naming this tenant only from this issuer; NULL = any */
+	int line;
+};
+
+/* One [users] entry: PgBouncer's per-user settings (-1 = not set).  The
+ * pool settings apply to the pools whose server user it names, the
+ * client-side ones to the clients that log in with that name. */
+struct pgt_user_conf {
+	char *name;
+	int pool_mode;                   /* over the database's; a [tenants] entry's wins */
+	int pool_size;                   /* over the database's and tenant_pool_size; a tenant's wins */
+	int reserve_pool;                /* likewise */
+	int max_user_connections;        /* server connections of the user across its pools; 0 = no cap */
+	int max_user_client_connections; /* clients logged in as the user; 0 = no cap */
+	int auth_type;                   /* over the database entry's and the global one */
 	int line;
 };
 
@@ -161,6 +178,10 @@ struct pgt_config {
 	int max_login_clients; /* cap on unauthenticated connections; 0 = derived (config_max_login_clients) */
 	usec_t auth_failure_delay;
 	int transaction_pinning; /* PGT_PIN_AUTO: keep a client on its server while it holds session-only state */
+	char *auth_user;         /* users not in auth_file are looked up with auth_query (authquery.h) */
+	char *auth_query;
+	char *auth_dbname;
+	usec_t auth_query_cache_ttl;
 
 	/* [databases] */
 	struct pgt_database *dbs;
@@ -173,6 +194,11 @@ struct pgt_config {
 	 * configured as with 100,000 */
 	uint32_t *tenant_index;
 	uint32_t tenant_index_cap;
+	/* [users], indexed by name the same way */
+	struct pgt_user_conf *user_confs;
+	int nuser_confs, user_confs_cap;
+	uint32_t *user_index;
+	uint32_t user_index_cap;
 	/* tenant_id_pattern, anchored and compiled */
 	regex_t tenant_re;
 	bool tenant_re_ok;
@@ -190,6 +216,8 @@ void config_free(struct pgt_config *cfg);
 
 /* [tenants] entry by id, or NULL. */
 const struct pgt_tenant_conf *config_find_tenant(const struct pgt_config *cfg, const char *id);
+/* [users] entry by name, or NULL. */
+const struct pgt_user_conf *config_find_user(const struct pgt_config *cfg, const char *name);
 /* A role name pgtenant may put in a startup packet (no quotes, blanks or controls, <= 63 bytes). */
 bool config_role_name_valid(const char *name);
 /* "disable" ... "verify-full" */

@@ -21,7 +21,8 @@ enum metrics_refusal {
 	REFUSAL_AUTH_FAILED,
 	REFUSAL_JWT_INVALID,
 	REFUSAL_WAIT_TIMEOUT,
-	REFUSAL_TLS, /* TLS required, or no valid client certificate */
+	REFUSAL_TLS,        /* TLS required, or no valid client certificate */
+	REFUSAL_USER_QUOTA, /* the login user's max_user_client_connections */
 	REFUSAL_COUNT,
 };
 

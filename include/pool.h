@@ -21,6 +21,7 @@ struct pgt_server;
 struct pgt_database;
 struct pgt_tenant_conf;
 struct pgt_tenant_state;
+struct pgt_user_conf;
 
 /* Per database entry: server connections across all its pools, and the
  * pools waiting for a connection slot when max_db_connections is reached
@@ -35,6 +36,32 @@ struct pgt_dbstate {
 	bool no_check_interval; /* the server refused client_connection_check_interval */
 	bool tls_upgrade;       /* sslmode allow: the server refused a plaintext login */
 };
+
+/* Per user name (PgBouncer's global user): the server connections of the
+ * pools whose server user it is, for max_user_connections, with the pools
+ * waiting for one of its slots; and the clients logged in under the name,
+ * for max_user_client_connections.  Made when a pool or a login first
+ * needs it (a hash lookup at login or pool creation, never per message),
+ * freed when the last pool and client holding it go. */
+struct pgt_user_state {
+	struct pgt_user_state *hnext; /* first: util_rehash's chain */
+	uint64_t hash;
+	struct list node; /* on pgt_user_states (SHOW USERS) */
+	char *name;
+	int nservers;             /* server connections of its pools, in any state */
+	int nclients;             /* clients logged in as it (admin console included) */
+	int refs;                 /* pools and clients that hold it */
+	struct list slot_waiters; /* pools waiting for a slot under max_user_connections */
+};
+
+extern struct list pgt_user_states;
+/* The state of user `name`, made if needed, with one more reference. */
+struct pgt_user_state *user_state_hold(const char *name);
+/* Drop a reference; the state goes with the last one. */
+void user_state_release(struct pgt_user_state *u);
+struct pgt_user_state *user_state_find(const char *name);
+/* max_user_connections of the user in the config in force (0 = no cap). */
+int user_max_connections(const struct pgt_user_conf *uc);
 
 extern bool pgt_paused_all;
 extern struct list pgt_dbstates; /* every database entry's state */ /* PAUSE without a database */
@@ -54,6 +81,9 @@ struct pgt_pool {
 	char *db_host, *db_dbname;           /* the backend this pool's servers were opened to */
 	int db_port;
 	struct pgt_dbstate *dbstate;
+	const struct pgt_user_conf *uconf; /* its server user's [users] entry, refreshed on reload */
+	struct pgt_user_state *ustate;     /* its server user's run-time state (held) */
+	struct list user_slot_node;        /* on ustate->slot_waiters while max_user_connections holds it */
 
 	struct list welcome_clients; /* authenticated, waiting for server parameters */
 	struct list active_clients;  /* logged in, not waiting (linked or idle) */
@@ -143,9 +173,12 @@ void pool_maybe_launch(struct pgt_pool *pool);
 /* A server connection of the database entry closed: give the slot to the
  * next pool in line. */
 void pool_slot_freed(struct pgt_dbstate *d);
+/* A server connection of the user closed: the same for max_user_connections. */
+void pool_user_slot_freed(struct pgt_user_state *u);
 /* A clean server is about to go back to its pool: should it close instead,
- * so that another tenant waiting for a slot gets one? */
-bool pool_should_yield(const struct pgt_pool *pool);
+ * so that another pool waiting for a slot (max_db_connections,
+ * max_user_connections) gets one?  The reason, or NULL. */
+const char *pool_should_yield(const struct pgt_pool *pool);
 /* The server refused a login for lack of connection slots (53300): the
  * pool holds what it has, clients wait, a new login is tried a second later. */
 void pool_server_limit(struct pgt_pool *pool, const char *reason);

@@ -144,9 +144,10 @@ struct pgt_conn {
 	bool
 	    tls_rd_drained : 1; /* OpenSSL's last read needed the socket: what it holds is a partial record */
 	bool tls_slow : 1;      /* any of tls_hs, tls_await, tls_rd_wants_write: one test per event */
+	uint32_t bigcap;        /* 0, or the size of a buffer of its own (see SBUF_MAX_WHOLE) */
 	struct pgt_iobuf *buf;
-	uint32_t bigcap; /* 0, or the size of a buffer of its own (see SBUF_MAX_WHOLE) */
 	uint32_t recv_pos, parse_pos, send_pos, pkt_remain;
+	uint64_t bytes_out; /* bytes written to this socket (next to fd: no cache line of its own) */
 	struct pgt_outq *outq;
 	struct pgt_prefix *pre; /* NULL = no prefix */
 	struct ssl_st *ssl;     /* NULL = plaintext */

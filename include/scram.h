@@ -96,6 +96,12 @@ char *scram_client_first(struct scram_client *st, const char *user, const char *
  * runs at the first login with a given server secret only. */
 char *scram_client_final(struct scram_client *st, const char *password, const char *server_first, size_t len,
                          const char **reason);
+/* The same without the password: from a secret and the ClientKey a client
+ * proved (SCRAM pass-through, authquery.h); refused when the server's salt
+ * or iteration count is not the secret's. */
+char *scram_client_final_passthrough(struct scram_client *st, const struct scram_secret *secret,
+                                     const uint8_t client_key[SCRAM_KEY_LEN], const char *server_first,
+                                     size_t len, const char **reason);
 /* Check the server's signature in server-final. */
 bool scram_client_verify(struct scram_client *st, const char *server_final, size_t len);
 void scram_client_clear(struct scram_client *st);

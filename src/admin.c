@@ -15,6 +15,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 
+#include "audit.h"
 #include "client.h"
 #include "config.h"
 #include "janitor.h"
@@ -452,8 +453,39 @@ static bool show_state(struct pgt_client *c, const char *arg)
 	return admin_done(c, &o.b, "SHOW");
 }
 
-/* One row per auth_file user, with the connections of its pools.  Per-user
- * limits are not configurable: NULL / 0 as PgBouncer shows "not set". */
+/* One SHOW USERS row: PgBouncer's columns, the [users] settings (NULL
+ * where the entry does not set them), the caps in force (0 = none) and the
+ * user's counts. */
+static void user_row(struct admin_out *o, const char *name)
+{
+	const struct pgt_user_conf *uc = config_find_user(pgt.cfg, name);
+	const struct pgt_user_state *u = user_state_find(name);
+	char ps[16], rs[16], mu[16], cur[16], mc[16], ccl[16];
+	static const char *const modes[] = {"session", "transaction"};
+	const char *v[] = {
+	    name,
+	    uc && uc->pool_size >= 0 ? NUM(ps, uc->pool_size) : NULL,
+	    uc && uc->reserve_pool >= 0 ? NUM(rs, uc->reserve_pool) : NULL,
+	    uc && uc->pool_mode >= 0 ? modes[uc->pool_mode] : NULL,
+	    NUM(mu, user_max_connections(uc)),
+	    NUM(cur, u ? u->nservers : 0),
+	    NUM(mc, uc && uc->max_user_client_connections > 0 ? uc->max_user_client_connections : 0),
+	    NUM(ccl, u ? u->nclients : 0)};
+	row(o, v);
+}
+
+/* Is name in the table of auth_file's names below? */
+static bool in_names(const uint32_t *seen, uint32_t cap, const struct pgt_userlist *ul, const char *name)
+{
+	for (uint32_t j = (uint32_t)util_hash_str(name) & (cap - 1); seen[j]; j = (j + 1) & (cap - 1))
+		if (strcmp(ul->users[seen[j] - 1].name, name) == 0)
+			return true;
+	return false;
+}
+
+/* auth_file's users, then the other [users] entries, then the other users
+ * that have clients or server connections now (as PgBouncer lists every
+ * user it knows). */
 static bool show_users(struct pgt_client *c, const char *arg)
 {
 	(void)arg;
@@ -467,24 +499,33 @@ static bool show_users(struct pgt_client *c, const char *arg)
 	                              "current_client_connections"};
 	static const uint32_t oids[] = {OID_TEXT, OID_INT4, OID_INT4, OID_TEXT,
 	                                OID_INT4, OID_INT4, OID_INT4, OID_INT4};
+	const struct pgt_config *cfg = pgt.cfg;
 	struct admin_out o;
 	cols(&o, 8, names, oids);
-	const struct pgt_userlist *ul = pgt.cfg->users;
-	for (int i = 0; ul && i < ul->n; i++) {
-		int cur = 0, clients = 0;
-		struct list *it;
-		list_for_each (it, &pgt_pools) {
-			struct pgt_pool *p = container_of(it, struct pgt_pool, node);
-			if (strcmp(p->user, ul->users[i].name) == 0) {
-				cur += p->nservers;
-				clients += pool_clients(p);
-			}
-		}
-		char cc[16], ccl[16];
-		const char *v[] = {ul->users[i].name, NULL, NULL, NULL, "0", NUM(cc, cur), "0",
-		                   NUM(ccl, clients)};
-		row(&o, v);
+	const struct pgt_userlist *ul = cfg->users;
+	int n = ul ? ul->n : 0;
+	/* auth_file's names, hashed for this command (userlist_find is a scan) */
+	uint32_t cap = 16;
+	while (cap < (uint32_t)n * 2)
+		cap *= 2;
+	uint32_t *seen = xcalloc(cap, sizeof(*seen));
+	for (int i = 0; i < n; i++) {
+		uint32_t j = (uint32_t)util_hash_str(ul->users[i].name) & (cap - 1);
+		while (seen[j])
+			j = (j + 1) & (cap - 1);
+		seen[j] = (uint32_t)i + 1;
+		user_row(&o, ul->users[i].name);
 	}
+	for (int i = 0; i < cfg->nuser_confs; i++)
+		if (!in_names(seen, cap, ul, cfg->user_confs[i].name))
+			user_row(&o, cfg->user_confs[i].name);
+	struct list *it;
+	list_for_each (it, &pgt_user_states) {
+		const char *name = container_of(it, struct pgt_user_state, node)->name;
+		if (!config_find_user(cfg, name) && !in_names(seen, cap, ul, name))
+			user_row(&o, name);
+	}
+	free(seen);
 	return admin_done(c, &o.b, "SHOW");
 }
 
@@ -873,7 +914,10 @@ static bool cmd_show(struct pgt_client *c, const char *arg)
 static bool cmd_reload(struct pgt_client *c, const char *arg)
 {
 	(void)arg;
-	if (!loop_reload())
+	bool ok = loop_reload();
+	if (audit_enabled)
+		audit_reload(c, ok);
+	if (!ok)
 		return admin_error(
 		    c, "F0000",
 		    "reload failed: the config has errors (see the log); the old config stays in force");
@@ -1169,6 +1213,8 @@ static bool cmd_set(struct pgt_client *c, const char *arg)
 	char err[512];
 	if (!config_set_key(pgt.cfg, key, util_trim(value), err, sizeof(err)))
 		return admin_error(c, "22023", err);
+	if (strcasecmp(key, "audit_log") == 0)
+		audit_configure(pgt.cfg->audit_log);
 	client_log(c, PGT_LOG_INFO, "SET %s = %s", key, value);
 	return done_tag(c, "SET");
 }
@@ -1213,9 +1259,14 @@ bool admin_query(struct pgt_client *c, const char *sql)
 	for (size_t i = 0; i < PGT_ARRAY_SIZE(cmds); i++) {
 		if (strcasecmp(word, cmds[i].name) != 0)
 			continue;
-		if (cmds[i].control && !c->is_admin_user)
+		if (cmds[i].control && !c->is_admin_user) {
+			if (audit_enabled)
+				audit_admin(c, word, q, "42501", "admin access needed");
 			return admin_error(c, "42501",
 			                   "admin access needed (this user is in stats_users only)");
+		}
+		if (cmds[i].control && audit_enabled)
+			audit_admin(c, word, q, NULL, NULL);
 		client_log(c, PGT_LOG_DEBUG, "admin command: %s %s", word, q);
 		return cmds[i].fn(c, q);
 	}

@@ -20,6 +20,7 @@
 #include <openssl/crypto.h>
 
 #include "addrstate.h"
+#include "authquery.h"
 #include "client.h"
 #include "config.h"
 #include "log.h"
@@ -123,16 +124,21 @@ static void auth_succeeded(struct pgt_client *c, struct auth_state *st)
 	st->step = AUTH_DONE;
 }
 
+static bool ask_password(struct pgt_client *c, struct auth_state *st, int type);
+static void authq_done(struct authq_waiter *w, const char *error, const char *secret);
+
 bool auth_start(struct pgt_client *c, struct auth_state *st)
 {
 	const struct pgt_config *cfg = pgt.cfg;
 	const struct pgt_user *u = userlist_find(cfg->users, c->user);
 	st->stored = u ? xstrdup(u->password) : NULL;
-	if (cfg->auth_type == PGT_AUTH_TRUST) {
+	/* the most specific auth_type decides: the user's [users] entry, else
+	 * the database entry, else the global one */
+	int type = client_auth_type(c);
+	if (type == PGT_AUTH_TRUST) {
 		st->step = AUTH_DONE;
 		return true;
 	}
-	int type = client_auth_type(c);
 	if (type == PGT_AUTH_JWT) {
 		if (!c->conn.ssl && c->conn.addr.sa.sa_family != AF_UNIX && !cfg->jwt_allow_plaintext) {
 			/* refused before the token is asked for, so that it never
@@ -146,6 +152,47 @@ bool auth_start(struct pgt_client *c, struct auth_state *st)
 		st->step = AUTH_JWT_WAIT;
 		return send_auth(c, AUTH_CLEARTEXT, NULL, 0);
 	}
+	const struct pgt_database *db = client_login_db(c);
+	if (!u && type != PGT_AUTH_TRUST && authq_applies(db, c->user)) {
+		const char *secret = NULL;
+		st->authq.done = authq_done;
+		st->client = c;
+		int r = authq_secret(db, c->dbname, c->user, &st->authq, &secret);
+		if (r < 0) {
+			client_log(c, PGT_LOG_ERROR, "auth_dbname names no [databases] entry");
+			client_fail(c, "08006", "server connection failed: auth_query cannot run");
+			return false;
+		}
+		st->from_query = true;
+		if (r == 0) {
+			st->step = AUTH_QUERY_WAIT; /* authq_done continues */
+			return true;
+		}
+		st->stored = secret ? xstrdup(secret) : NULL;
+	}
+	return ask_password(c, st, type);
+}
+
+/* auth_query answered for a waiting login. */
+static void authq_done(struct authq_waiter *w, const char *error, const char *secret)
+{
+	struct auth_state *st = container_of(w, struct auth_state, authq);
+	struct pgt_client *c = st->client;
+	if (st->step != AUTH_QUERY_WAIT)
+		return;
+	if (error) {
+		/* the details are in the log; an unauthenticated client learns
+		 * nothing about the server */
+		client_fail(c, "08006", "server connection failed: could not look up the user");
+		return;
+	}
+	st->stored = secret ? xstrdup(secret) : NULL;
+	ask_password(c, st, client_auth_type(c));
+}
+
+/* Ask for an md5 or SCRAM answer, as the stored secret allows. */
+static bool ask_password(struct pgt_client *c, struct auth_state *st, int type)
+{
 	bool use_md5 = type == PGT_AUTH_MD5;
 	/* the stored form decides what is possible, as in PgBouncer */
 	if (st->stored && strncmp(st->stored, "md5", 3) == 0 && strlen(st->stored) == 35)
@@ -171,6 +218,33 @@ bool auth_start(struct pgt_client *c, struct auth_state *st)
 	return send_auth(c, AUTH_SASL, mechs, sizeof(mechs));
 }
 
+/* The secret a SCRAM login is checked against. */
+static bool scram_secret_for(struct pgt_client *c, struct auth_state *st, struct scram_secret *sec)
+{
+	if (!st->from_query)
+		/* looked up again, not from st->stored: the config may have been
+		 * reloaded since auth_start, and the derived secret is cached in
+		 * the current userlist's entry */
+		return userlist_scram_secret(pgt.cfg->users, c->user, sec);
+	if (st->stored && scram_parse_secret(st->stored, sec))
+		return true;
+	if (st->stored && strncmp(st->stored, "SCRAM-SHA-256$", 14) != 0) {
+		/* a plain password from a custom auth_query */
+		uint8_t salt[SCRAM_SALT_LEN];
+		return util_random(salt, sizeof(salt)) &&
+		       scram_secret_from_password(st->stored, salt, sizeof(salt), SCRAM_DEFAULT_ITER, sec);
+	}
+	return scram_mock_secret(c->user, sec);
+}
+
+/* A password did not match what auth_query found: ask again next time, in
+ * case it was changed. */
+static void authq_mismatch(struct pgt_client *c, struct auth_state *st)
+{
+	if (st->from_query && st->stored)
+		authq_forget(client_login_db(c), c->dbname, c->user);
+}
+
 static bool md5_check(struct pgt_client *c, struct auth_state *st, const uint8_t *body, uint32_t len)
 {
 	struct proto_reader r;
@@ -188,8 +262,10 @@ static bool md5_check(struct pgt_client *c, struct auth_state *st, const uint8_t
 	else
 		pg_md5_hash(st->stored, c->user, hash);
 	pg_md5_salted(hash, st->md5_salt, want);
-	if (strlen(resp) != 35 || !util_secure_eq(resp, want, 35))
+	if (strlen(resp) != 35 || !util_secure_eq(resp, want, 35)) {
+		authq_mismatch(c, st);
 		return fail_password(c, st, "md5 response does not match");
+	}
 	auth_succeeded(c, st);
 	return true;
 }
@@ -221,10 +297,7 @@ bool auth_message(struct pgt_client *c, struct auth_state *st, const uint8_t *bo
 			return false;
 		}
 		struct scram_secret sec;
-		/* looked up again, not from st->stored: the config may have been
-		 * reloaded since auth_start, and the derived secret is cached in
-		 * the current userlist's entry */
-		if (!userlist_scram_secret(pgt.cfg->users, c->user, &sec)) {
+		if (!scram_secret_for(c, st, &sec)) {
 			client_fail(c, "58000", "could not prepare SCRAM exchange");
 			return false;
 		}
@@ -243,7 +316,15 @@ bool auth_message(struct pgt_client *c, struct auth_state *st, const uint8_t *bo
 		return ok;
 	}
 	case AUTH_SCRAM_FINAL_WAIT: {
-		char *v = scram_server_final(&st->scram, (const char *)body, len, NULL, &reason);
+		uint8_t client_key[SCRAM_KEY_LEN];
+		char *v = scram_server_final(&st->scram, (const char *)body, len, client_key, &reason);
+		if (v && st->from_query && st->stored)
+			/* the proof carried the ClientKey: server logins as this
+			 * user can pass it on */
+			authq_client_key(client_login_db(c), c->dbname, c->user, st->stored, client_key);
+		OPENSSL_cleanse(client_key, sizeof(client_key));
+		if (!v)
+			authq_mismatch(c, st);
 		if (!v || !st->stored) {
 			free(v);
 			return fail_password(c, st,
@@ -348,6 +429,8 @@ void auth_clear(struct auth_state *st)
 	free(st->fail_msg);
 	st->fail_msg = NULL;
 	jwks_unwait(&st->jwks);
+	authq_unwait(&st->authq);
+	st->from_query = false;
 	if (st->token) {
 		OPENSSL_cleanse(st->token, strlen(st->token));
 		free(st->token);

@@ -27,6 +27,7 @@
 
 #include "addrstate.h"
 #include "admin.h"
+#include "audit.h"
 #include "auth.h"
 #include "metrics.h"
 #include "config.h"
@@ -300,6 +301,8 @@ void client_shutdown(void)
 		struct pgt_client *c = container_of(i, struct pgt_client, all_node);
 		if (c->login)
 			auth_clear(&c->login->auth);
+		if (c->logged_in && audit_enabled)
+			audit_disconnect(c, "pgtenant shut down"); /* its connection ends with the process */
 	}
 }
 
@@ -311,6 +314,8 @@ void client_close(struct pgt_client *c, const char *reason)
 		client_log(c, PGT_LOG_INFO, "closing because: %s", reason);
 	else
 		client_log(c, PGT_LOG_DEBUG, "closing");
+	if (c->logged_in && audit_enabled)
+		audit_disconnect(c, reason);
 	struct pgt_server *s = c->server;
 	int *counter = pool_counter(c, c->state);
 	if (counter)
@@ -326,6 +331,12 @@ void client_close(struct pgt_client *c, const char *reason)
 	if (c->tstate) {
 		tenant_state_client_gone(c->tstate);
 		c->tstate = NULL;
+	}
+	if (c->user_counted) {
+		struct pgt_user_state *u = user_state_find(c->user);
+		c->user_counted = false;
+		u->nclients--;
+		user_state_release(u);
 	}
 	registry_forget_client(c);
 	if (c->last_server) {
@@ -363,6 +374,9 @@ void client_fail(struct pgt_client *c, const char *sqlstate, const char *fmt, ..
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	client_log(c, PGT_LOG_INFO, "closing because: %s (%s)", msg, sqlstate);
+	if (audit_enabled)
+		audit_fail(c, sqlstate, msg);
+	c->logged_in = false; /* one event per end: not a second one from client_close */
 	struct pktbuf b;
 	pktbuf_init(&b);
 	pktbuf_error(&b, "FATAL", sqlstate, msg);
@@ -370,7 +384,8 @@ void client_fail(struct pgt_client *c, const char *sqlstate, const char *fmt, ..
 	if (!c->conn.dead && !c->conn.outq) {
 		ssize_t w = c->conn.ssl ? tls_send(&c->conn, b.data, b.len)
 		                        : send(c->conn.fd, b.data, b.len, MSG_NOSIGNAL | MSG_DONTWAIT);
-		(void)w;
+		if (w > 0)
+			c->conn.bytes_out += (uint64_t)w;
 		/* close() with unread input makes the kernel send RST, and an RST can
 		 * destroy our error message in the client's receive queue: read what
 		 * is pending (bounded) so the close is an orderly FIN */
@@ -454,6 +469,7 @@ void client_free_dead(void)
 		free(c->dbname);
 		free(c->tenant);
 		free(c->admin_pending);
+		free(c->audit_jwt);
 		free(c);
 	}
 }
@@ -509,13 +525,16 @@ static void refuse_no_tenant(struct pgt_client *c)
 	            cfg->tenant_user_separator, cfg->tenant_parameter);
 }
 
-/* Can a token name the tenant of some login (jwt in tenant_sources, and JWT
- * authentication globally or for some database)? */
-static bool jwt_names_tenants(const struct pgt_config *cfg)
+/* Can a token name the tenant of this user's login (jwt in tenant_sources,
+ * and JWT authentication globally, for some database or for the user)? */
+static bool jwt_names_tenants(const struct pgt_config *cfg, const char *user)
 {
 	if (!util_list_contains(cfg->tenant_sources, "jwt"))
 		return false;
 	if (cfg->auth_type == PGT_AUTH_JWT)
+		return true;
+	const struct pgt_user_conf *uc = config_find_user(cfg, user);
+	if (uc && uc->auth_type == PGT_AUTH_JWT)
 		return true;
 	for (int i = 0; i < cfg->ndbs; i++)
 		if (cfg->dbs[i].auth_type == PGT_AUTH_JWT)
@@ -527,7 +546,11 @@ int client_auth_type(const struct pgt_client *c)
 {
 	const struct pgt_config *cfg = pgt.cfg;
 	const struct pgt_database *db = c->login ? c->login->db : NULL;
-	int t = db && db->auth_type >= 0 ? db->auth_type : cfg->auth_type;
+	/* the user's [users] entry is more specific than the database entry */
+	const struct pgt_user_conf *uc = config_find_user(cfg, c->user);
+	int t = uc && uc->auth_type >= 0   ? uc->auth_type
+	        : db && db->auth_type >= 0 ? db->auth_type
+	                                   : cfg->auth_type;
 	/* the admin console's users are in auth_file, never behind a token */
 	if (t == PGT_AUTH_JWT && !db)
 		t = PGT_AUTH_SCRAM;
@@ -566,8 +589,10 @@ int client_jwt_identity(struct pgt_client *c, const struct jwt_result *r, enum j
 				            c->tenant, res.id);
 				return -1;
 			}
-			if (!c->tenant)
+			if (!c->tenant) {
 				c->tenant = xstrdup(res.id);
+				c->tenant_source = audit_source_code(res.source);
+			}
 		}
 	}
 	if (!c->tenant && cfg->tenant_required) {
@@ -607,6 +632,8 @@ int client_jwt_identity(struct pgt_client *c, const struct jwt_result *r, enum j
 			c->server_user = xstrdup(mapped);
 		}
 	}
+	if (audit_enabled)
+		audit_note_jwt(c, r->iss, r->sub);
 	return 0;
 }
 
@@ -641,13 +668,14 @@ static bool identify_tenant(struct pgt_client *c, const struct proto_startup *st
 	case TENANT_NONE:
 		/* a token may name it: decided once the database (and so the
 		 * authentication) is known, or after the token */
-		if (cfg->tenant_required && !jwt_names_tenants(cfg)) {
+		if (cfg->tenant_required && !jwt_names_tenants(cfg, c->user)) {
 			refuse_no_tenant(c);
 			return false;
 		}
 		return true;
 	case TENANT_FOUND:
 		c->tenant = xstrdup(res.id);
+		c->tenant_source = audit_source_code(res.source);
 		c->user[res.user_len] = '\0';
 		if (!c->user[0]) {
 			client_fail(c, "08P01",
@@ -770,6 +798,35 @@ static bool handle_startup(struct pgt_client *c, const struct proto_startup *st)
 
 static void send_welcome(struct pgt_client *c);
 
+/* c is in (a welcome or the admin console's answer went out): from now on
+ * its end is audited as a disconnect. */
+static void logged_in(struct pgt_client *c)
+{
+	c->logged_in = true;
+	if (audit_enabled)
+		audit_login(c);
+}
+
+/* The method of the exchange a password message continues, for the audit
+ * log; the message that completes it decides. */
+static void note_auth_method(struct pgt_client *c, enum auth_step step)
+{
+	switch (step) {
+	case AUTH_MD5_WAIT:
+		c->auth_method = AUDIT_AUTH_MD5;
+		break;
+	case AUTH_SCRAM_INIT_WAIT:
+	case AUTH_SCRAM_FINAL_WAIT:
+		c->auth_method = AUDIT_AUTH_SCRAM;
+		break;
+	case AUTH_JWT_WAIT:
+		c->auth_method = AUDIT_AUTH_JWT;
+		break;
+	default:
+		break;
+	}
+}
+
 void client_welcome(struct pgt_client *c)
 {
 	struct pgt_pool *pool = c->pool;
@@ -811,6 +868,7 @@ static void send_welcome(struct pgt_client *c)
 		return;
 	}
 	client_log(c, PGT_LOG_DEBUG, "login ok");
+	logged_in(c);
 	if (c->conn.hold)
 		sbuf_resume(&c->conn);
 }
@@ -839,10 +897,48 @@ void client_registry_done(struct pgt_client *c)
 
 static bool login_done(struct pgt_client *c);
 
+const struct pgt_database *client_login_db(const struct pgt_client *c)
+{
+	return c->login ? c->login->db : NULL;
+}
+
+void client_config_changed(void)
+{
+	struct list *i, *tmp;
+	list_for_each_safe (i, tmp, &login_clients) {
+		struct pgt_client *c = container_of(i, struct pgt_client, node);
+		if (!c->login || !c->login->db || c->conn.dead)
+			continue;
+		c->login->db = config_find_db(pgt.cfg, c->dbname);
+		if (!c->login->db)
+			client_fail(c, "3D000", "no such database: %s", c->dbname);
+	}
+}
+
 void client_auth_resumed(struct pgt_client *c)
 {
 	if (c->login && c->login->auth.step == AUTH_DONE && !c->conn.dead)
 		login_done(c);
+}
+
+/* max_user_client_connections, PgBouncer's: every authenticated client of
+ * the login user counts (its state is found by name again at close); the
+ * one beyond the cap is refused, but admin_users on the admin console are
+ * let in over it, so that a DBA can always look. */
+static bool user_admit(struct pgt_client *c)
+{
+	const struct pgt_config *cfg = pgt.cfg;
+	struct pgt_user_state *u = user_state_hold(c->user);
+	u->nclients++;
+	c->user_counted = true;
+	const struct pgt_user_conf *uc = config_find_user(cfg, c->user);
+	int max = uc && uc->max_user_client_connections > 0 ? uc->max_user_client_connections : 0;
+	if (max == 0 || u->nclients <= max ||
+	    (admin_is_admin_db(c->dbname) && util_list_contains(cfg->admin_users, c->user)))
+		return true;
+	metrics_refused(REFUSAL_USER_QUOTA);
+	client_fail(c, "53300", "client connections exceeded (max_user_client_connections)");
+	return false;
 }
 
 static bool login_done(struct pgt_client *c)
@@ -857,6 +953,8 @@ static bool login_done(struct pgt_client *c)
 		client_fail(c, "53300", "no more connections allowed (max_client_conn)");
 		return false;
 	}
+	if (!user_admit(c))
+		return false;
 	if (admin_is_admin_db(c->dbname)) {
 		/* membership is told only to a client that proved who it is */
 		const struct pgt_config *cfg = pgt.cfg;
@@ -866,7 +964,10 @@ static bool login_done(struct pgt_client *c)
 			return false;
 		}
 		client_set_state(c, CL_ADMIN, &admin_clients);
-		return admin_welcome(c);
+		if (!admin_welcome(c))
+			return false;
+		logged_in(c);
+		return true;
 	}
 	return login_continue(c);
 }
@@ -1047,8 +1148,11 @@ static enum sbuf_verdict login_packet(struct pgt_client *c, struct pgt_pkt *pkt)
 		if (!handle_startup(c, &st))
 			return SB_GONE;
 		/* trust: authenticated without an exchange */
-		if (c->login->auth.step == AUTH_DONE && !login_done(c))
-			return SB_GONE;
+		if (c->login->auth.step == AUTH_DONE) {
+			c->auth_method = AUDIT_AUTH_TRUST;
+			if (!login_done(c))
+				return SB_GONE;
+		}
 		return c->conn.dead ? SB_GONE : SB_SKIP;
 	}
 	if (pkt->type == 'X') {
@@ -1060,6 +1164,7 @@ static enum sbuf_verdict login_packet(struct pgt_client *c, struct pgt_pkt *pkt)
 		            pkt->type >= 32 && pkt->type < 127 ? pkt->type : '?');
 		return SB_GONE;
 	}
+	note_auth_method(c, c->login->auth.step);
 	if (!auth_message(c, &c->login->auth, pkt->data + 5, pkt->total - 5))
 		return SB_GONE;
 	if (c->login->auth.step == AUTH_DONE && !login_done(c))

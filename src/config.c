@@ -169,6 +169,10 @@ static const struct cf_key cf_keys[] = {
     ENUM(transaction_reset, true, "always", transaction_resets),
     INT(max_login_clients, true, "0", 0, 1000000),
     TIME(auth_failure_delay, true, "0.5"),
+    STR(auth_user, true, ""),
+    STR(auth_query, true, "SELECT usename, passwd FROM pg_shadow WHERE usename = $1"),
+    STR(auth_dbname, true, ""),
+    TIME(auth_query_cache_ttl, true, "60"),
     ENUM(transaction_pinning, true, "auto", pinning_modes),
 };
 
@@ -347,6 +351,9 @@ static void db_free(struct pgt_database *db)
 	free(db->host);
 	free(db->dbname);
 	free(db->user);
+	free(db->auth_user);
+	free(db->auth_query);
+	free(db->auth_dbname);
 	if (db->password) {
 		memset(db->password, 0, strlen(db->password));
 		free(db->password);
@@ -362,6 +369,9 @@ struct pgt_database *config_db_copy(const struct pgt_database *db)
 	c->dbname = db->dbname ? xstrdup(db->dbname) : NULL;
 	c->user = db->user ? xstrdup(db->user) : NULL;
 	c->password = db->password ? xstrdup(db->password) : NULL;
+	c->auth_user = db->auth_user ? xstrdup(db->auth_user) : NULL;
+	c->auth_query = db->auth_query ? xstrdup(db->auth_query) : NULL;
+	c->auth_dbname = db->auth_dbname ? xstrdup(db->auth_dbname) : NULL;
 	return c;
 }
 
@@ -449,6 +459,17 @@ bool connstr_parse(const char *s, struct pgt_database *db, char *err, size_t err
 		} else if (strcmp(key, "password") == 0) {
 			free(db->password);
 			db->password = xstrdup(val);
+		} else if (strcmp(key, "auth_user") == 0 || strcmp(key, "auth_dbname") == 0) {
+			char **f = key[5] == 'u' ? &db->auth_user : &db->auth_dbname;
+			if (*val && !config_role_name_valid(val)) {
+				snprintf(err, errlen, "invalid %s \"%s\"", key, val);
+				return false;
+			}
+			free(*f);
+			*f = xstrdup(val);
+		} else if (strcmp(key, "auth_query") == 0) {
+			free(db->auth_query);
+			db->auth_query = xstrdup(val);
 		} else if (strcmp(key, "pool_size") == 0 || strcmp(key, "min_pool_size") == 0 ||
 		           strcmp(key, "reserve_pool") == 0 || strcmp(key, "reserve_pool_size") == 0 ||
 		           strcmp(key, "max_db_connections") == 0) {
@@ -620,6 +641,146 @@ static bool tenant_conf_parse(const char *id, const char *spec, struct pgt_tenan
 	return ok;
 }
 
+/* ---- [users] ---- */
+
+static void user_conf_free(struct pgt_user_conf *u)
+{
+	free(u->name);
+	memset(u, 0, sizeof(*u));
+}
+
+/* One integer setting of a [users] entry. */
+static bool user_int(const char *k, const char *v, long min, long max, int *out, char *err, size_t errlen)
+{
+	long n;
+	if (!util_parse_int(v, min, max, &n)) {
+		snprintf(err, errlen, "invalid %s \"%s\": expected an integer from %ld to %ld", k, v, min,
+		         max);
+		return false;
+	}
+	*out = (int)n;
+	return true;
+}
+
+/* "pool_mode=session pool_size=5 max_user_connections=10": PgBouncer's
+ * [users] syntax, blanks around '=' allowed. */
+static bool user_conf_parse(const char *name, const char *spec, struct pgt_user_conf *u, char *err,
+                            size_t errlen)
+{
+	memset(u, 0, sizeof(*u));
+	u->name = xstrdup(name);
+	u->pool_mode = u->pool_size = u->reserve_pool = u->auth_type = -1;
+	u->max_user_connections = u->max_user_client_connections = -1;
+	const char *p = spec;
+	for (;;) {
+		while (isspace((unsigned char)*p))
+			p++;
+		if (!*p)
+			return true;
+		const char *ks = p;
+		while (*p && *p != '=' && !isspace((unsigned char)*p))
+			p++;
+		size_t kn = (size_t)(p - ks);
+		while (isspace((unsigned char)*p))
+			p++;
+		if (kn == 0 || *p != '=') {
+			snprintf(err, errlen, "expected key=value, got \"%.*s\"",
+			         (int)(kn ? kn : strcspn(p, " \t")), kn ? ks : p);
+			return false;
+		}
+		p++;
+		while (isspace((unsigned char)*p))
+			p++;
+		const char *vs = p;
+		while (*p && !isspace((unsigned char)*p))
+			p++;
+		size_t vn = (size_t)(p - vs);
+		char k[64], v[64];
+		if (kn >= sizeof(k) || vn >= sizeof(v) || vn == 0) {
+			snprintf(err, errlen, "%s value for \"%.*s\"", vn ? "overlong" : "missing",
+			         (int)PGT_MIN(kn, sizeof(k)), ks);
+			return false;
+		}
+		memcpy(k, ks, kn);
+		k[kn] = '\0';
+		memcpy(v, vs, vn);
+		v[vn] = '\0';
+		if (strcmp(k, "pool_mode") == 0) {
+			if (strcasecmp(v, "session") == 0)
+				u->pool_mode = PGT_POOL_SESSION;
+			else if (strcasecmp(v, "transaction") == 0)
+				u->pool_mode = PGT_POOL_TRANSACTION;
+			else {
+				snprintf(err, errlen,
+				         "invalid pool_mode \"%s\": expected session or transaction", v);
+				return false;
+			}
+		} else if (strcmp(k, "pool_size") == 0) {
+			if (!user_int(k, v, 1, 100000, &u->pool_size, err, errlen))
+				return false;
+		} else if (strcmp(k, "reserve_pool_size") == 0 || strcmp(k, "reserve_pool") == 0) {
+			if (!user_int(k, v, 0, 100000, &u->reserve_pool, err, errlen))
+				return false;
+		} else if (strcmp(k, "max_user_connections") == 0) {
+			if (!user_int(k, v, 0, 1000000, &u->max_user_connections, err, errlen))
+				return false;
+		} else if (strcmp(k, "max_user_client_connections") == 0) {
+			if (!user_int(k, v, 0, 1000000, &u->max_user_client_connections, err, errlen))
+				return false;
+		} else if (strcmp(k, "auth_type") == 0) {
+			u->auth_type = -1;
+			for (int i = 0; auth_types[i]; i++)
+				if (strcasecmp(v, auth_types[i]) == 0)
+					u->auth_type = i;
+			if (u->auth_type < 0) {
+				snprintf(
+				    err, errlen,
+				    "invalid auth_type \"%s\": expected trust, md5, scram-sha-256 or jwt", v);
+				return false;
+			}
+		} else {
+			snprintf(
+			    err, errlen,
+			    "unknown user setting \"%s\" (expected pool_mode, pool_size, reserve_pool_size, "
+			    "max_user_connections, max_user_client_connections or auth_type)",
+			    k);
+			return false;
+		}
+	}
+}
+
+const struct pgt_user_conf *config_find_user(const struct pgt_config *cfg, const char *name)
+{
+	if (!cfg->user_index_cap)
+		return NULL;
+	uint32_t mask = cfg->user_index_cap - 1;
+	for (uint32_t i = (uint32_t)util_hash_str(name) & mask;; i = (i + 1) & mask) {
+		uint32_t k = cfg->user_index[i];
+		if (!k)
+			return NULL;
+		if (strcmp(cfg->user_confs[k - 1].name, name) == 0)
+			return &cfg->user_confs[k - 1];
+	}
+}
+
+/* Index user_confs[n] (as tenant_index_add). */
+static void user_index_add(struct pgt_config *cfg, int n)
+{
+	if ((uint32_t)(n + 1) * 2 > cfg->user_index_cap) {
+		uint32_t cap = cfg->user_index_cap ? cfg->user_index_cap * 2 : 16;
+		free(cfg->user_index);
+		cfg->user_index = xcalloc(cap, sizeof(*cfg->user_index));
+		cfg->user_index_cap = cap;
+		for (int i = 0; i < n; i++)
+			user_index_add(cfg, i);
+	}
+	uint32_t mask = cfg->user_index_cap - 1;
+	uint32_t i = (uint32_t)util_hash_str(cfg->user_confs[n].name) & mask;
+	while (cfg->user_index[i])
+		i = (i + 1) & mask;
+	cfg->user_index[i] = (uint32_t)n + 1;
+}
+
 bool config_role_name_valid(const char *name)
 {
 	size_t n = strlen(name);
@@ -787,6 +948,32 @@ static int cf_handler(void *user, const char *section, const char *name, const c
 		cfg->tenants[cfg->ntenants] = t;
 		tenant_index_add(cfg, cfg->ntenants);
 		cfg->ntenants++;
+	} else if (strcasecmp(section, "users") == 0) {
+		struct pgt_user_conf u;
+		if (!config_role_name_valid(name)) {
+			cf_error(cfg, line, "invalid user name \"%s\" in [users]", name);
+			return 1;
+		}
+		if (!user_conf_parse(name, value, &u, err, sizeof(err))) {
+			cf_error(cfg, line, "user \"%s\": %s", name, err);
+			user_conf_free(&u);
+			return 1;
+		}
+		const struct pgt_user_conf *dup = config_find_user(cfg, name);
+		if (dup) {
+			cf_error(cfg, line, "user \"%s\" defined twice (first at line %d)", name, dup->line);
+			user_conf_free(&u);
+			return 1;
+		}
+		u.line = line;
+		if (cfg->nuser_confs == cfg->user_confs_cap) {
+			cfg->user_confs_cap = cfg->user_confs_cap ? cfg->user_confs_cap * 2 : 8;
+			cfg->user_confs =
+			    xrealloc(cfg->user_confs, sizeof(*cfg->user_confs) * (size_t)cfg->user_confs_cap);
+		}
+		cfg->user_confs[cfg->nuser_confs] = u;
+		user_index_add(cfg, cfg->nuser_confs);
+		cfg->nuser_confs++;
 	} else {
 		cf_error(cfg, line, "unknown section [%s]", section);
 	}
@@ -824,12 +1011,25 @@ static void cf_validate(struct pgt_config *cfg)
 			cf_error(cfg, 0, "tenant_server_user must contain %%s exactly once and no other %%");
 	}
 	bool jwt_db = false;
-	for (int i = 0; i < cfg->ndbs; i++)
+	/* passwords can come from auth_query instead of auth_file */
+	bool lookups = cfg->auth_user[0] != '\0';
+	for (int i = 0; i < cfg->ndbs; i++) {
 		jwt_db |= cfg->dbs[i].auth_type == PGT_AUTH_JWT;
+		lookups |= cfg->dbs[i].auth_user && cfg->dbs[i].auth_user[0];
+	}
+	for (int i = 0; i < cfg->nuser_confs; i++) {
+		const struct pgt_user_conf *u = &cfg->user_confs[i];
+		jwt_db |= u->auth_type == PGT_AUTH_JWT;
+		if ((u->auth_type == PGT_AUTH_MD5 || u->auth_type == PGT_AUTH_SCRAM) && !*cfg->auth_file &&
+		    !lookups)
+			cf_error(cfg, u->line, "user \"%s\": auth_type %s needs auth_file or auth_user",
+			         u->name, auth_types[u->auth_type]);
+	}
 	/* (jwt: tokens need no auth_file; the admin console's users do, and
 	 * without one nobody can log in to it) */
-	if (cfg->auth_type != PGT_AUTH_TRUST && cfg->auth_type != PGT_AUTH_JWT && !*cfg->auth_file)
-		cf_error(cfg, 0, "auth_type %s needs auth_file", auth_types[cfg->auth_type]);
+	if (cfg->auth_type != PGT_AUTH_TRUST && cfg->auth_type != PGT_AUTH_JWT && !*cfg->auth_file &&
+	    !lookups)
+		cf_error(cfg, 0, "auth_type %s needs auth_file or auth_user", auth_types[cfg->auth_type]);
 	if ((cfg->auth_type == PGT_AUTH_JWT || jwt_db) && !cfg->jwt_key_file[0] && !cfg->jwt_secret_file[0] &&
 	    !cfg->jwt_jwks_url[0])
 		cf_error(cfg, 0, "auth_type jwt needs jwt_key_file, jwt_jwks_url or jwt_secret_file");
@@ -927,6 +1127,10 @@ void config_free(struct pgt_config *cfg)
 		tenant_conf_free(&cfg->tenants[i]);
 	free(cfg->tenants);
 	free(cfg->tenant_index);
+	for (int i = 0; i < cfg->nuser_confs; i++)
+		user_conf_free(&cfg->user_confs[i]);
+	free(cfg->user_confs);
+	free(cfg->user_index);
 	if (cfg->tenant_re_ok)
 		regfree(&cfg->tenant_re);
 	if (cfg->users) {

@@ -19,6 +19,8 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "audit.h"
+#include "authquery.h"
 #include "client.h"
 #include "config.h"
 #include "dns.h"
@@ -54,6 +56,7 @@ bool loop_reload(void)
 	struct pgt_config *cfg = config_load(pgt.cfg->path, NULL, &nerr);
 	if (!cfg) {
 		log_error("reload failed with %d error(s); keeping the old configuration", nerr);
+		audit_configure(pgt.cfg->audit_log); /* reopened all the same (logrotate) */
 		return false;
 	}
 	struct pgt_config *old = pgt.cfg;
@@ -69,6 +72,9 @@ bool loop_reload(void)
 	if (strcmp(old->logfile, cfg->logfile) != 0 && !log_open(cfg->logfile))
 		log_error("cannot open logfile %s", cfg->logfile);
 	pgt.cfg = cfg;
+	audit_configure(cfg->audit_log);
+	client_config_changed();
+	authq_config_changed();
 	pool_config_changed();
 	tenant_states_config_changed();
 	config_free(old);
@@ -99,9 +105,12 @@ static void sig_cb(evutil_socket_t sig, short what, void *arg)
 	switch (sig) {
 	case SIGHUP:
 		log_info("got SIGHUP: reloading %s", pgt.cfg->path);
-		if (!loop_reload())
+		if (!loop_reload()) {
+			audit_reload(NULL, false);
 			return;
+		}
 		log_reopen();
+		audit_reload(NULL, true);
 		break;
 	case SIGINT:
 		loop_shutdown(false);
@@ -291,6 +300,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	jwks_configure(cfg);
+	audit_configure(cfg->audit_log); /* a file that does not open is retried, and logins go on */
 	/* the pidfile exists before the port accepts connections, so that whoever
 	 * waits for the port finds it */
 	if (!write_pidfile(cfg->pidfile))
@@ -318,12 +328,14 @@ int main(int argc, char **argv)
 	}
 	log_info("shutting down");
 	client_shutdown();
+	audit_shutdown(); /* after client_shutdown's disconnects */
 	listener_close_all();
 	metrics_stop();
 	janitor_stop();
 	tls_shutdown();
 	jwks_shutdown();
 	jwt_shutdown();
+	authq_shutdown();
 	/* pgt.cfg, not cfg: a reload may have replaced the startup config */
 	if (pgt.cfg->pidfile[0])
 		unlink(pgt.cfg->pidfile);

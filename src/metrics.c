@@ -13,6 +13,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "authquery.h"
+#include "audit.h"
 #include "config.h"
 #include "jwks.h"
 #include "jwt.h"
@@ -29,9 +31,9 @@ static struct evhttp *http;
 static usec_t start_time;
 
 static const char *const refusal_names[REFUSAL_COUNT] = {
-    "no_tenant",       "invalid_tenant", "unknown_tenant",
-    "tenant_disabled", "tenant_quota",   "auth_failed",
-    "jwt_invalid",     "wait_timeout",   "tls",
+    "no_tenant",    "invalid_tenant", "unknown_tenant", "tenant_disabled",
+    "tenant_quota", "auth_failed",    "jwt_invalid",    "wait_timeout",
+    "tls",          "user_quota",
 };
 
 /* Label values may hold any byte: escape backslash, quote and newline. */
@@ -238,6 +240,12 @@ static void render(struct evbuffer *b)
 	       "jwt_jwks_url fetches that failed (the keys in use stay).");
 	evbuffer_add_printf(b, "pgtenant_jwks_fetch_failures_total %llu\n",
 	                    (unsigned long long)jwks_fetch_failures);
+	header(b, "pgtenant_auth_query_lookups_total", "counter",
+	       "auth_query lookups sent (answers cached for auth_query_cache_ttl).");
+	evbuffer_add_printf(b, "pgtenant_auth_query_lookups_total %llu\n", (unsigned long long)authq_lookups);
+	header(b, "pgtenant_auth_query_failures_total", "counter", "auth_query lookups that failed.");
+	evbuffer_add_printf(b, "pgtenant_auth_query_failures_total %llu\n",
+	                    (unsigned long long)authq_failures);
 	header(b, "pgtenant_tls_handshakes_total", "counter",
 	       "TLS handshakes completed, with clients and with servers.");
 	for (int side = 0; side < 2; side++)
@@ -258,6 +266,14 @@ static void render(struct evbuffer *b)
 		label(b, d->name);
 		evbuffer_add_printf(b, "\"} %d\n", d->nservers);
 	}
+	header(b, "pgtenant_audit_lines_total", "counter", "Lines written to the audit log.");
+	evbuffer_add_printf(b, "pgtenant_audit_lines_total %llu\n", (unsigned long long)audit_lines);
+	header(b, "pgtenant_audit_dropped_total", "counter",
+	       "Audit log lines dropped: 1 MiB was waiting for a file that could not be written.");
+	evbuffer_add_printf(b, "pgtenant_audit_dropped_total %llu\n", (unsigned long long)audit_dropped);
+	header(b, "pgtenant_audit_errors_total", "counter",
+	       "Failed attempts to open or write the audit log (each is retried a second later).");
+	evbuffer_add_printf(b, "pgtenant_audit_errors_total %llu\n", (unsigned long long)audit_errors);
 	tenant_rate_metrics(b);
 	header(b, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
 	evbuffer_add_printf(b, "process_resident_memory_bytes %ld\n", rss_bytes());

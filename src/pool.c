@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "authquery.h"
 #include "client.h"
 #include "config.h"
 #include "log.h"
@@ -40,6 +41,87 @@ static struct pgt_dbstate *dbstate_get(const char *name)
 	list_init(&d->slot_waiters);
 	list_append(&pgt_dbstates, &d->node);
 	return d;
+}
+
+/* ---- per-user state (max_user_connections, max_user_client_connections) ---- */
+
+struct list pgt_user_states = {&pgt_user_states, &pgt_user_states};
+
+static struct {
+	struct pgt_user_state **b;
+	uint32_t nb, n;
+} ustates;
+
+_Static_assert(offsetof(struct pgt_user_state, hnext) == 0, "util_rehash needs the chain first");
+
+static uint64_t ustate_hash(const void *node)
+{
+	return ((const struct pgt_user_state *)node)->hash;
+}
+
+struct pgt_user_state *user_state_find(const char *name)
+{
+	if (!ustates.nb)
+		return NULL;
+	uint64_t h = util_hash_str(name);
+	for (struct pgt_user_state *u = ustates.b[h & (ustates.nb - 1)]; u; u = u->hnext)
+		if (u->hash == h && strcmp(u->name, name) == 0)
+			return u;
+	return NULL;
+}
+
+struct pgt_user_state *user_state_hold(const char *name)
+{
+	struct pgt_user_state *u = user_state_find(name);
+	if (!u) {
+		if (ustates.n + 1 > ustates.nb) {
+			uint32_t nb = ustates.nb ? ustates.nb * 2 : 64;
+			ustates.b = (struct pgt_user_state **)util_rehash((void **)ustates.b, ustates.nb, nb,
+			                                                  ustate_hash);
+			ustates.nb = nb;
+		}
+		u = xcalloc(1, sizeof(*u));
+		u->name = xstrdup(name);
+		u->hash = util_hash_str(name);
+		list_init(&u->slot_waiters);
+		u->hnext = ustates.b[u->hash & (ustates.nb - 1)];
+		ustates.b[u->hash & (ustates.nb - 1)] = u;
+		ustates.n++;
+		list_append(&pgt_user_states, &u->node);
+	}
+	u->refs++;
+	return u;
+}
+
+void user_state_release(struct pgt_user_state *u)
+{
+	if (--u->refs > 0)
+		return;
+	/* no pool or client holds it: no server connection, nobody queued */
+	struct pgt_user_state **pp = &ustates.b[u->hash & (ustates.nb - 1)];
+	while (*pp != u)
+		pp = &(*pp)->hnext;
+	*pp = u->hnext;
+	ustates.n--;
+	if (ustates.nb > 64 && ustates.n < ustates.nb / 8) {
+		ustates.b = (struct pgt_user_state **)util_rehash((void **)ustates.b, ustates.nb,
+		                                                  ustates.nb / 2, ustate_hash);
+		ustates.nb /= 2;
+	}
+	list_del(&u->node);
+	free(u->name);
+	free(u);
+}
+
+int user_max_connections(const struct pgt_user_conf *uc)
+{
+	return uc && uc->max_user_connections > 0 ? uc->max_user_connections : 0;
+}
+
+static bool user_has_room(const struct pgt_pool *pool)
+{
+	int cap = user_max_connections(pool->uconf);
+	return cap == 0 || pool->ustate->nservers < cap;
 }
 
 const char *pool_backend_dbname(const struct pgt_pool *pool)
@@ -74,6 +156,8 @@ static void refresh_mode(struct pgt_pool *pool)
 		pool->mode = PGT_POOL_SESSION; /* a replication connection is the client's alone */
 	else if (pool->tconf && pool->tconf->pool_mode >= 0)
 		pool->mode = (int8_t)pool->tconf->pool_mode;
+	else if (pool->uconf && pool->uconf->pool_mode >= 0)
+		pool->mode = (int8_t)pool->uconf->pool_mode; /* PgBouncer: the user's over the database's */
 	else
 		pool->mode = (int8_t)config_db_pool_mode(pgt.cfg, pool->db);
 	pool->session_track = pool->mode == PGT_POOL_TRANSACTION;
@@ -193,6 +277,9 @@ struct pgt_pool *pool_get(const char *dbname, const struct pgt_database *db, con
 	list_init(&p->share_waiters);
 	list_init(&p->wait_node);
 	p->dbstate = dbstate_get(db->name);
+	p->uconf = config_find_user(pgt.cfg, user);
+	p->ustate = user_state_hold(user);
+	list_init(&p->user_slot_node);
 	/* start by keeping prepared statements over resets: a pool whose
 	 * transactions use fewer drifts to discarding within a few dozen */
 	p->ps_uses_avg = 4 * 16;
@@ -217,21 +304,34 @@ struct pgt_pool *pool_get(const char *dbname, const struct pgt_database *db, con
 	return p;
 }
 
+/* The size of a shared reservoir (of one database entry and server user):
+ * the user's [users] pool_size, else the entry's. */
+static int reservoir_size(const struct pgt_pool *r)
+{
+	if (r->uconf && r->uconf->pool_size >= 0)
+		return r->uconf->pool_size;
+	return config_db_pool_size(pgt.cfg, r->db);
+}
+
+/* pool_size: the tenant's ([tenants], then tenant_query's), then the
+ * server user's [users] entry, then the default (tenant_pool_size for a
+ * tenant's pool, else the database entry's, else default_pool_size). */
 int pool_size_limit(const struct pgt_pool *pool)
 {
 	if (pool->internal)
 		return 2; /* registry lookups are short: two in flight per database entry */
 	if (pool->reservoir)
-		return config_db_pool_size(pgt.cfg, pool->db); /* the shared pool's size */
+		return reservoir_size(pool); /* the shared pool's size */
 	if (pool->tenant[0]) {
 		if (pool->tconf && pool->tconf->pool_size >= 0)
 			return pool->tconf->pool_size;
 		const struct pgt_tenant_state *t = pool->tstate;
 		if (t && t->reg_found && t->reg_pool_size >= 0)
 			return t->reg_pool_size;
-		return pgt.cfg->tenant_pool_size;
 	}
-	return config_db_pool_size(pgt.cfg, pool->db);
+	if (pool->uconf && pool->uconf->pool_size >= 0)
+		return pool->uconf->pool_size;
+	return pool->tenant[0] ? pgt.cfg->tenant_pool_size : config_db_pool_size(pgt.cfg, pool->db);
 }
 
 static int pool_min_size(const struct pgt_pool *pool)
@@ -245,6 +345,8 @@ static int pool_reserve_size(const struct pgt_pool *pool)
 {
 	if (pool->tconf && pool->tconf->reserve_pool >= 0)
 		return pool->tconf->reserve_pool;
+	if (pool->uconf && pool->uconf->reserve_pool >= 0)
+		return pool->uconf->reserve_pool;
 	return pool->db->reserve_pool >= 0 ? pool->db->reserve_pool : pgt.cfg->reserve_pool_size;
 }
 
@@ -253,7 +355,7 @@ bool pool_in_backoff(const struct pgt_pool *pool)
 	return pool->last_fail_time != 0 && loop_now() - pool->last_fail_time < pgt.cfg->server_login_retry;
 }
 
-static void make_room(struct pgt_pool *pool);
+static void make_room(struct pgt_pool *pool, bool for_user);
 
 static bool db_has_room(const struct pgt_pool *pool)
 {
@@ -267,6 +369,23 @@ static bool db_has_room(const struct pgt_pool *pool)
  * slot; otherwise it may only when nobody is queued (no jumping the line).
  */
 static int share_launch(struct pgt_pool *pool);
+
+/* The user's max_user_connections holds the pool back (it wants more and
+ * the user has no slot): keep it queued for one (at the tail once it got
+ * some: round-robin), else off the queue.  Returns whether it is held. */
+static bool user_queue(struct pgt_pool *pool, bool wants_more, int launched)
+{
+	bool held = wants_more && !user_has_room(pool);
+	if (held) {
+		if (!list_empty(&pool->user_slot_node) && launched)
+			list_del(&pool->user_slot_node);
+		if (list_empty(&pool->user_slot_node))
+			list_append(&pool->ustate->slot_waiters, &pool->user_slot_node);
+	} else if (!list_empty(&pool->user_slot_node)) {
+		list_del(&pool->user_slot_node);
+	}
+	return held;
+}
 
 static int launch_some(struct pgt_pool *pool, bool from_queue)
 {
@@ -291,22 +410,27 @@ static int launch_some(struct pgt_pool *pool, bool from_queue)
 	struct list *queue = &pool->dbstate->slot_waiters;
 	bool queued_ahead = !from_queue && !list_empty(queue) && list_first(queue) != &pool->slot_node;
 	int launched = 0;
-	while (!queued_ahead && nlogin < want && pool->nservers < limit && db_has_room(pool)) {
+	while (!queued_ahead && nlogin < want && pool->nservers < limit && db_has_room(pool) &&
+	       user_has_room(pool)) {
 		server_launch(pool);
 		nlogin++;
 		launched++;
 	}
-	if (nlogin < want && pool->nservers < limit && (queued_ahead || !db_has_room(pool))) {
+	bool more = nlogin < want && pool->nservers < limit;
+	bool user_full = user_queue(pool, more, launched);
+	if (more && (queued_ahead || !db_has_room(pool))) {
 		/* the database entry is full: queue (at the tail: round-robin) for a
 		 * slot, and free one if another pool has an idle connection */
 		if (!list_empty(&pool->slot_node) && launched)
 			list_del(&pool->slot_node);
 		if (list_empty(&pool->slot_node))
 			list_append(queue, &pool->slot_node);
-		make_room(pool);
+		make_room(pool, false);
 	} else if (!list_empty(&pool->slot_node)) {
 		list_del(&pool->slot_node); /* served */
 	}
+	if (user_full && !user_has_room(pool))
+		make_room(pool, true);
 	return launched;
 }
 
@@ -394,14 +518,17 @@ static int share_launch(struct pgt_pool *pool)
 		want = PGT_MAX(want, 1);
 	}
 	int nlogin = list_count(&pool->login_servers), launched = 0;
-	int cap = config_db_pool_size(pgt.cfg, pool->db);
-	while (nlogin < want && pool->nservers < limit && r->share_total < cap && db_has_room(pool)) {
+	int cap = reservoir_size(r);
+	while (nlogin < want && pool->nservers < limit && r->share_total < cap && db_has_room(pool) &&
+	       user_has_room(pool)) {
 		server_launch(pool);
 		nlogin++;
 		launched++;
 	}
 	if (nlogin < want && pool->nservers < limit)
 		share_queue(pool);
+	if (user_queue(pool, nlogin < want && pool->nservers < limit, launched))
+		make_room(pool, true);
 	return launched;
 }
 
@@ -420,7 +547,7 @@ void pool_share_welcome(struct pgt_pool *r)
 
 void pool_share_freed(struct pgt_pool *r)
 {
-	int cap = config_db_pool_size(pgt.cfg, r->db), guard = 0;
+	int cap = reservoir_size(r), guard = 0;
 	struct pgt_pool *w;
 	while (r->share_total < cap && (w = share_waiter(r)) != NULL && guard++ < 1000) {
 		list_del(&w->share_node);
@@ -444,10 +571,10 @@ static struct pgt_server *share_borrow(struct pgt_pool *pool, struct pgt_client 
 }
 
 /* Close the longest-idle server connection of another pool of the same
- * database entry, if any (its slot then goes to the first waiting pool).
- * Looks at the server connections (at most max_db_connections of this
- * entry), not at the pools: with 10,000 tenants it costs the same. */
-static void make_room(struct pgt_pool *pool)
+ * database entry (for_user: of the same server user), if any (its slot
+ * then goes to the first waiting pool).  Looks at the server connections,
+ * not at the pools: with 10,000 tenants it costs the same. */
+static void make_room(struct pgt_pool *pool, bool for_user)
 {
 	struct pgt_server *victim = NULL;
 	usec_t now = loop_coarse_now();
@@ -458,7 +585,8 @@ static void make_room(struct pgt_pool *pool)
 		/* an idle connection of a pool holding more than the asking one (a
 		 * pool with none gets one), or of a pool nobody waits in that has
 		 * not used it for a second; never below a pool's min_pool_size */
-		if (s->state != SV_IDLE || p == pool || p->dbstate != pool->dbstate ||
+		if (s->state != SV_IDLE || p == pool ||
+		    (for_user ? p->ustate != pool->ustate : p->dbstate != pool->dbstate) ||
 		    p->nservers <= pool_min_size(p) ||
 		    (p->nservers <= pool->nservers &&
 		     (p->nwaiting > 0 || now - s->idle_since < USEC_PER_SEC)))
@@ -467,7 +595,8 @@ static void make_room(struct pgt_pool *pool)
 			victim = s;
 	}
 	if (victim)
-		server_close(victim, "max_db_connections reached: making room for another pool");
+		server_close(victim, for_user ? "max_user_connections reached: making room for another pool"
+		                              : "max_db_connections reached: making room for another pool");
 }
 
 void pool_slot_freed(struct pgt_dbstate *d)
@@ -483,15 +612,37 @@ void pool_slot_freed(struct pgt_dbstate *d)
 	}
 }
 
-bool pool_should_yield(const struct pgt_pool *pool)
+void pool_user_slot_freed(struct pgt_user_state *u)
 {
-	struct list *f = list_first(&pool->dbstate->slot_waiters);
-	if (!f || db_has_room(pool))
-		return false;
-	const struct pgt_pool *next = container_of(f, struct pgt_pool, slot_node);
+	struct list *f;
+	int guard = 0;
+	while ((f = list_first(&u->slot_waiters)) != NULL && guard++ < 1000) {
+		struct pgt_pool *p = container_of(f, struct pgt_pool, user_slot_node);
+		if (!user_has_room(p))
+			return;
+		list_del(&p->user_slot_node);
+		launch_some(p, false);
+	}
+}
+
+const char *pool_should_yield(const struct pgt_pool *pool)
+{
 	/* hand over only while this pool holds more than its share, so that two
 	 * busy pools settle on an even split instead of trading connections */
-	return next != pool && pool->nservers > next->nservers + 1;
+	struct list *f = list_first(&pool->dbstate->slot_waiters);
+	if (f && !db_has_room(pool)) {
+		const struct pgt_pool *next = container_of(f, struct pgt_pool, slot_node);
+		if (next != pool && pool->nservers > next->nservers + 1)
+			return "yielding the connection slot to a waiting pool (max_db_connections)";
+	}
+	f = list_first(&pool->ustate->slot_waiters);
+	if (f && !user_has_room(pool)) {
+		const struct pgt_pool *next = container_of(f, struct pgt_pool, user_slot_node);
+		if (next != pool && (next->nwaiting > 0 || next->nwelcome > 0) &&
+		    pool->nservers > next->nservers + 1)
+			return "yielding the connection slot to a waiting pool (max_user_connections)";
+	}
+	return NULL;
 }
 
 bool pool_paused(const struct pgt_pool *pool)
@@ -613,7 +764,7 @@ static void serve_or_idle(struct pgt_pool *pool, struct pgt_server *s)
 		list_del(&s->node);
 		s->state = SV_ACTIVE;
 		list_append(&pool->active_servers, &s->node);
-		if (registry_server_ready(s))
+		if (registry_server_ready(s) || authq_server_ready(s))
 			return;
 	}
 	struct list *first = list_first(&pool->waiting_clients);
@@ -683,6 +834,8 @@ static void pool_free(struct pgt_pool *p)
 	list_del(&p->wait_node);
 	if (p->shared)
 		p->res->nsharers--;
+	list_del(&p->user_slot_node);
+	user_state_release(p->ustate);
 	pool_unindex(p);
 	if (!p->welcome_borrowed)
 		vars_free(&p->welcome);
@@ -758,6 +911,7 @@ void pool_config_changed(void)
 		struct pgt_pool *p = container_of(i, struct pgt_pool, node);
 		const struct pgt_database *db = config_find_db(pgt.cfg, p->dbname);
 		p->tconf = p->tenant[0] ? config_find_tenant(pgt.cfg, p->tenant) : NULL;
+		p->uconf = config_find_user(pgt.cfg, p->user);
 		if (!db) {
 			/* removed: keep serving the clients already in with the old
 			 * entry, refuse new ones (login finds no entry), and drain */
@@ -824,7 +978,7 @@ void pool_maintain(struct pgt_pool *pool)
 {
 	int min = pool_min_size(pool);
 	if (!pool->removed_db && !pool->shared && pool->nservers < min && !pool_in_backoff(pool) &&
-	    db_has_room(pool) && !pgt.shutting_down && pool->welcome_ready)
+	    db_has_room(pool) && user_has_room(pool) && !pgt.shutting_down && pool->welcome_ready)
 		server_launch(pool);
 	if (!list_empty(&pool->waiting_clients) || (!pool->welcome_ready && pool->nwelcome))
 		pool_maybe_launch(pool);

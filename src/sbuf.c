@@ -71,9 +71,10 @@ static void conn_event_cb(evutil_socket_t fd, short what, void *arg);
 /* send(), or SSL_write() on a TLS connection (tls.h) */
 static inline ssize_t io_send(struct pgt_conn *c, const void *p, size_t n)
 {
-	if (__builtin_expect(c->ssl != NULL, 0))
-		return tls_send(c, p, n);
-	return send(c->fd, p, n, MSG_NOSIGNAL);
+	ssize_t w = __builtin_expect(c->ssl != NULL, 0) ? tls_send(c, p, n) : send(c->fd, p, n, MSG_NOSIGNAL);
+	if (w > 0)
+		c->bytes_out += (uint64_t)w;
+	return w;
 }
 
 /* The size of c's buffer: the common one, or a larger one of its own while
@@ -311,8 +312,12 @@ bool sbuf_send_raw(struct pgt_conn *c, const void *data, size_t len)
 static ssize_t send_forward(struct pgt_conn *dst, const uint8_t *data, size_t len)
 {
 	struct pgt_prefix *pre = dst->pre;
-	if (!pre)
-		return send(dst->fd, data, len, MSG_NOSIGNAL);
+	if (!pre) {
+		ssize_t w = send(dst->fd, data, len, MSG_NOSIGNAL);
+		if (w > 0)
+			dst->bytes_out += (uint64_t)w;
+		return w;
+	}
 	struct iovec iov[3];
 	int n = 0;
 	size_t prelen = 0;
@@ -326,6 +331,7 @@ static ssize_t send_forward(struct pgt_conn *dst, const uint8_t *data, size_t le
 	ssize_t w = sendmsg(dst->fd, &mh, MSG_NOSIGNAL);
 	if (w < 0)
 		return w;
+	dst->bytes_out += (uint64_t)w;
 	dst->pre = NULL;
 	if ((size_t)w >= prelen)
 		return w - (ssize_t)prelen;
@@ -391,6 +397,8 @@ static bool flush_tls(struct pgt_conn *c, struct pgt_conn *dst)
 			memcpy(tls_gather, q->data + q->pos, ql);
 			memcpy(tls_gather + ql, data, take);
 			w = tls_send(dst, tls_gather, ql + take);
+			if (w > 0)
+				dst->bytes_out += (uint64_t)w;
 			if (w < 0) {
 				if (errno != EAGAIN)
 					goto failed;
@@ -418,6 +426,7 @@ static bool flush_tls(struct pgt_conn *c, struct pgt_conn *dst)
 		}
 		w = tls_send(dst, data, len);
 		if (w > 0) {
+			dst->bytes_out += (uint64_t)w;
 			c->send_pos += (uint32_t)w;
 			continue;
 		}
@@ -489,6 +498,8 @@ static bool flush(struct pgt_conn *c)
 			do {
 				w = sendmsg(dst->fd, &mh, MSG_NOSIGNAL);
 			} while (w < 0 && errno == EINTR);
+			if (w > 0)
+				dst->bytes_out += (uint64_t)w;
 			if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
 				dst->ops->on_close(dst, strerror(errno), false);
 				return !c->dead;

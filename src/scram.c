@@ -477,6 +477,7 @@ char *scram_server_final(struct scram_server *st, const char *client_final, size
 	}
 	if (client_key)
 		memcpy(client_key, ck, SCRAM_KEY_LEN);
+	OPENSSL_cleanse(ck, sizeof(ck));
 	uint8_t ssig[SCRAM_KEY_LEN];
 	hmac256(st->secret.server_key, SCRAM_KEY_LEN, auth_msg, strlen(auth_msg), ssig);
 	free(auth_msg);
@@ -504,12 +505,22 @@ char *scram_client_first(struct scram_client *st, const char *user, const char *
 	return xasprintf("n,,%s", st->client_first_bare);
 }
 
-char *scram_client_final(struct scram_client *st, const char *password, const char *server_first, size_t len,
-                         const char **reason)
+/* server-first's nonce, salt and iteration count; false with *reason. */
+struct server_first {
+	char *copy; /* what r points into */
+	const char *r;
+	uint8_t salt[64];
+	int salt_len;
+	long iter;
+};
+
+static bool parse_server_first(struct scram_client *st, const char *server_first, size_t len,
+                               struct server_first *sf, const char **reason)
 {
-	char *sf = xstrndup(server_first, len);
+	sf->copy = xstrndup(server_first, len);
 	char *r = NULL, *s = NULL, *i = NULL;
-	for (char *save = NULL, *tok = strtok_r(sf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+	for (char *save = NULL, *tok = strtok_r(sf->copy, ",", &save); tok;
+	     tok = strtok_r(NULL, ",", &save)) {
 		if (tok[0] == 'r' && tok[1] == '=')
 			r = tok + 2;
 		else if (tok[0] == 's' && tok[1] == '=')
@@ -517,30 +528,31 @@ char *scram_client_final(struct scram_client *st, const char *password, const ch
 		else if (tok[0] == 'i' && tok[1] == '=')
 			i = tok + 2;
 	}
-	char *out = NULL;
-	uint8_t salt[64];
-	int salt_len;
-	long iter;
 	if (!r || !s || !i || strncmp(r, st->nonce, strlen(st->nonce)) != 0 ||
 	    strlen(r) <= strlen(st->nonce)) {
 		*reason = "invalid SCRAM server-first-message";
-		goto done;
+		return false;
 	}
-	salt_len = scram_b64_decode(s, strlen(s), salt, sizeof(salt));
-	if (salt_len <= 0 || !util_parse_int(i, 1, 100000000, &iter)) {
+	sf->r = r;
+	sf->salt_len = scram_b64_decode(s, strlen(s), sf->salt, sizeof(sf->salt));
+	if (sf->salt_len <= 0 || !util_parse_int(i, 1, 100000000, &sf->iter)) {
 		*reason = "invalid SCRAM salt or iteration count";
-		goto done;
+		return false;
 	}
-	uint8_t salted[SCRAM_KEY_LEN], client_key[SCRAM_KEY_LEN], stored[SCRAM_KEY_LEN], sig[SCRAM_KEY_LEN],
-	    proof[SCRAM_KEY_LEN];
-	if (!salted_password(password, salt, (size_t)salt_len, (int)iter, salted)) {
-		*reason = "PBKDF2 failed";
-		goto done;
-	}
-	hmac256(salted, SCRAM_KEY_LEN, "Client Key", 10, client_key);
+	return true;
+}
+
+/* client-final from the ClientKey (the proof) and the ServerKey (kept to
+ * check the server's signature). */
+static char *client_final_from_keys(struct scram_client *st, const uint8_t client_key[SCRAM_KEY_LEN],
+                                    const uint8_t server_key[SCRAM_KEY_LEN], const char *server_first,
+                                    size_t len, const char *r)
+{
+	uint8_t stored[SCRAM_KEY_LEN], sig[SCRAM_KEY_LEN], proof[SCRAM_KEY_LEN];
+	memcpy(st->server_key, server_key, SCRAM_KEY_LEN);
 	sha256(client_key, SCRAM_KEY_LEN, stored);
-	hmac256(salted, SCRAM_KEY_LEN, "Server Key", 10, st->server_key);
 	char *without_proof = xasprintf("c=biws,r=%s", r);
+	free(st->auth_message);
 	st->auth_message =
 	    xasprintf("%s,%.*s,%s", st->client_first_bare, (int)len, server_first, without_proof);
 	hmac256(stored, SCRAM_KEY_LEN, st->auth_message, strlen(st->auth_message), sig);
@@ -548,13 +560,54 @@ char *scram_client_final(struct scram_client *st, const char *password, const ch
 		proof[k] = client_key[k] ^ sig[k];
 	char p64[64];
 	scram_b64_encode(proof, SCRAM_KEY_LEN, p64);
-	out = xasprintf("%s,p=%s", without_proof, p64);
+	char *out = xasprintf("%s,p=%s", without_proof, p64);
 	free(without_proof);
+	OPENSSL_cleanse(stored, sizeof(stored));
+	OPENSSL_cleanse(proof, sizeof(proof));
+	return out;
+}
+
+char *scram_client_final(struct scram_client *st, const char *password, const char *server_first, size_t len,
+                         const char **reason)
+{
+	struct server_first sf;
+	char *out = NULL;
+	if (!parse_server_first(st, server_first, len, &sf, reason))
+		goto done;
+	uint8_t salted[SCRAM_KEY_LEN], client_key[SCRAM_KEY_LEN], server_key[SCRAM_KEY_LEN];
+	if (!salted_password(password, sf.salt, (size_t)sf.salt_len, (int)sf.iter, salted)) {
+		*reason = "PBKDF2 failed";
+		goto done;
+	}
+	hmac256(salted, SCRAM_KEY_LEN, "Client Key", 10, client_key);
+	hmac256(salted, SCRAM_KEY_LEN, "Server Key", 10, server_key);
+	out = client_final_from_keys(st, client_key, server_key, server_first, len, sf.r);
 	OPENSSL_cleanse(salted, sizeof(salted));
 	OPENSSL_cleanse(client_key, sizeof(client_key));
-	OPENSSL_cleanse(stored, sizeof(stored));
+	OPENSSL_cleanse(server_key, sizeof(server_key));
 done:
-	free(sf);
+	free(sf.copy);
+	return out;
+}
+
+char *scram_client_final_passthrough(struct scram_client *st, const struct scram_secret *secret,
+                                     const uint8_t client_key[SCRAM_KEY_LEN], const char *server_first,
+                                     size_t len, const char **reason)
+{
+	struct server_first sf;
+	char *out = NULL;
+	if (!parse_server_first(st, server_first, len, &sf, reason))
+		goto done;
+	/* the keys belong to one salt and iteration count: the server must
+	 * still hold the secret they were derived for */
+	if ((size_t)sf.salt_len != secret->salt_len || memcmp(sf.salt, secret->salt, secret->salt_len) != 0 ||
+	    sf.iter != secret->iterations) {
+		*reason = "the server's SCRAM secret is not the one auth_query returned";
+		goto done;
+	}
+	out = client_final_from_keys(st, client_key, secret->server_key, server_first, len, sf.r);
+done:
+	free(sf.copy);
 	return out;
 }
 

@@ -108,6 +108,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
+#include "authquery.h"
 #include "client.h"
 #include "config.h"
 #include "dns.h"
@@ -132,7 +135,25 @@ struct server_login {
 	struct scram_client scram;
 	bool scram_started;
 	char *password; /* plain or md5 hash; NULL = none known */
+	/* SCRAM pass-through of a user looked up with auth_query: the secret and
+	 * a client's ClientKey stand in for the password (authquery.h) */
+	bool passthrough;
+	struct scram_secret pt_secret;
+	uint8_t pt_client_key[SCRAM_KEY_LEN];
 };
+
+static void login_free(struct server_login *l)
+{
+	if (!l)
+		return;
+	scram_client_clear(&l->scram);
+	if (l->password) {
+		OPENSSL_cleanse(l->password, strlen(l->password));
+		free(l->password);
+	}
+	OPENSSL_cleanse(l, sizeof(*l));
+	free(l);
+}
 
 struct list pgt_all_servers = {&pgt_all_servers, &pgt_all_servers};
 static struct list dead_servers = {&dead_servers, &dead_servers};
@@ -224,6 +245,7 @@ static void server_close_internal(struct pgt_server *s, const char *reason, bool
 	list_append(&dead_servers, &s->node);
 	pool->nservers--;
 	pool->dbstate->nservers--;
+	pool->ustate->nservers--;
 	if (s->shared)
 		pool->res->share_total--;
 	if (old != SV_LOGIN)
@@ -238,10 +260,13 @@ static void server_close_internal(struct pgt_server *s, const char *reason, bool
 		c->server = NULL;
 		client_server_lost(c, reason, s->fatal_forwarded);
 	}
-	if (pool->internal)
+	if (pool->internal) {
 		registry_server_lost(s, reason);
+		authq_server_lost(s, reason);
+	}
 	/* the freed slot goes to the pools queued for one first */
 	pool_slot_freed(pool->dbstate);
+	pool_user_slot_freed(pool->ustate);
 	if (s->shared)
 		pool_share_freed(pool->res);
 	if (old == SV_LOGIN && is_error)
@@ -271,14 +296,7 @@ void server_free_dead(void)
 	list_for_each_safe (i, tmp, &dead_servers) {
 		struct pgt_server *s = container_of(i, struct pgt_server, node);
 		list_del(&s->node);
-		if (s->login) {
-			scram_client_clear(&s->login->scram);
-			if (s->login->password) {
-				memset(s->login->password, 0, strlen(s->login->password));
-				free(s->login->password);
-			}
-			free(s->login);
-		}
+		login_free(s->login);
 		ps_server_free(s);
 		vars_free(&s->vars);
 		vars_free(&s->base);
@@ -360,17 +378,32 @@ static void server_dns_cb(const struct dns_result *res, const char *error, void 
 	server_connect_addr(s, (const struct sockaddr *)&res->addr[0], res->len[0]);
 }
 
-static char *server_password(const struct pgt_pool *pool)
+/* What s logs in with: the entry's password, auth_file's, or what
+ * auth_query found (an md5 hash, or SCRAM pass-through). */
+static void server_password(struct pgt_server *s)
 {
+	const struct pgt_pool *pool = s->pool;
 	const struct pgt_database *db = pool->db;
 	/* the entry's password is for the entry's user; a tenant's own role
-	 * (tenant_server_user, server_user=) has its password in auth_file */
-	if (db->password && !pool->tenant_role)
-		return xstrdup(db->password);
+	 * (tenant_server_user, server_user=) and auth_user have theirs in
+	 * auth_file */
+	if (db->password && !pool->tenant_role && (!db->user || strcmp(db->user, pool->user) == 0)) {
+		s->login->password = xstrdup(db->password);
+		return;
+	}
 	const struct pgt_user *u = userlist_find(pgt.cfg->users, pool->user);
-	if (u)
-		return xstrdup(u->password);
-	return NULL;
+	if (u) {
+		s->login->password = xstrdup(u->password);
+		return;
+	}
+	struct authq_creds cr;
+	if (!authq_server_creds(pool, &cr))
+		return;
+	s->login->password = cr.password;
+	s->login->passthrough = cr.passthrough;
+	s->login->pt_secret = cr.secret;
+	memcpy(s->login->pt_client_key, cr.client_key, SCRAM_KEY_LEN);
+	OPENSSL_cleanse(&cr, sizeof(cr));
 }
 
 void server_launch(struct pgt_pool *pool)
@@ -385,7 +418,7 @@ void server_launch(struct pgt_pool *pool)
 	s->txn = 'I';
 	s->generation = pool->generation;
 	s->login = xcalloc(1, sizeof(*s->login));
-	s->login->password = server_password(pool);
+	server_password(s);
 	/* opened with the parameters of the client it is opened for, so that a
 	 * reset brings it back to them: clients like it need no SET after it.
 	 * Only reported ones, whose defaults the pool knows from its first
@@ -439,6 +472,7 @@ void server_launch(struct pgt_pool *pool)
 	}
 	pool->nservers++;
 	pool->dbstate->nservers++;
+	pool->ustate->nservers++;
 	server_log(s, PGT_LOG_DEBUG, "new connection to %s:%d", db->host ? db->host : "(unix)", db->port);
 
 	const char *host = db->host && *db->host ? db->host : "/var/run/postgresql";
@@ -695,7 +729,7 @@ static bool login_auth(struct pgt_server *s, const uint8_t *body, uint32_t len)
 			server_fail(s, "the server offers no supported SASL mechanism");
 			return false;
 		}
-		if (!plain_password(s, "SCRAM-SHA-256"))
+		if (!s->login->passthrough && !plain_password(s, "SCRAM-SHA-256"))
 			return false;
 		char *first = scram_client_first(&s->login->scram, "", NULL);
 		if (!first) {
@@ -722,8 +756,12 @@ static bool login_auth(struct pgt_server *s, const uint8_t *body, uint32_t len)
 			server_fail(s, "unexpected SASL continue");
 			return false;
 		}
-		char *fin = scram_client_final(&s->login->scram, s->login->password, (const char *)body + 4,
-		                               len - 4, &reason);
+		char *fin = s->login->passthrough
+		                ? scram_client_final_passthrough(&s->login->scram, &s->login->pt_secret,
+		                                                 s->login->pt_client_key,
+		                                                 (const char *)body + 4, len - 4, &reason)
+		                : scram_client_final(&s->login->scram, s->login->password,
+		                                     (const char *)body + 4, len - 4, &reason);
 		if (!fin) {
 			server_fail(s, "SCRAM: %s", reason);
 			return false;
@@ -827,12 +865,7 @@ static enum sbuf_verdict login_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 	}
 	case 'Z': {
 		struct pgt_pool *pool = s->pool;
-		scram_client_clear(&s->login->scram);
-		if (s->login->password) {
-			memset(s->login->password, 0, strlen(s->login->password));
-			free(s->login->password);
-		}
-		free(s->login);
+		login_free(s->login);
 		s->login = NULL;
 		s->txn = 'I';
 		s->dirty = false;
@@ -1228,6 +1261,8 @@ static enum sbuf_verdict special_packet(struct pgt_server *s, struct pgt_pkt *pk
 		return own_query_packet(s, pkt);
 	if (s->lookup)
 		return registry_packet(s, pkt);
+	if (s->auth_lookup)
+		return authq_packet(s, pkt);
 	if (s->draining)
 		return drain_packet(s, pkt);
 	/* idle: only asynchronous messages are expected */
@@ -1305,6 +1340,7 @@ static __attribute__((noinline)) enum sbuf_verdict server_packet(struct pgt_serv
 		}
 		if (s->txn == 'I') {
 			pool->stats.xact_count++;
+			c->xacts++;
 			pool->stats.xact_time += (uint64_t)(now - c->xact_start);
 			c->xact_start = now;
 		}
@@ -1504,8 +1540,9 @@ static inline void server_settle(struct pgt_server *s)
 		             s->close_needed ? "close requested" : "server lifetime over or backend changed");
 		return;
 	}
-	if (pool_should_yield(pool)) {
-		server_close(s, "yielding the connection slot to a waiting pool (max_db_connections)");
+	const char *yield = pool_should_yield(pool);
+	if (yield) {
+		server_close(s, yield);
 		return;
 	}
 	pool_server_ready(pool, s);

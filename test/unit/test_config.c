@@ -171,6 +171,100 @@ static void many_tenants(void)
 	       "with their lines: %s", errs);
 }
 
+/* [users]: PgBouncer's per-user keys, blanks around '=' allowed, looked
+ * up by name; unknown keys, bad values, bad names and duplicates refused
+ * with their lines. */
+static void users(void)
+{
+	char errs[4096] = "";
+	int n = 0;
+	char *ul = write_file("userlist.txt", "\"app\" \"pw\"\n");
+	free(ul);
+	struct pgt_config *cfg =
+	    load("[pgtenant]\nauth_type = scram-sha-256\nauth_file = userlist.txt\n"
+	         "[users]\n"
+	         "app = pool_mode=session pool_size=3 reserve_pool_size=1 max_user_connections=7 "
+	         "max_user_client_connections=9 auth_type=md5\n"
+	         "report = pool_mode = transaction   auth_type = trust ; trailing comment\n"
+	         "Mixed.Case = reserve_pool=0 max_user_connections=0\n",
+	         errs, sizeof(errs), &n);
+	tap_ok(cfg != NULL && n == 0, "[users] loads (errors: %s)", errs);
+	if (!cfg)
+		return;
+	const struct pgt_user_conf *app = config_find_user(cfg, "app"),
+	                           *rep = config_find_user(cfg, "report"),
+	                           *mixed = config_find_user(cfg, "Mixed.Case");
+	tap_ok(app && app->pool_mode == PGT_POOL_SESSION && app->pool_size == 3 && app->reserve_pool == 1 &&
+	           app->max_user_connections == 7 && app->max_user_client_connections == 9 &&
+	           app->auth_type == PGT_AUTH_MD5 && app->line == 5,
+	       "every key of an entry, and its line");
+	tap_ok(rep && rep->pool_mode == PGT_POOL_TRANSACTION && rep->auth_type == PGT_AUTH_TRUST &&
+	           rep->pool_size == -1 && rep->max_user_connections == -1 &&
+	           rep->max_user_client_connections == -1,
+	       "blanks around '=', unset keys are -1");
+	tap_ok(mixed && mixed->reserve_pool == 0 && mixed->max_user_connections == 0,
+	       "names are case-sensitive");
+	tap_ok(config_find_user(cfg, "mixed.case") == NULL && config_find_user(cfg, "nobody") == NULL,
+	       "unknown names are not found");
+	config_free(cfg);
+
+	/* many entries: the index grows */
+	char big[65536] = "[pgtenant]\nauth_type = trust\n[users]\n";
+	for (int i = 0; i < 500; i++)
+		snprintf(big + strlen(big), sizeof(big) - strlen(big), "u%d = pool_size=%d\n", i, i + 1);
+	cfg = load(big, errs, sizeof(errs), &n);
+	bool all = cfg != NULL;
+	for (int i = 0; cfg && i < 500; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "u%d", i);
+		const struct pgt_user_conf *u = config_find_user(cfg, name);
+		all = all && u && u->pool_size == i + 1;
+	}
+	tap_ok(all, "500 entries, each found by name");
+	config_free(cfg);
+
+	memset(errs, 0, sizeof(errs));
+	const char *text = "[pgtenant]\n"                           /* 1 */
+	                   "auth_type = trust\n"                    /* 2 */
+	                   "[users]\n"                              /* 3 */
+	                   "a = query_timeout=30\n"                 /* 4 */
+	                   "b = pool_mode=statement\n"              /* 5 */
+	                   "c = pool_size=0\n"                      /* 6 */
+	                   "d = max_user_connections=-1\n"          /* 7 */
+	                   "e = max_user_client_connections=lots\n" /* 8 */
+	                   "f = auth_type=password\n"               /* 9 */
+	                   "g = pool_size\n"                        /* 10 */
+	                   "h = auth_type=md5\n"                    /* 11 */
+	                   "\"q\" = pool_size=1\n"                  /* 12 */
+	                   "ok = pool_size=2\n"                     /* 13 */
+	                   "ok = pool_size=3\n"                     /* 14 */
+	                   "i = auth_type=jwt\n";                   /* 15 */
+	cfg = load(text, errs, sizeof(errs), &n);
+	tap_ok(cfg == NULL, "bad [users] entries refuse the config");
+	const char *want[] = {
+	    "pgtenant.ini:4: user \"a\": unknown user setting \"query_timeout\"",
+	    "pgtenant.ini:5: user \"b\": invalid pool_mode \"statement\": expected session or transaction",
+	    "pgtenant.ini:6: user \"c\": invalid pool_size \"0\": expected an integer from 1 to 100000",
+	    "pgtenant.ini:7: user \"d\": invalid max_user_connections \"-1\"",
+	    "pgtenant.ini:8: user \"e\": invalid max_user_client_connections \"lots\"",
+	    "pgtenant.ini:9: user \"f\": invalid auth_type \"password\"",
+	    "pgtenant.ini:10: user \"g\": expected key=value, got \"pool_size\"",
+	    "pgtenant.ini:12: invalid user name \"\"q\"\" in [users]",
+	    "pgtenant.ini:14: user \"ok\" defined twice (first at line 13)"};
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+		tap_ok(strstr(errs, want[i]) != NULL, "error reported: %s", want[i]);
+	tap_ok(n == 9, "nine errors while parsing, the checks of the whole config wait (got %d: %s)", n,
+	       errs);
+
+	/* checks of the whole config: md5 for a user needs auth_file, jwt keys */
+	cfg = load("[pgtenant]\nauth_type = trust\n[users]\nh = auth_type=md5\ni = auth_type=jwt\n", errs,
+	           sizeof(errs), &n);
+	tap_ok(cfg == NULL && n == 2 &&
+	           strstr(errs, "pgtenant.ini:4: user \"h\": auth_type md5 needs auth_file") &&
+	           strstr(errs, "auth_type jwt needs jwt_key_file"),
+	       "a user's md5 needs auth_file, its jwt needs keys: %s", errs);
+}
+
 int main(void)
 {
 	if (!mkdtemp(tmpdir))
@@ -178,6 +272,7 @@ int main(void)
 	good();
 	bad();
 	many_tenants();
+	users();
 	userlist();
 	char cmd[128];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);

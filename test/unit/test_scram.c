@@ -3,7 +3,8 @@
  * plus md5 hashing and parsing of stored SCRAM secrets, the client role's
  * SaltedPassword cache, and SASLprep of passwords against secrets that
  * PostgreSQL 15 stored, and the server role's channel binding
- * (SCRAM-SHA-256-PLUS, tls-server-end-point) negotiation rules.
+ * (SCRAM-SHA-256-PLUS, tls-server-end-point) negotiation rules, and SCRAM
+ * pass-through (a server login from a secret and a client's ClientKey).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -345,6 +346,66 @@ static void saslprep(void)
 	scram_client_clear(&cli);
 }
 
+/* SCRAM pass-through: a client logs in to the server role with its
+ * password; the ClientKey recovered from its proof, with the secret, logs
+ * in again to a second exchange (a server login) without the password.  A
+ * secret of another salt is refused before anything is sent. */
+static void passthrough(void)
+{
+	struct scram_secret sec;
+	const uint8_t salt[SCRAM_SALT_LEN] = "0123456789abcdef";
+	tap_ok(scram_secret_from_password("pass-through", salt, sizeof(salt), 4096, &sec), "secret");
+	struct scram_server srv;
+	struct scram_client cli;
+	const char *reason = NULL;
+	uint8_t ck[SCRAM_KEY_LEN];
+	char *first = scram_client_first(&cli, "", NULL);
+	char *sf = scram_server_first(&srv, first, strlen(first), &sec, NULL, &reason);
+	char *fin = scram_client_final(&cli, "pass-through", sf, strlen(sf), &reason);
+	char *v = scram_server_final(&srv, fin, strlen(fin), ck, &reason);
+	tap_ok(v != NULL, "the client's own login");
+	free(first), free(sf), free(fin), free(v);
+	scram_server_clear(&srv);
+	scram_client_clear(&cli);
+
+	/* the second exchange: pgtenant, holding only sec and ck */
+	first = scram_client_first(&cli, "", NULL);
+	sf = scram_server_first(&srv, first, strlen(first), &sec, NULL, &reason);
+	fin = scram_client_final_passthrough(&cli, &sec, ck, sf, strlen(sf), &reason);
+	v = fin ? scram_server_final(&srv, fin, strlen(fin), NULL, &reason) : NULL;
+	tap_ok(v != NULL, "pass-through proof accepted by the server role (%s)", v ? "ok" : reason);
+	tap_ok(v && scram_client_verify(&cli, v, strlen(v)),
+	       "and the server's signature checks with ServerKey");
+	free(first), free(sf), free(fin), free(v);
+	scram_server_clear(&srv);
+	scram_client_clear(&cli);
+
+	/* a wrong ClientKey is a wrong proof */
+	ck[0] ^= 1;
+	first = scram_client_first(&cli, "", NULL);
+	sf = scram_server_first(&srv, first, strlen(first), &sec, NULL, &reason);
+	fin = scram_client_final_passthrough(&cli, &sec, ck, sf, strlen(sf), &reason);
+	v = fin ? scram_server_final(&srv, fin, strlen(fin), NULL, &reason) : NULL;
+	tap_ok(fin && !v, "a flipped ClientKey bit is refused by the server");
+	free(first), free(sf), free(fin), free(v);
+	scram_server_clear(&srv);
+	scram_client_clear(&cli);
+
+	/* the server holds another secret (another salt): refused at once */
+	struct scram_secret other;
+	const uint8_t salt2[SCRAM_SALT_LEN] = "fedcba9876543210";
+	tap_ok(scram_secret_from_password("pass-through", salt2, sizeof(salt2), 4096, &other), "other");
+	first = scram_client_first(&cli, "", NULL);
+	sf = scram_server_first(&srv, first, strlen(first), &other, NULL, &reason);
+	reason = NULL;
+	fin = scram_client_final_passthrough(&cli, &sec, ck, sf, strlen(sf), &reason);
+	tap_ok(!fin && reason && strstr(reason, "not the one auth_query returned"),
+	       "a server secret of another salt is refused before a proof is sent");
+	free(first), free(sf), free(fin);
+	scram_server_clear(&srv);
+	scram_client_clear(&cli);
+}
+
 static void md5(void)
 {
 	char h[36], out[36];
@@ -364,6 +425,7 @@ int main(void)
 	channel_binding();
 	secrets();
 	saslprep();
+	passthrough();
 	md5();
 	return tap_done();
 }
