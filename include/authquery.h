@@ -69,10 +69,6 @@ void authq_forget(const struct pgt_database *db, const char *dbname, const char 
  * there are none (the user is not a looked-up one). */
 bool authq_server_creds(const struct pgt_pool *pool, struct authq_creds *out);
 
-/* Hooks from the server and pool state machines. */
-bool authq_server_ready(struct pgt_server *s);
-enum sbuf_verdict authq_packet(struct pgt_server *s, struct pgt_pkt *pkt);
-void authq_server_lost(struct pgt_server *s, const char *reason);
 /* Drop every cached answer (RELOAD may change auth_query); the ClientKeys
  * stay, as they are tied to the secret, not to the query. */
 void authq_config_changed(void);

@@ -19,8 +19,7 @@
 struct pgt_pool;
 struct pgt_client;
 struct server_login;
-struct registry_lookup;
-struct authq_lookup;
+struct pgt_lookup;
 struct ps_server;
 
 enum server_state {
@@ -91,10 +90,9 @@ struct pgt_server {
 	char check_pin[64];
 	char check_names[256]; /* custom settings the link named: 'a.b','c.d' */
 	struct pgt_vars check_vars;
-	struct pgt_prefix prefix;         /* what rides in front of the client's first message */
-	struct registry_lookup *lookup;   /* running tenant_query for the registry */
-	struct authq_lookup *auth_lookup; /* running auth_query (authquery.h) */
-	char *setup_error;                /* error from pgtenant's own SET, reported to the client */
+	struct pgt_prefix prefix;  /* what rides in front of the client's first message */
+	struct pgt_lookup *lookup; /* running pgtenant's own query (lookup.h) */
+	char *setup_error;         /* error from pgtenant's own SET, reported to the client */
 	char setup_sqlstate[6];
 	usec_t idle_since;
 	usec_t query_start;

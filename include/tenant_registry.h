@@ -78,9 +78,5 @@ void registry_request(struct pgt_client *c, struct pgt_tenant_state *t, const ch
                       const struct pgt_database *db, const char *user);
 /* c is going away: stop waiting for an answer. */
 void registry_forget_client(struct pgt_client *c);
-/* Hooks from the server and pool state machines. */
-bool registry_server_ready(struct pgt_server *s);
-enum sbuf_verdict registry_packet(struct pgt_server *s, struct pgt_pkt *pkt);
-void registry_server_lost(struct pgt_server *s, const char *reason);
 
 #endif

@@ -4,11 +4,11 @@
  * An entry per (lookup database, user) holds the secret last found and, once
  * a client has proved a SCRAM secret, the ClientKey for server logins.  At
  * most one lookup per entry is in flight; logins that need it wait on it.
- * A lookup is queued in the internal pool of (lookup database, auth_user),
- * whose tenant name "*auth*" no real tenant can take; when one of its server
- * connections is ready it sends Parse/Bind/Execute/Sync with the user name
- * bound as $1 and takes the second column of the first row (PgBouncer's
- * "usename, passwd"), or the only column of a one-column answer.
+ * A lookup (lookup.h) runs in the internal pool of (lookup database,
+ * auth_user), whose tenant name "*auth*" no real tenant can take, with the
+ * user name bound as $1, and takes the second column of the first row
+ * (PgBouncer's "usename, passwd"), or the only column of a one-column
+ * answer.
  *
  * Negative answers are not kept (an entry without a secret is freed), so that
  * names that do not exist cost no memory, and a role created a moment after
@@ -24,8 +24,8 @@
 #include "config.h"
 #include "list.h"
 #include "log.h"
+#include "lookup.h"
 #include "loop.h"
-#include "pktbuf.h"
 #include "pool.h"
 #include "proto.h"
 #include "server.h"
@@ -47,17 +47,14 @@ struct authq_entry {
 };
 
 struct authq_lookup {
-	struct list node; /* on the queue until a server takes it */
+	struct pgt_lookup base; /* first */
 	struct authq_entry *e;
-	struct pgt_pool *pool;
 	char *query;
 	struct authq_waiter *waiters;
 	bool got_row;
 	char *secret;
-	char *error;
 };
 
-static struct list queue = {&queue, &queue};
 static struct {
 	struct authq_entry **b;
 	uint32_t nb, n;
@@ -160,11 +157,21 @@ static bool fresh(const struct authq_entry *e)
 	return e->secret && e->fresh_ok && loop_now() - e->fetched < pgt.cfg->auth_query_cache_ttl;
 }
 
-static void lookup_finish(struct authq_lookup *l)
+static void lookup_free(struct authq_lookup *l)
 {
+	free(l->query);
+	wipe_str(l->secret);
+	free(l->base.error);
+	free(l);
+}
+
+static void lookup_done(struct pgt_lookup *base)
+{
+	struct authq_lookup *l = container_of(base, struct authq_lookup, base);
+	const char *error = l->base.error;
 	struct authq_entry *e = l->e;
 	e->lookup = NULL;
-	if (!l->error) {
+	if (!error) {
 		if (!l->secret || !e->secret || strcmp(l->secret, e->secret) != 0) {
 			/* another secret: a ClientKey of the old one is useless */
 			e->has_keys = false;
@@ -177,28 +184,60 @@ static void lookup_finish(struct authq_lookup *l)
 		e->fresh_ok = true;
 	} else {
 		authq_failures++;
+		log_warning("auth_query for user \"%s\" failed: %s", e->user, error);
 	}
 	struct authq_waiter *w = l->waiters;
 	l->waiters = NULL;
 	/* the waiters' callbacks may close their clients (which unwait, a no-op
 	 * once entry is NULL) but never touch the entry */
-	char *secret = e->secret && !l->error ? xstrdup(e->secret) : NULL;
+	char *secret = e->secret && !error ? xstrdup(e->secret) : NULL;
 	while (w) {
 		struct authq_waiter *next = w->next;
 		w->entry = NULL;
 		w->next = NULL;
-		w->done(w, l->error, secret);
+		w->done(w, error, secret);
 		w = next;
 	}
 	wipe_str(secret);
-	if (!list_empty(&l->node))
-		list_del(&l->node);
-	free(l->query);
-	wipe_str(l->secret);
-	free(l->error);
-	free(l);
+	lookup_free(l);
 	entry_maybe_free(e);
 }
+
+static const char *lookup_sql(const struct pgt_lookup *base)
+{
+	return container_of(base, const struct authq_lookup, base)->query;
+}
+
+static const char *lookup_param(const struct pgt_lookup *base)
+{
+	return container_of(base, const struct authq_lookup, base)->e->user;
+}
+
+/* The secret: the second column of the first row ("usename, passwd"), or
+ * the only column of a one-column answer; NULL = no such user. */
+static void lookup_row(struct pgt_lookup *base, const uint8_t *body, uint32_t len)
+{
+	struct authq_lookup *l = container_of(base, struct authq_lookup, base);
+	if (l->got_row)
+		return;
+	l->got_row = true;
+	struct proto_reader r;
+	proto_reader_init(&r, body, len);
+	uint16_t n = proto_get_u16(&r);
+	for (int i = 0; i < n && !r.bad; i++) {
+		int32_t cl = (int32_t)proto_get_u32(&r);
+		const uint8_t *v = cl > 0 ? proto_get_bytes(&r, (size_t)cl) : NULL;
+		if (r.bad)
+			break;
+		if (i == (n >= 2 ? 1 : 0) && v && !memchr(v, '\0', (size_t)cl))
+			l->secret = xstrndup((const char *)v, (size_t)cl);
+	}
+	if (r.bad && !l->base.error)
+		l->base.error = xstrdup("malformed row");
+}
+
+static const struct lookup_ops authq_ops = {
+    .sql = lookup_sql, .param = lookup_param, .row = lookup_row, .done = lookup_done};
 
 int authq_secret(const struct pgt_database *db, const char *dbname, const char *user, struct authq_waiter *w,
                  const char **secret)
@@ -223,23 +262,18 @@ int authq_secret(const struct pgt_database *db, const char *dbname, const char *
 		l = xcalloc(1, sizeof(*l));
 		l->e = e;
 		l->query = xstrdup(eff(db->auth_query, cfg->auth_query));
-		l->pool = pool_get(ldb, ldbe, eff(db->auth_user, cfg->auth_user), "*auth*", 0);
-		l->pool->internal = true;
+		l->base.pool = pool_get(ldb, ldbe, eff(db->auth_user, cfg->auth_user), "*auth*", 0);
+		l->base.pool->internal = true;
+		l->base.ops = &authq_ops;
 		e->lookup = l;
-		list_append(&queue, &l->node);
-		l->pool->internal_want++;
+		lookup_queue(&l->base);
 		authq_lookups++;
 		log_debug("auth_query: looking up user \"%s\" in database \"%s\"", user, ldb);
 	}
 	w->entry = e;
 	w->next = l->waiters;
 	l->waiters = w;
-	/* an idle lookup connection may be waiting already */
-	struct list *f = list_last(&l->pool->idle_servers);
-	if (f && !list_empty(&l->node))
-		pool_server_ready(l->pool, container_of(f, struct pgt_server, node));
-	else
-		pool_maybe_launch(l->pool);
+	lookup_kick(&l->base);
 	return 0;
 }
 
@@ -299,101 +333,6 @@ bool authq_server_creds(const struct pgt_pool *pool, struct authq_creds *out)
 	return true;
 }
 
-bool authq_server_ready(struct pgt_server *s)
-{
-	struct list *i;
-	list_for_each (i, &queue) {
-		struct authq_lookup *l = container_of(i, struct authq_lookup, node);
-		if (l->pool != s->pool)
-			continue;
-		list_del(&l->node);
-		l->pool->internal_want--;
-		struct pktbuf b;
-		pktbuf_init(&b);
-		pktbuf_ext_query(&b, l->query, l->e->user);
-		bool ok = sbuf_send_raw(&s->conn, b.data, b.len);
-		pktbuf_free(&b);
-		s->auth_lookup = l;
-		if (!ok)
-			server_fail(s, "send failed"); /* fails the lookup's logins too */
-		return true;
-	}
-	return false;
-}
-
-enum sbuf_verdict authq_packet(struct pgt_server *s, struct pgt_pkt *pkt)
-{
-	struct authq_lookup *l = s->auth_lookup;
-	if (!pkt->full)
-		return SB_NEED_FULL;
-	const uint8_t *body = pkt->data + 5;
-	uint32_t len = pkt->total - 5;
-	switch (pkt->type) {
-	case 'D': {
-		if (l->got_row)
-			return SB_SKIP;
-		l->got_row = true;
-		struct proto_reader r;
-		proto_reader_init(&r, body, len);
-		uint16_t n = proto_get_u16(&r);
-		for (int i = 0; i < n && !r.bad; i++) {
-			int32_t cl = (int32_t)proto_get_u32(&r);
-			const uint8_t *v = cl > 0 ? proto_get_bytes(&r, (size_t)cl) : NULL;
-			if (r.bad)
-				break;
-			if (i == (n >= 2 ? 1 : 0) && v && !memchr(v, '\0', (size_t)cl))
-				l->secret = xstrndup((const char *)v, (size_t)cl);
-		}
-		if (r.bad && !l->error)
-			l->error = xstrdup("malformed row");
-		return SB_SKIP;
-	}
-	case 'E': {
-		const char *m = proto_error_field(body, len, 'M');
-		if (!l->error)
-			l->error = xstrdup(m ? m : "error");
-		return SB_SKIP;
-	}
-	case 'Z':
-		s->txn = (char)body[0];
-		s->auth_lookup = NULL;
-		if (l->error)
-			log_warning("auth_query for user \"%s\" failed: %s", l->e->user, l->error);
-		lookup_finish(l);
-		if (s->conn.dead)
-			return SB_GONE;
-		pool_server_ready(s->pool, s);
-		return s->conn.dead ? SB_GONE : SB_SKIP;
-	default:
-		return SB_SKIP;
-	}
-}
-
-void authq_server_lost(struct pgt_server *s, const char *reason)
-{
-	struct authq_lookup *l = s->auth_lookup;
-	if (l) {
-		s->auth_lookup = NULL;
-		if (!l->error)
-			l->error = xstrdup(reason);
-		lookup_finish(l);
-	}
-	/* lookups queued for a pool that cannot log in fail instead of waiting */
-	if (s->state == SV_LOGIN && s->pool->nservers == 0) {
-		struct list *i, *tmp;
-		list_for_each_safe (i, tmp, &queue) {
-			struct authq_lookup *q = container_of(i, struct authq_lookup, node);
-			if (q->pool != s->pool)
-				continue;
-			list_del(&q->node);
-			list_init(&q->node);
-			q->pool->internal_want--;
-			q->error = xstrdup(reason);
-			lookup_finish(q);
-		}
-	}
-}
-
 void authq_config_changed(void)
 {
 	for (uint32_t i = 0; i < tab.nb; i++)
@@ -411,12 +350,8 @@ void authq_shutdown(void)
 				struct authq_lookup *l = e->lookup;
 				for (struct authq_waiter *w = l->waiters; w; w = w->next)
 					w->entry = NULL;
-				if (!list_empty(&l->node))
-					list_del(&l->node);
-				free(l->query);
-				wipe_str(l->secret);
-				free(l->error);
-				free(l);
+				lookup_cancel(&l->base);
+				lookup_free(l);
 				e->lookup = NULL;
 			}
 			entry_free(e);

@@ -14,10 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "authquery.h"
 #include "client.h"
 #include "config.h"
 #include "log.h"
+#include "lookup.h"
 #include "loop.h"
 #include "server.h"
 #include "tenant.h"
@@ -764,7 +764,7 @@ static void serve_or_idle(struct pgt_pool *pool, struct pgt_server *s)
 		list_del(&s->node);
 		s->state = SV_ACTIVE;
 		list_append(&pool->active_servers, &s->node);
-		if (registry_server_ready(s) || authq_server_ready(s))
+		if (lookup_server_ready(s))
 			return;
 	}
 	struct list *first = list_first(&pool->waiting_clients);

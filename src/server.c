@@ -116,6 +116,7 @@
 #include "dns.h"
 #include "janitor.h"
 #include "log.h"
+#include "lookup.h"
 #include "loop.h"
 #include "pktbuf.h"
 #include "pool.h"
@@ -260,10 +261,8 @@ static void server_close_internal(struct pgt_server *s, const char *reason, bool
 		c->server = NULL;
 		client_server_lost(c, reason, s->fatal_forwarded);
 	}
-	if (pool->internal) {
-		registry_server_lost(s, reason);
-		authq_server_lost(s, reason);
-	}
+	if (pool->internal)
+		lookup_server_lost(s, reason);
 	/* the freed slot goes to the pools queued for one first */
 	pool_slot_freed(pool->dbstate);
 	pool_user_slot_freed(pool->ustate);
@@ -1260,9 +1259,7 @@ static enum sbuf_verdict special_packet(struct pgt_server *s, struct pgt_pkt *pk
 	if (s->own_rfq > 0)
 		return own_query_packet(s, pkt);
 	if (s->lookup)
-		return registry_packet(s, pkt);
-	if (s->auth_lookup)
-		return authq_packet(s, pkt);
+		return lookup_packet(s, pkt);
 	if (s->draining)
 		return drain_packet(s, pkt);
 	/* idle: only asynchronous messages are expected */

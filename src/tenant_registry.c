@@ -20,6 +20,7 @@
 #include "client.h"
 #include "config.h"
 #include "log.h"
+#include "lookup.h"
 #include "loop.h"
 #include "pktbuf.h"
 #include "pool.h"
@@ -31,18 +32,14 @@
 struct list pgt_tenant_states = {&pgt_tenant_states, &pgt_tenant_states};
 
 struct registry_lookup {
-	struct list node; /* on its pool's queue until a server takes it */
+	struct pgt_lookup base; /* first */
 	struct pgt_tenant_state *t;
-	struct pgt_pool *pool;
 	struct pgt_client **waiters;
 	int nwaiters, cap;
 	bool got_row;
 	bool active;
 	int pool_size, max_client_conn, xact_rate;
-	char *error;
 };
-
-static struct list queue = {&queue, &queue};
 /* states without clients, in the order they lost their last one */
 static struct list idle_states = {&idle_states, &idle_states};
 
@@ -186,11 +183,14 @@ bool registry_fresh(const struct pgt_tenant_state *t)
 	return t->reg_known && loop_now() - t->reg_fetched < pgt.cfg->tenant_query_cache_ttl;
 }
 
-static void lookup_finish(struct registry_lookup *l)
+/* The registry answered (or failed): tell the clients that waited. */
+static void lookup_done(struct pgt_lookup *base)
 {
+	struct registry_lookup *l = container_of(base, struct registry_lookup, base);
 	struct pgt_tenant_state *t = l->t;
+	const char *error = l->base.error;
 	t->lookup = NULL;
-	if (!l->error) {
+	if (!error) {
 		t->reg_known = true;
 		t->reg_fetched = loop_now();
 		t->reg_found = l->got_row;
@@ -199,21 +199,74 @@ static void lookup_finish(struct registry_lookup *l)
 		t->reg_max_client_conn = l->max_client_conn;
 		t->reg_xact_rate = l->xact_rate;
 		rate_refresh(t);
+	} else {
+		log_warning("tenant_query for \"%s\" failed: %s", t->id, error);
 	}
 	for (int i = 0; i < l->nwaiters; i++) {
 		struct pgt_client *c = l->waiters[i];
 		c->lookup = NULL;
-		if (l->error)
-			client_fail(c, "08006", "tenant registry unavailable: %s", l->error);
+		if (error)
+			client_fail(c, "08006", "tenant registry unavailable: %s", error);
 		else
 			client_registry_done(c);
 	}
-	if (!list_empty(&l->node))
-		list_del(&l->node);
 	free(l->waiters);
-	free(l->error);
+	free(l->base.error);
 	free(l);
 }
+
+static const char *lookup_sql(const struct pgt_lookup *base)
+{
+	(void)base;
+	return pgt.cfg->tenant_query;
+}
+
+static const char *lookup_param(const struct pgt_lookup *base)
+{
+	return container_of(base, const struct registry_lookup, base)->t->id;
+}
+
+static int parse_int_col(const uint8_t *p, int32_t len)
+{
+	if (len < 0 || len > 10)
+		return -1;
+	char buf[12];
+	memcpy(buf, p, (size_t)len);
+	buf[len] = '\0';
+	long v;
+	return util_parse_int(buf, 0, 1000000, &v) ? (int)v : -1;
+}
+
+/* The first row is the answer: pool_size, max_client_conn, active[, xact_rate]. */
+static void lookup_row(struct pgt_lookup *base, const uint8_t *body, uint32_t len)
+{
+	struct registry_lookup *l = container_of(base, struct registry_lookup, base);
+	struct proto_reader r;
+	proto_reader_init(&r, body, len);
+	uint16_t n = proto_get_u16(&r);
+	int vals[4] = {-1, -1, -1, -1}; /* pool_size, max_client_conn, -, xact_rate */
+	bool active = true;
+	for (int i = 0; i < n && !r.bad; i++) {
+		int32_t cl = (int32_t)proto_get_u32(&r);
+		const uint8_t *v = cl > 0 ? proto_get_bytes(&r, (size_t)cl) : NULL;
+		if (r.bad)
+			break;
+		if (i < 2 || i == 3)
+			vals[i] = v ? parse_int_col(v, cl) : -1;
+		else if (i == 2)
+			active = !(v && (v[0] == 'f' || v[0] == 'F' || v[0] == '0' || v[0] == 'n'));
+	}
+	if (!l->got_row) {
+		l->got_row = true;
+		l->pool_size = vals[0];
+		l->max_client_conn = vals[1];
+		l->xact_rate = vals[3];
+		l->active = active;
+	}
+}
+
+static const struct lookup_ops registry_ops = {
+    .sql = lookup_sql, .param = lookup_param, .row = lookup_row, .done = lookup_done};
 
 void registry_request(struct pgt_client *c, struct pgt_tenant_state *t, const char *dbname,
                       const struct pgt_database *db, const char *user)
@@ -224,11 +277,11 @@ void registry_request(struct pgt_client *c, struct pgt_tenant_state *t, const ch
 		l->t = t;
 		l->pool_size = l->max_client_conn = l->xact_rate = -1;
 		/* '*' can never be in a tenant id: this pool cannot collide with a tenant's */
-		l->pool = pool_get(dbname, db, user, "*registry*", 0);
-		l->pool->internal = true;
+		l->base.pool = pool_get(dbname, db, user, "*registry*", 0);
+		l->base.pool->internal = true;
+		l->base.ops = &registry_ops;
 		t->lookup = l;
-		list_append(&queue, &l->node);
-		l->pool->internal_want++;
+		lookup_queue(&l->base);
 		client_log(c, PGT_LOG_DEBUG, "asking the tenant registry about \"%s\"", t->id);
 	}
 	if (l->nwaiters == l->cap)
@@ -236,14 +289,7 @@ void registry_request(struct pgt_client *c, struct pgt_tenant_state *t, const ch
 		    xrealloc(l->waiters, sizeof(*l->waiters) * (size_t)(l->cap = l->cap ? l->cap * 2 : 4));
 	l->waiters[l->nwaiters++] = c;
 	c->lookup = l;
-	/* an idle registry connection may be waiting already */
-	struct list *f = list_last(&l->pool->idle_servers);
-	if (f && !list_empty(&l->node)) {
-		struct pgt_server *s = container_of(f, struct pgt_server, node);
-		pool_server_ready(l->pool, s);
-	} else {
-		pool_maybe_launch(l->pool);
-	}
+	lookup_kick(&l->base);
 }
 
 void registry_forget_client(struct pgt_client *c)
@@ -258,116 +304,4 @@ void registry_forget_client(struct pgt_client *c)
 		}
 	}
 	c->lookup = NULL;
-}
-
-/* A registry server is ready: give it the next queued lookup of its pool. */
-bool registry_server_ready(struct pgt_server *s)
-{
-	struct list *i;
-	list_for_each (i, &queue) {
-		struct registry_lookup *l = container_of(i, struct registry_lookup, node);
-		if (l->pool != s->pool)
-			continue;
-		list_del(&l->node);
-		l->pool->internal_want--;
-		struct pktbuf b;
-		pktbuf_init(&b);
-		pktbuf_ext_query(&b, pgt.cfg->tenant_query, l->t->id);
-		bool ok = sbuf_send_raw(&s->conn, b.data, b.len);
-		pktbuf_free(&b);
-		s->lookup = l;
-		if (!ok)
-			server_fail(s, "send failed"); /* fails the lookup's clients too */
-		return true;
-	}
-	return false;
-}
-
-static int parse_int_col(const uint8_t *p, int32_t len)
-{
-	if (len < 0 || len > 10)
-		return -1;
-	char buf[12];
-	memcpy(buf, p, (size_t)len);
-	buf[len] = '\0';
-	long v;
-	return util_parse_int(buf, 0, 1000000, &v) ? (int)v : -1;
-}
-
-enum sbuf_verdict registry_packet(struct pgt_server *s, struct pgt_pkt *pkt)
-{
-	struct registry_lookup *l = s->lookup;
-	if (!pkt->full)
-		return SB_NEED_FULL;
-	const uint8_t *body = pkt->data + 5;
-	uint32_t len = pkt->total - 5;
-	switch (pkt->type) {
-	case 'D': {
-		struct proto_reader r;
-		proto_reader_init(&r, body, len);
-		uint16_t n = proto_get_u16(&r);
-		int vals[4] = {-1, -1, -1, -1}; /* pool_size, max_client_conn, -, xact_rate */
-		bool active = true;
-		for (int i = 0; i < n && !r.bad; i++) {
-			int32_t cl = (int32_t)proto_get_u32(&r);
-			const uint8_t *v = cl > 0 ? proto_get_bytes(&r, (size_t)cl) : NULL;
-			if (r.bad)
-				break;
-			if (i < 2 || i == 3)
-				vals[i] = v ? parse_int_col(v, cl) : -1;
-			else if (i == 2)
-				active = !(v && (v[0] == 'f' || v[0] == 'F' || v[0] == '0' || v[0] == 'n'));
-		}
-		if (!l->got_row) {
-			l->got_row = true;
-			l->pool_size = vals[0];
-			l->max_client_conn = vals[1];
-			l->xact_rate = vals[3];
-			l->active = active;
-		}
-		return SB_SKIP;
-	}
-	case 'E': {
-		const char *m = proto_error_field(body, len, 'M');
-		if (!l->error)
-			l->error = xstrdup(m ? m : "error");
-		return SB_SKIP;
-	}
-	case 'Z':
-		s->txn = (char)body[0];
-		s->lookup = NULL;
-		if (l->error)
-			log_warning("tenant_query for \"%s\" failed: %s", l->t->id, l->error);
-		lookup_finish(l);
-		if (s->conn.dead)
-			return SB_GONE;
-		pool_server_ready(s->pool, s);
-		return s->conn.dead ? SB_GONE : SB_SKIP;
-	default:
-		return SB_SKIP;
-	}
-}
-
-void registry_server_lost(struct pgt_server *s, const char *reason)
-{
-	struct registry_lookup *l = s->lookup;
-	if (l) {
-		s->lookup = NULL;
-		if (!l->error)
-			l->error = xstrdup(reason);
-		lookup_finish(l);
-	}
-	/* lookups queued for a pool that cannot log in fail instead of waiting */
-	if (s->state == SV_LOGIN && s->pool->nservers == 0) {
-		struct list *i, *tmp;
-		list_for_each_safe (i, tmp, &queue) {
-			struct registry_lookup *q = container_of(i, struct registry_lookup, node);
-			if (q->pool != s->pool)
-				continue;
-			list_del(&q->node);
-			q->pool->internal_want--;
-			q->error = xstrdup(reason);
-			lookup_finish(q);
-		}
-	}
 }
