@@ -749,36 +749,61 @@ static bool user_conf_parse(const char *name, const char *spec, struct pgt_user_
 	}
 }
 
-const struct pgt_user_conf *config_find_user(const struct pgt_config *cfg, const char *name)
+/* Name indexes ([tenants] ids, [users] names): open addressing over an
+ * array of entries, slot = index + 1 (0 = empty), at most half full, so
+ * that a login costs the same with 10 entries as with 100,000. */
+typedef const char *(*index_key_fn)(const struct pgt_config *cfg, uint32_t n);
+
+/* The entry named name + 1, or 0. */
+static uint32_t index_find(const struct pgt_config *cfg, const uint32_t *idx, uint32_t cap, index_key_fn key,
+                           const char *name)
 {
-	if (!cfg->user_index_cap)
-		return NULL;
-	uint32_t mask = cfg->user_index_cap - 1;
+	if (!cap)
+		return 0;
+	uint32_t mask = cap - 1;
 	for (uint32_t i = (uint32_t)util_hash_str(name) & mask;; i = (i + 1) & mask) {
-		uint32_t k = cfg->user_index[i];
-		if (!k)
-			return NULL;
-		if (strcmp(cfg->user_confs[k - 1].name, name) == 0)
-			return &cfg->user_confs[k - 1];
+		if (!idx[i] || strcmp(key(cfg, idx[i] - 1), name) == 0)
+			return idx[i];
 	}
 }
 
-/* Index user_confs[n] (as tenant_index_add). */
+/* Index entry n (its name is not indexed yet). */
+static void index_add(const struct pgt_config *cfg, uint32_t **idx, uint32_t *cap, uint32_t first_cap,
+                      index_key_fn key, uint32_t n)
+{
+	if ((n + 1) * 2 > *cap) {
+		*cap = *cap ? *cap * 2 : first_cap;
+		free(*idx);
+		*idx = xcalloc(*cap, sizeof(**idx));
+		for (uint32_t i = 0; i < n; i++)
+			index_add(cfg, idx, cap, first_cap, key, i);
+	}
+	uint32_t mask = *cap - 1;
+	uint32_t i = (uint32_t)util_hash_str(key(cfg, n)) & mask;
+	while ((*idx)[i])
+		i = (i + 1) & mask;
+	(*idx)[i] = n + 1;
+}
+
+static const char *user_key(const struct pgt_config *cfg, uint32_t n)
+{
+	return cfg->user_confs[n].name;
+}
+
+static const char *tenant_key(const struct pgt_config *cfg, uint32_t n)
+{
+	return cfg->tenants[n].id;
+}
+
+const struct pgt_user_conf *config_find_user(const struct pgt_config *cfg, const char *name)
+{
+	uint32_t k = index_find(cfg, cfg->user_index, cfg->user_index_cap, user_key, name);
+	return k ? &cfg->user_confs[k - 1] : NULL;
+}
+
 static void user_index_add(struct pgt_config *cfg, int n)
 {
-	if ((uint32_t)(n + 1) * 2 > cfg->user_index_cap) {
-		uint32_t cap = cfg->user_index_cap ? cfg->user_index_cap * 2 : 16;
-		free(cfg->user_index);
-		cfg->user_index = xcalloc(cap, sizeof(*cfg->user_index));
-		cfg->user_index_cap = cap;
-		for (int i = 0; i < n; i++)
-			user_index_add(cfg, i);
-	}
-	uint32_t mask = cfg->user_index_cap - 1;
-	uint32_t i = (uint32_t)util_hash_str(cfg->user_confs[n].name) & mask;
-	while (cfg->user_index[i])
-		i = (i + 1) & mask;
-	cfg->user_index[i] = (uint32_t)n + 1;
+	index_add(cfg, &cfg->user_index, &cfg->user_index_cap, 16, user_key, (uint32_t)n);
 }
 
 bool config_role_name_valid(const char *name)
@@ -794,34 +819,13 @@ bool config_role_name_valid(const char *name)
 
 const struct pgt_tenant_conf *config_find_tenant(const struct pgt_config *cfg, const char *id)
 {
-	if (!cfg->tenant_index_cap)
-		return NULL;
-	uint32_t mask = cfg->tenant_index_cap - 1;
-	for (uint32_t i = (uint32_t)util_hash_str(id) & mask;; i = (i + 1) & mask) {
-		uint32_t k = cfg->tenant_index[i];
-		if (!k)
-			return NULL;
-		if (strcmp(cfg->tenants[k - 1].id, id) == 0)
-			return &cfg->tenants[k - 1];
-	}
+	uint32_t k = index_find(cfg, cfg->tenant_index, cfg->tenant_index_cap, tenant_key, id);
+	return k ? &cfg->tenants[k - 1] : NULL;
 }
 
-/* Index tenants[n] (its id is not indexed yet). */
 static void tenant_index_add(struct pgt_config *cfg, int n)
 {
-	if ((uint32_t)(n + 1) * 2 > cfg->tenant_index_cap) {
-		uint32_t cap = cfg->tenant_index_cap ? cfg->tenant_index_cap * 2 : 64;
-		free(cfg->tenant_index);
-		cfg->tenant_index = xcalloc(cap, sizeof(*cfg->tenant_index));
-		cfg->tenant_index_cap = cap;
-		for (int i = 0; i < n; i++)
-			tenant_index_add(cfg, i);
-	}
-	uint32_t mask = cfg->tenant_index_cap - 1;
-	uint32_t i = (uint32_t)util_hash_str(cfg->tenants[n].id) & mask;
-	while (cfg->tenant_index[i])
-		i = (i + 1) & mask;
-	cfg->tenant_index[i] = (uint32_t)n + 1;
+	index_add(cfg, &cfg->tenant_index, &cfg->tenant_index_cap, 64, tenant_key, (uint32_t)n);
 }
 
 bool config_tenant_id_valid(const struct pgt_config *cfg, const char *id)
