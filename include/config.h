@@ -29,16 +29,42 @@ enum pgt_sslmode {
 enum pgt_unknown_tenant { PGT_UNKNOWN_REJECT = 0, PGT_UNKNOWN_ALLOW };
 enum pgt_transaction_reset { PGT_RESET_ALWAYS = 0 };
 enum pgt_pinning { PGT_PIN_AUTO = 0, PGT_PIN_OFF };
+/* target_session_attrs of a [databases] entry (libpq's names and order) */
+enum pgt_tsa {
+	PGT_TSA_ANY = 0,
+	PGT_TSA_READ_WRITE,
+	PGT_TSA_READ_ONLY,
+	PGT_TSA_PRIMARY,
+	PGT_TSA_STANDBY,
+	PGT_TSA_PREFER_STANDBY
+};
+/* load_balance_hosts of a [databases] entry */
+enum pgt_lbh { PGT_LBH_DISABLE = 0, PGT_LBH_RANDOM, PGT_LBH_ROUND_ROBIN };
+/* server_auth: how pgtenant proves itself to the server */
+enum pgt_server_auth { PGT_SERVER_AUTH_PASSWORD = 0, PGT_SERVER_AUTH_IAM };
+
+/* Hosts of one entry (host=a,b,c port=1,2,3, as libpq). */
+#define PGT_MAX_HOSTS 16
 
 /* One [databases] entry. */
 struct pgt_database {
 	char *name;
-	char *host; /* NULL = default unix socket dir; leading '/' = unix socket dir */
-	int port;
-	char *dbname;   /* NULL = same as name */
-	char *user;     /* forced server user; NULL = the client's user */
-	char *password; /* NULL = from auth_file */
-	int pool_size;  /* -1 = default_pool_size */
+	char *host; /* as written (SHOW DATABASES); NULL = default unix socket dir */
+	int port;   /* the first host's port */
+	/* host= split at commas, each with its port (one port= for all, or one
+	 * per host); a leading '/' is a unix socket dir; nhosts >= 1 */
+	int nhosts;
+	char *hosts[PGT_MAX_HOSTS];
+	int ports[PGT_MAX_HOSTS];
+	int target_session_attrs; /* PGT_TSA_* */
+	int load_balance_hosts;   /* PGT_LBH_* */
+	int server_auth;          /* PGT_SERVER_AUTH_*; -1 = global */
+	char *aws_region;         /* IAM: NULL = aws_region, else parsed from the host name */
+	char *password_file;      /* NULL = server_password_file (SPEC §3) */
+	char *dbname;             /* NULL = same as name */
+	char *user;               /* forced server user; NULL = the client's user */
+	char *password;           /* NULL = from auth_file */
+	int pool_size;            /* -1 = default_pool_size */
 	int min_pool_size;
 	int reserve_pool;
 	int max_db_connections; /* -1 = global */
@@ -173,6 +199,14 @@ struct pgt_config {
 	char *server_password_file;
 	int workers;
 
+	int server_auth; /* PGT_SERVER_AUTH_* */
+	char *aws_region;
+	usec_t dns_max_ttl;      /* a resolved name is kept this long */
+	usec_t dns_nxdomain_ttl; /* a failed lookup is kept this long */
+	char *dns_nameserver;    /* host[:port] list instead of resolv.conf; empty = resolv.conf */
+	char *server_check_query;
+	usec_t server_check_delay;
+
 	char *tenant_server_user; /* e.g. tenant_%s: each tenant's pool logs in as its own role */
 	int transaction_reset;    /* PGT_RESET_ALWAYS */
 	int max_login_clients; /* cap on unauthenticated connections; 0 = derived (config_max_login_clients) */
@@ -222,6 +256,12 @@ const struct pgt_user_conf *config_find_user(const struct pgt_config *cfg, const
 bool config_role_name_valid(const char *name);
 /* "disable" ... "verify-full" */
 const char *config_sslmode_name(int mode);
+/* "any" ... "prefer-standby" */
+const char *config_tsa_name(int tsa);
+/* "disable" | "random" | "round-robin" */
+const char *config_lbh_name(int lbh);
+/* The entry's server_auth, else the global one. */
+int config_db_server_auth(const struct pgt_config *cfg, const struct pgt_database *db);
 /* Whole-string match of tenant_id_pattern (and a length that fits a schema name). */
 bool config_tenant_id_valid(const struct pgt_config *cfg, const char *id);
 

@@ -52,6 +52,10 @@ static const char *const sslmodes[] = {"disable",   "allow",       "prefer", "re
 static const char *const unknown_tenant_modes[] = {"reject", "allow", NULL};
 static const char *const transaction_resets[] = {"always", NULL};
 static const char *const pinning_modes[] = {"auto", "off", NULL};
+static const char *const tsa_names[] = {"any",     "read-write",     "read-only", "primary",
+                                        "standby", "prefer-standby", NULL};
+static const char *const lbh_names[] = {"disable", "random", "round-robin", NULL};
+static const char *const server_auths[] = {"password", "iam", NULL};
 
 #define OFF(f) offsetof(struct pgt_config, f)
 #define INT(n, r, d, lo, hi)                                                                                 \
@@ -164,6 +168,14 @@ static const struct cf_key cf_keys[] = {
     INT(tenant_xact_burst, true, "0", 0, 100000000),
     STR(server_password_file, true, ""),
     INT(workers, false, "1", 1, 64),
+
+    ENUM(server_auth, true, "password", server_auths),
+    STR(aws_region, true, ""),
+    TIME(dns_max_ttl, true, "15"),
+    TIME(dns_nxdomain_ttl, true, "15"),
+    STR(dns_nameserver, true, ""),
+    STR(server_check_query, true, "select 1"),
+    TIME(server_check_delay, true, "30"),
 
     STR(tenant_server_user, true, ""),
     ENUM(transaction_reset, true, "always", transaction_resets),
@@ -338,6 +350,7 @@ static void db_defaults(struct pgt_database *db)
 	db->pool_mode = db->tenant_pool_mode = -1;
 	db->sslmode = -1;
 	db->auth_type = -1;
+	db->server_auth = -1;
 }
 
 const char *config_sslmode_name(int mode)
@@ -345,10 +358,29 @@ const char *config_sslmode_name(int mode)
 	return mode >= 0 && mode < (int)PGT_ARRAY_SIZE(sslmodes) - 1 ? sslmodes[mode] : "?";
 }
 
+const char *config_tsa_name(int tsa)
+{
+	return tsa >= 0 && tsa < (int)PGT_ARRAY_SIZE(tsa_names) - 1 ? tsa_names[tsa] : "?";
+}
+
+const char *config_lbh_name(int lbh)
+{
+	return lbh >= 0 && lbh < (int)PGT_ARRAY_SIZE(lbh_names) - 1 ? lbh_names[lbh] : "?";
+}
+
+int config_db_server_auth(const struct pgt_config *cfg, const struct pgt_database *db)
+{
+	return db->server_auth >= 0 ? db->server_auth : cfg->server_auth;
+}
+
 static void db_free(struct pgt_database *db)
 {
 	free(db->name);
 	free(db->host);
+	for (int i = 0; i < db->nhosts; i++)
+		free(db->hosts[i]);
+	free(db->aws_region);
+	free(db->password_file);
 	free(db->dbname);
 	free(db->user);
 	free(db->auth_user);
@@ -366,6 +398,10 @@ struct pgt_database *config_db_copy(const struct pgt_database *db)
 	*c = *db;
 	c->name = xstrdup(db->name);
 	c->host = db->host ? xstrdup(db->host) : NULL;
+	for (int i = 0; i < db->nhosts; i++)
+		c->hosts[i] = db->hosts[i] ? xstrdup(db->hosts[i]) : NULL;
+	c->aws_region = db->aws_region ? xstrdup(db->aws_region) : NULL;
+	c->password_file = db->password_file ? xstrdup(db->password_file) : NULL;
 	c->dbname = db->dbname ? xstrdup(db->dbname) : NULL;
 	c->user = db->user ? xstrdup(db->user) : NULL;
 	c->password = db->password ? xstrdup(db->password) : NULL;
@@ -383,10 +419,85 @@ void config_db_free(struct pgt_database *db)
 	free(db);
 }
 
+/* An enum value by name (case-insensitive), -1 if none. */
+static int enum_find(const char *const *names, const char *v)
+{
+	for (int i = 0; names[i]; i++)
+		if (strcasecmp(v, names[i]) == 0)
+			return i;
+	return -1;
+}
+
+/* Split host= at commas and give each host its port: one port for all, or
+ * exactly one per host, as libpq. */
+static bool hosts_finish(struct pgt_database *db, const char *ports, char *err, size_t errlen)
+{
+	int nports = 0;
+	int plist[PGT_MAX_HOSTS];
+	if (ports) {
+		char *copy = xstrdup(ports), *save = NULL;
+		char *tok = strtok_r(copy, ",", &save);
+		bool ok = true;
+		for (; tok && ok; tok = strtok_r(NULL, ",", &save)) {
+			long n;
+			if (nports == PGT_MAX_HOSTS || !util_parse_int(util_trim(tok), 1, 65535, &n)) {
+				snprintf(err, errlen, "invalid port \"%s\"", ports);
+				ok = false;
+				break;
+			}
+			plist[nports++] = (int)n;
+		}
+		free(copy);
+		if (!ok)
+			return false;
+		if (nports == 0) {
+			snprintf(err, errlen, "invalid port \"%s\"", ports);
+			return false;
+		}
+	}
+	db->nhosts = 0;
+	if (db->host && *db->host) {
+		const char *p = db->host;
+		for (;;) {
+			const char *comma = strchr(p, ',');
+			size_t n = comma ? (size_t)(comma - p) : strlen(p);
+			if (db->nhosts == PGT_MAX_HOSTS) {
+				snprintf(err, errlen, "more than %d hosts", PGT_MAX_HOSTS);
+				return false;
+			}
+			char *h = xstrndup(p, n);
+			char *t = util_trim(h);
+			if (!*t) {
+				free(h);
+				snprintf(err, errlen, "empty host name in \"%s\"", db->host);
+				return false;
+			}
+			db->hosts[db->nhosts++] = xstrdup(t);
+			free(h);
+			if (!comma)
+				break;
+			p = comma + 1;
+		}
+	} else {
+		db->hosts[db->nhosts++] = NULL; /* the default unix socket dir */
+	}
+	if (nports > 1 && nports != db->nhosts) {
+		snprintf(err, errlen, "%d ports for %d hosts: give one port, or one per host", nports,
+		         db->nhosts);
+		return false;
+	}
+	for (int i = 0; i < db->nhosts; i++)
+		db->ports[i] = nports == 0 ? 5432 : plist[nports == 1 ? 0 : i];
+	db->port = db->ports[0];
+	return true;
+}
+
 bool connstr_parse(const char *s, struct pgt_database *db, char *err, size_t errlen)
 {
 	const char *p = s;
 	char key[64], val[1024];
+	char *ports = NULL;
+	bool ok = false;
 	for (;;) {
 		while (isspace((unsigned char)*p))
 			p++;
@@ -396,7 +507,7 @@ bool connstr_parse(const char *s, struct pgt_database *db, char *err, size_t err
 		while (*p && *p != '=' && !isspace((unsigned char)*p)) {
 			if (kn + 1 >= sizeof(key)) {
 				snprintf(err, errlen, "connection string key too long");
-				return false;
+				goto out;
 			}
 			key[kn++] = *p++;
 		}
@@ -405,7 +516,7 @@ bool connstr_parse(const char *s, struct pgt_database *db, char *err, size_t err
 			p++;
 		if (*p != '=') {
 			snprintf(err, errlen, "expected key=value in connection string near \"%s\"", key);
-			return false;
+			goto out;
 		}
 		p++;
 		while (isspace((unsigned char)*p))
@@ -416,7 +527,7 @@ bool connstr_parse(const char *s, struct pgt_database *db, char *err, size_t err
 			for (;;) {
 				if (!*p) {
 					snprintf(err, errlen, "unterminated quote in connection string");
-					return false;
+					goto out;
 				}
 				if (*p == '\\' && p[1]) {
 					p++;
@@ -426,7 +537,7 @@ bool connstr_parse(const char *s, struct pgt_database *db, char *err, size_t err
 				}
 				if (vn + 1 >= sizeof(val)) {
 					snprintf(err, errlen, "value too long in connection string");
-					return false;
+					goto out;
 				}
 				val[vn++] = *p++;
 			}
@@ -434,7 +545,7 @@ bool connstr_parse(const char *s, struct pgt_database *db, char *err, size_t err
 			while (*p && !isspace((unsigned char)*p)) {
 				if (vn + 1 >= sizeof(val)) {
 					snprintf(err, errlen, "value too long in connection string");
-					return false;
+					goto out;
 				}
 				val[vn++] = *p++;
 			}
@@ -445,11 +556,34 @@ bool connstr_parse(const char *s, struct pgt_database *db, char *err, size_t err
 			free(db->host);
 			db->host = xstrdup(val);
 		} else if (strcmp(key, "port") == 0) {
-			if (!util_parse_int(val, 1, 65535, &n)) {
-				snprintf(err, errlen, "invalid port \"%s\"", val);
-				return false;
+			free(ports);
+			ports = xstrdup(val);
+		} else if (strcmp(key, "target_session_attrs") == 0) {
+			if ((db->target_session_attrs = enum_find(tsa_names, val)) < 0) {
+				snprintf(err, errlen,
+				         "invalid target_session_attrs \"%s\": expected any, read-write, "
+				         "read-only, primary, standby or prefer-standby",
+				         val);
+				goto out;
 			}
-			db->port = (int)n;
+		} else if (strcmp(key, "load_balance_hosts") == 0) {
+			if ((db->load_balance_hosts = enum_find(lbh_names, val)) < 0) {
+				snprintf(err, errlen,
+				         "invalid load_balance_hosts \"%s\": expected disable, random or "
+				         "round-robin",
+				         val);
+				goto out;
+			}
+		} else if (strcmp(key, "server_auth") == 0) {
+			if ((db->server_auth = enum_find(server_auths, val)) < 0) {
+				snprintf(err, errlen, "invalid server_auth \"%s\": expected password or iam",
+				         val);
+				goto out;
+			}
+		} else if (strcmp(key, "aws_region") == 0 || strcmp(key, "password_file") == 0) {
+			char **f = key[0] == 'a' ? &db->aws_region : &db->password_file;
+			free(*f);
+			*f = *val ? xstrdup(val) : NULL;
 		} else if (strcmp(key, "dbname") == 0) {
 			free(db->dbname);
 			db->dbname = xstrdup(val);
@@ -463,7 +597,7 @@ bool connstr_parse(const char *s, struct pgt_database *db, char *err, size_t err
 			char **f = key[5] == 'u' ? &db->auth_user : &db->auth_dbname;
 			if (*val && !config_role_name_valid(val)) {
 				snprintf(err, errlen, "invalid %s \"%s\"", key, val);
-				return false;
+				goto out;
 			}
 			free(*f);
 			*f = xstrdup(val);
@@ -475,7 +609,7 @@ bool connstr_parse(const char *s, struct pgt_database *db, char *err, size_t err
 		           strcmp(key, "max_db_connections") == 0) {
 			if (!util_parse_int(val, 0, 1000000, &n)) {
 				snprintf(err, errlen, "invalid %s \"%s\"", key, val);
-				return false;
+				goto out;
 			}
 			if (key[0] == 'p')
 				db->pool_size = (int)n;
@@ -490,7 +624,7 @@ bool connstr_parse(const char *s, struct pgt_database *db, char *err, size_t err
 				snprintf(err, errlen,
 				         "invalid tenant_pool_mode \"%s\": expected dedicated or shared",
 				         val);
-				return false;
+				goto out;
 			}
 		} else if (strcmp(key, "auth_type") == 0) {
 			db->auth_type = -1;
@@ -502,7 +636,7 @@ bool connstr_parse(const char *s, struct pgt_database *db, char *err, size_t err
 				    err, errlen,
 				    "invalid auth_type \"%s\": expected trust, md5, scram-sha-256 or jwt",
 				    val);
-				return false;
+				goto out;
 			}
 		} else if (strcmp(key, "sslmode") == 0) {
 			db->sslmode = -1;
@@ -514,7 +648,7 @@ bool connstr_parse(const char *s, struct pgt_database *db, char *err, size_t err
 				         "invalid sslmode \"%s\": expected disable, allow, prefer, require, "
 				         "verify-ca or verify-full",
 				         val);
-				return false;
+				goto out;
 			}
 		} else if (strcmp(key, "pool_mode") == 0) {
 			if (strcasecmp(val, "session") == 0)
@@ -523,14 +657,17 @@ bool connstr_parse(const char *s, struct pgt_database *db, char *err, size_t err
 				db->pool_mode = PGT_POOL_TRANSACTION;
 			else {
 				snprintf(err, errlen, "invalid pool_mode \"%s\"", val);
-				return false;
+				goto out;
 			}
 		} else {
 			snprintf(err, errlen, "unknown connection string key \"%s\"", key);
-			return false;
+			goto out;
 		}
 	}
-	return true;
+	ok = hosts_finish(db, ports, err, errlen);
+out:
+	free(ports);
+	return ok;
 }
 
 /* ---- [tenants] ---- */
@@ -1042,6 +1179,24 @@ static void cf_validate(struct pgt_config *cfg)
 	bool verify_ca = cfg->server_tls_sslmode == PGT_SSL_VERIFY_CA;
 	for (int i = 0; i < cfg->ndbs; i++)
 		verify_ca |= cfg->dbs[i].sslmode == PGT_SSL_VERIFY_CA;
+	for (int i = 0; i < cfg->ndbs; i++) {
+		const struct pgt_database *db = &cfg->dbs[i];
+		if (config_db_server_auth(cfg, db) != PGT_SERVER_AUTH_IAM)
+			continue;
+		/* the token is a bearer credential for 15 minutes: never in the clear */
+		int mode = db->sslmode >= 0 ? db->sslmode : cfg->server_tls_sslmode;
+		if (mode < PGT_SSL_REQUIRE)
+			cf_error(cfg, db->line,
+			         "database \"%s\": server_auth iam needs TLS: sslmode require or stricter "
+			         "(now %s)",
+			         db->name, config_sslmode_name(mode));
+		for (int h = 0; h < db->nhosts; h++)
+			if (!db->hosts[h] || db->hosts[h][0] == '/')
+				cf_error(
+				    cfg, db->line,
+				    "database \"%s\": server_auth iam needs a TCP host, not a unix socket",
+				    db->name);
+	}
 	if (verify_ca && !cfg->server_tls_ca_file[0])
 		cf_error(
 		    cfg, 0,
