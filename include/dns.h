@@ -25,6 +25,9 @@ typedef void (*dns_cb)(const struct dns_result *res, const char *error, void *ar
 
 bool dns_init(void) _MUSTCHECK;
 void dns_shutdown(void);
+/* Ask these name servers ("addr[:port], ...") instead of resolv.conf's
+ * (empty: resolv.conf); at start and on reload. */
+bool dns_configure(const char *nameservers);
 /* Resolve host:port; cb may run before dns_resolve returns.  Returns a
  * handle for dns_cancel, or NULL if cb already ran. */
 struct evdns_getaddrinfo_request *dns_resolve(const char *host, int port, dns_cb cb, void *arg);

@@ -31,10 +31,11 @@ struct pgt_dbstate {
 	char *name;
 	int nservers;
 	struct list slot_waiters;
-	bool paused;            /* PAUSE: no new transactions start */
-	int server_version_num; /* of the first server login, 0 = none yet */
-	bool no_check_interval; /* the server refused client_connection_check_interval */
-	bool tls_upgrade;       /* sslmode allow: the server refused a plaintext login */
+	bool paused;               /* PAUSE: no new transactions start */
+	int server_version_num;    /* of the first server login, 0 = none yet */
+	bool no_check_interval;    /* the server refused client_connection_check_interval */
+	bool tls_upgrade;          /* sslmode allow: the server refused a plaintext login */
+	struct pgt_hostset *hosts; /* the entry's hosts, their addresses and roles (hosts.h) */
 };
 
 /* Per user name (PgBouncer's global user): the server connections of the
@@ -78,8 +79,8 @@ struct pgt_pool {
 	const struct pgt_database *db;       /* refreshed on reload; never NULL (see removed_db) */
 	const struct pgt_tenant_conf *tconf; /* the tenant's [tenants] entry, refreshed on reload */
 	struct pgt_tenant_state *tstate;     /* its tenant's run-time state (outlives its pools), or NULL */
-	char *db_host, *db_dbname;           /* the backend this pool's servers were opened to */
-	int db_port;
+	char *db_dbname;                     /* the backend this pool's servers were opened to */
+	uint32_t db_hosts_gen;               /* ... and the generation of its host list (hosts.h) */
 	struct pgt_dbstate *dbstate;
 	const struct pgt_user_conf *uconf; /* its server user's [users] entry, refreshed on reload */
 	struct pgt_user_state *ustate;     /* its server user's run-time state (held) */
@@ -92,6 +93,7 @@ struct pgt_pool {
 	int nactive, nwelcome; /* lengths of active_clients and welcome_clients (metrics are O(pools)) */
 	struct list login_servers, idle_servers, active_servers, used_servers;
 	int nservers;       /* all server connections of this pool */
+	int nchecking;      /* ... of which running server_check_query */
 	bool internal;      /* pgtenant's own connections (tenant registry): no pin, no clients */
 	char replication;   /* 'd' replication=database, 'p' physical: session mode, never reused */
 	int8_t mode;        /* pool_mode(), from the configuration as of the last (re)load */

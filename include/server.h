@@ -52,6 +52,9 @@ struct pgt_server {
 	uint32_t generation; /* pool generation at connect time */
 	int version_num;     /* server_version as PG_VERSION_NUM (150018), 0 = unknown */
 	char txn;            /* last ReadyForQuery status: 'I', 'T', 'E' */
+	uint8_t host;        /* index of its host in the entry's hostset (hosts.h) */
+	uint8_t role;        /* HOST_ROLE_* it reported at login */
+	bool health_check;   /* running server_check_query (SV_USED) */
 	uint16_t expect_rfq; /* client Query/Sync/FunctionCall not yet answered */
 	uint8_t own_rfq;     /* ReadyForQuery of pgtenant's own simple queries still to swallow */
 	uint16_t sync_sets;  /* SET statements in the parameter Query in flight */
@@ -123,5 +126,17 @@ bool server_pin_options(const struct pgt_pool *pool, char *out, size_t outlen);
 void server_cancel(struct pgt_server *s);
 void server_free_dead(void);
 const char *server_state_name(const struct pgt_server *s);
+/* The host name (as in the entry) and port of the address s uses. */
+const char *server_host_name(const struct pgt_server *s);
+int server_host_port(const struct pgt_server *s);
+/* Run server_check_query on an idle connection; it comes back to the pool
+ * (pool_server_ready) when answered, or is closed. */
+bool server_start_check(struct pgt_server *s);
+/* The entry's names moved during a failover: its idle connections to
+ * addresses they no longer resolve to are closed, busy ones once released. */
+struct pgt_hostset;
+void server_close_moved(struct pgt_hostset *hs);
+/* Is s due a check before it is given to a client? */
+bool server_check_due(const struct pgt_server *s, usec_t now);
 
 #endif

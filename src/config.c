@@ -13,6 +13,8 @@
 #include "config.h"
 
 #include <ctype.h>
+#include <event2/util.h>
+#include <sys/socket.h>
 #include <errno.h>
 #include <ini.h>
 #include <regex.h>
@@ -321,6 +323,20 @@ bool config_set_key(struct pgt_config *cfg, const char *name, const char *value,
 }
 
 /* ---- errors ---- */
+
+/* dns_nameserver: "addr[:port], ..." (dns.c uses it) */
+static bool nameservers_valid(const char *list)
+{
+	char *copy = xstrdup(list), *save = NULL;
+	bool ok = true;
+	for (char *tok = strtok_r(copy, ", \t", &save); tok && ok; tok = strtok_r(NULL, ", \t", &save)) {
+		struct sockaddr_storage ss;
+		int len = sizeof(ss);
+		ok = evutil_parse_sockaddr_port(tok, (struct sockaddr *)&ss, &len) == 0;
+	}
+	free(copy);
+	return ok;
+}
 
 PGT_PRINTF(3, 4)
 static void cf_error(struct pgt_config *cfg, int line, const char *fmt, ...)
@@ -1197,6 +1213,8 @@ static void cf_validate(struct pgt_config *cfg)
 				    "database \"%s\": server_auth iam needs a TCP host, not a unix socket",
 				    db->name);
 	}
+	if (cfg->dns_nameserver[0] && !nameservers_valid(cfg->dns_nameserver))
+		cf_error(cfg, 0, "dns_nameserver \"%s\": expected address[:port], ...", cfg->dns_nameserver);
 	if (verify_ca && !cfg->server_tls_ca_file[0])
 		cf_error(
 		    cfg, 0,

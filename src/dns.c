@@ -9,8 +9,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 
+#include "config.h"
 #include "log.h"
+#include "util.h"
 #include "loop.h"
 
 struct dns_req {
@@ -24,11 +27,52 @@ bool dns_init(void)
 	pgt.dns = evdns_base_new(pgt.base, 0);
 	if (!pgt.dns)
 		return false;
-	int r = evdns_base_resolv_conf_parse(pgt.dns, DNS_OPTIONS_ALL, "/etc/resolv.conf");
-	if (r != 0)
-		log_debug("no usable /etc/resolv.conf (%d): only numeric hosts and /etc/hosts", r);
 	evdns_base_load_hosts(pgt.dns, NULL);
-	return true;
+	return dns_configure(pgt.cfg->dns_nameserver);
+}
+
+/* Add "addr[:port], ..." as the name servers; false if one does not parse. */
+static bool add_nameservers(struct evdns_base *base, const char *list)
+{
+	char *copy = xstrdup(list), *save = NULL;
+	bool ok = true;
+	for (char *tok = strtok_r(copy, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
+		struct sockaddr_storage ss;
+		int len = sizeof(ss);
+		if (evutil_parse_sockaddr_port(tok, (struct sockaddr *)&ss, &len) != 0) {
+			ok = false;
+			break;
+		}
+		if (((struct sockaddr_in *)&ss)->sin_port == 0)
+			((struct sockaddr_in *)&ss)->sin_port = htons(53); /* same offset for in6 */
+		if (evdns_base_nameserver_sockaddr_add(base, (struct sockaddr *)&ss, (ev_socklen_t)len, 0) !=
+		    0)
+			ok = false;
+	}
+	free(copy);
+	return ok;
+}
+
+bool dns_configure(const char *nameservers)
+{
+	static char *current;
+	if (current && strcmp(current, nameservers) == 0)
+		return true;
+	if (current) /* a reload: the old servers go, lookups in flight wait for the new ones */
+		evdns_base_clear_nameservers_and_suspend(pgt.dns);
+	free(current);
+	current = xstrdup(nameservers);
+	bool ok = true;
+	if (*nameservers) {
+		ok = add_nameservers(pgt.dns, nameservers);
+		log_debug("DNS: asking %s", nameservers);
+	} else {
+		int r = evdns_base_resolv_conf_parse(pgt.dns, DNS_OPTIONS_ALL, "/etc/resolv.conf");
+		if (r != 0)
+			log_debug("no usable /etc/resolv.conf (%d): only numeric hosts and /etc/hosts", r);
+	}
+	evdns_base_resume(pgt.dns);
+	return ok;
 }
 
 void dns_shutdown(void)

@@ -16,6 +16,7 @@
 #include "authquery.h"
 #include "audit.h"
 #include "config.h"
+#include "hosts.h"
 #include "jwks.h"
 #include "jwt.h"
 #include "log.h"
@@ -64,6 +65,8 @@ static void labels(struct evbuffer *b, const struct pgt_pool *p, const char *ext
 }
 
 static void tenant_rate_metrics(struct evbuffer *b);
+static void host_metrics(struct evbuffer *b);
+static void host_metrics(struct evbuffer *b);
 
 static void header(struct evbuffer *b, const char *name, const char *type, const char *help)
 {
@@ -266,6 +269,7 @@ static void render(struct evbuffer *b)
 		label(b, d->name);
 		evbuffer_add_printf(b, "\"} %d\n", d->nservers);
 	}
+	host_metrics(b);
 	header(b, "pgtenant_audit_lines_total", "counter", "Lines written to the audit log.");
 	evbuffer_add_printf(b, "pgtenant_audit_lines_total %llu\n", (unsigned long long)audit_lines);
 	header(b, "pgtenant_audit_dropped_total", "counter",
@@ -284,6 +288,53 @@ static void render(struct evbuffer *b)
 	header(b, "pgtenant_client_connections_all", "gauge",
 	       "All client connections, admin console included.");
 	evbuffer_add_printf(b, "pgtenant_client_connections_all %d\n", pgt.nclients);
+}
+
+/* Failovers per database entry, and server connections per address it
+ * uses (a walk over the server connections per entry: a scrape is rare). */
+static void host_metrics(struct evbuffer *b)
+{
+	struct list *i, *j;
+	header(b, "pgtenant_failovers_total", "counter",
+	       "Signs that a database entry's writer moved that pgtenant acted on (a lost connection, "
+	       "a server changing role, a read-only error on a read-write entry).");
+	list_for_each (i, &pgt_dbstates) {
+		const struct pgt_dbstate *d = container_of(i, struct pgt_dbstate, node);
+		evbuffer_add_printf(b, "pgtenant_failovers_total{database=\"");
+		label(b, d->name);
+		evbuffer_add_printf(b, "\"} %llu\n", (unsigned long long)d->hosts->failovers);
+	}
+	header(b, "pgtenant_server_host_connections", "gauge",
+	       "Server connections per database entry and server address.");
+	list_for_each (i, &pgt_dbstates) {
+		const struct pgt_dbstate *d = container_of(i, struct pgt_dbstate, node);
+		union pgt_addr addrs[HOSTS_MAX_CANDS];
+		int counts[HOSTS_MAX_CANDS], n = 0;
+		list_for_each (j, &pgt_all_servers) {
+			const struct pgt_server *s = container_of(j, struct pgt_server, conn_all_node);
+			if (s->pool->dbstate != d || s->state == SV_LOGIN)
+				continue;
+			int k = 0;
+			while (k < n &&
+			       !(hosts_addr_equal(&addrs[k], &s->conn.addr) ||
+			         (addrs[k].sa.sa_family == AF_UNIX && s->conn.addr.sa.sa_family == AF_UNIX)))
+				k++;
+			if (k == n) {
+				if (n == HOSTS_MAX_CANDS)
+					continue;
+				addrs[n] = s->conn.addr;
+				counts[n++] = 0;
+			}
+			counts[k]++;
+		}
+		for (int k = 0; k < n; k++) {
+			char t[64];
+			hosts_addr_text(&addrs[k], t, sizeof(t));
+			evbuffer_add_printf(b, "pgtenant_server_host_connections{database=\"");
+			label(b, d->name);
+			evbuffer_add_printf(b, "\",addr=\"%s\"} %d\n", t, counts[k]);
+		}
+	}
 }
 
 /* The transaction rate limit, per tenant that has one or was ever held

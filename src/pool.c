@@ -16,6 +16,8 @@
 
 #include "client.h"
 #include "config.h"
+#include "hosts.h"
+#include "janitor.h"
 #include "log.h"
 #include "lookup.h"
 #include "loop.h"
@@ -38,6 +40,7 @@ static struct pgt_dbstate *dbstate_get(const char *name)
 	}
 	struct pgt_dbstate *d = xcalloc(1, sizeof(*d));
 	d->name = xstrdup(name);
+	d->hosts = xcalloc(1, sizeof(*d->hosts));
 	list_init(&d->slot_waiters);
 	list_append(&pgt_dbstates, &d->node);
 	return d;
@@ -277,6 +280,7 @@ struct pgt_pool *pool_get(const char *dbname, const struct pgt_database *db, con
 	list_init(&p->share_waiters);
 	list_init(&p->wait_node);
 	p->dbstate = dbstate_get(db->name);
+	hosts_sync(p->dbstate->hosts, p->dbstate->name, db);
 	p->uconf = config_find_user(pgt.cfg, user);
 	p->ustate = user_state_hold(user);
 	list_init(&p->user_slot_node);
@@ -350,9 +354,18 @@ static int pool_reserve_size(const struct pgt_pool *pool)
 	return pool->db->reserve_pool >= 0 ? pool->db->reserve_pool : pgt.cfg->reserve_pool_size;
 }
 
+/* During a failover (hosts.h) logins are tried again every 250 ms: the
+ * clients waiting want the new writer as soon as it answers. */
+#define FAILOVER_RETRY (USEC_PER_SEC / 4)
+
 bool pool_in_backoff(const struct pgt_pool *pool)
 {
-	return pool->last_fail_time != 0 && loop_now() - pool->last_fail_time < pgt.cfg->server_login_retry;
+	if (pool->last_fail_time == 0)
+		return false;
+	usec_t retry = hosts_in_failover(pool->dbstate->hosts)
+	                   ? PGT_MIN(FAILOVER_RETRY, pgt.cfg->server_login_retry)
+	                   : pgt.cfg->server_login_retry;
+	return loop_now() - pool->last_fail_time < retry;
 }
 
 static void make_room(struct pgt_pool *pool, bool for_user);
@@ -396,7 +409,8 @@ static int launch_some(struct pgt_pool *pool, bool from_queue)
 	int want = pool->nwaiting + pool->internal_want;
 	if (!pool->welcome_ready && !list_empty(&pool->welcome_clients))
 		want = PGT_MAX(want, 1);
-	int nlogin = list_count(&pool->login_servers);
+	/* a connection being checked comes back soon, as one logging in does */
+	int nlogin = list_count(&pool->login_servers) + pool->nchecking;
 	int limit = pool_size_limit(pool);
 	if (pool->full_until && loop_now() < pool->full_until)
 		limit = PGT_MIN(limit, pool->nservers); /* the server said it has no slot for us */
@@ -713,6 +727,15 @@ struct pgt_server *pool_assign(struct pgt_pool *pool, struct pgt_client *c)
 		struct pgt_server *s = c->last_server;
 		if (!s || s->affine != c || s->state != SV_IDLE || s->pool != pool)
 			s = idle_for(pool, c);
+		if (s && !pool->shared) {
+			/* one idle longer than server_check_delay is checked first:
+			 * the client waits for it (or another) like for a login */
+			usec_t now = loop_coarse_now();
+			while (s && server_check_due(s, now)) {
+				server_start_check(s);
+				s = idle_for(pool, c);
+			}
+		}
 		if (!s && pool->shared)
 			s = share_borrow(pool, c);
 		if (s) {
@@ -722,7 +745,7 @@ struct pgt_server *pool_assign(struct pgt_pool *pool, struct pgt_client *c)
 			return s;
 		}
 	}
-	if (pool->nservers == 0 && pool_in_backoff(pool)) {
+	if (pool->nservers == 0 && pool_in_backoff(pool) && !hosts_in_failover(pool->dbstate->hosts)) {
 		client_fail(c, "08006", "server connection failed: %s", pool->last_error);
 		return NULL;
 	}
@@ -812,6 +835,12 @@ void pool_login_failed(struct pgt_pool *pool, const char *reason)
 {
 	pool->last_fail_time = loop_now();
 	snprintf(pool->last_error, sizeof(pool->last_error), "%s", reason);
+	if (hosts_in_failover(pool->dbstate->hosts)) {
+		/* the writer is moving: its clients wait for the new one (as long
+		 * as query_wait_timeout lets them), tried again every 250 ms */
+		janitor_wake();
+		return;
+	}
 	struct list *i, *tmp;
 	list_for_each_safe (i, tmp, &pool->welcome_clients) {
 		struct pgt_client *c = container_of(i, struct pgt_client, node);
@@ -845,7 +874,6 @@ static void pool_free(struct pgt_pool *p)
 	free(p->dbname);
 	free(p->user);
 	free(p->tenant);
-	free(p->db_host);
 	free(p->db_dbname);
 	free(p);
 }
@@ -930,8 +958,8 @@ void pool_config_changed(void)
 			p->removed_db = NULL;
 		}
 		/* entries are re-created by every load: compare what reaches the server */
-		if ((db->host == NULL) != (p->db_host == NULL) ||
-		    (db->host && strcmp(db->host, p->db_host) != 0) || db->port != p->db_port ||
+		hosts_sync(p->dbstate->hosts, p->dbstate->name, db);
+		if (p->db_hosts_gen != p->dbstate->hosts->generation ||
 		    strcmp(db->dbname ? db->dbname : p->dbname, p->db_dbname) != 0) {
 			p->generation++;
 		}
@@ -943,10 +971,8 @@ void pool_config_changed(void)
 
 void pool_remember_backend(struct pgt_pool *p)
 {
-	free(p->db_host);
 	free(p->db_dbname);
-	p->db_host = p->db->host ? xstrdup(p->db->host) : NULL;
-	p->db_port = p->db->port;
+	p->db_hosts_gen = p->dbstate->hosts->generation;
 	p->db_dbname = xstrdup(pool_backend_dbname(p));
 }
 

@@ -114,6 +114,7 @@
 #include "client.h"
 #include "config.h"
 #include "dns.h"
+#include "hosts.h"
 #include "janitor.h"
 #include "log.h"
 #include "lookup.h"
@@ -130,9 +131,12 @@
 #include "userlist.h"
 
 struct server_login {
-	struct evdns_getaddrinfo_request *dns;
-	struct dns_result addrs; /* tried in turn until one connects */
-	int next_addr;
+	struct pgt_server *s;
+	struct host_wait wait;   /* for names being resolved (hosts.h) */
+	struct host_cands cands; /* tried in turn until one connects with the right role */
+	int cur;                 /* the one being tried (index in cands) */
+	bool role_query;         /* asking the server its role (no in_hot_standby reported) */
+	int role;                /* what it answered */
 	struct scram_client scram;
 	bool scram_started;
 	char *password; /* plain or md5 hash; NULL = none known */
@@ -249,12 +253,14 @@ static void server_close_internal(struct pgt_server *s, const char *reason, bool
 	pool->ustate->nservers--;
 	if (s->shared)
 		pool->res->share_total--;
+	if (s->health_check) {
+		s->health_check = false;
+		pool->nchecking--;
+	}
 	if (old != SV_LOGIN)
 		pool->full_until = 0; /* one of ours is gone: the server has a slot again */
-	if (s->login && s->login->dns) {
-		dns_cancel(s->login->dns);
-		s->login->dns = NULL;
-	}
+	if (s->login)
+		hosts_cancel_wait(&s->login->wait);
 	sbuf_close(&s->conn);
 	if (c) {
 		s->client = NULL;
@@ -315,12 +321,24 @@ static int server_sslmode(const struct pgt_database *db)
 	return db->sslmode >= 0 ? db->sslmode : pgt.cfg->server_tls_sslmode;
 }
 
-/* Connecting to one resolved address failed: try the next, as libpq does. */
+static void server_try_cand(struct pgt_server *s);
+
+/* Connecting to one address failed: try the next, as libpq does. */
 static bool server_try_next_addr(struct pgt_server *s, const char *why)
 {
 	struct server_login *l = s->login;
-	if (!l || l->next_addr >= l->addrs.n)
+	if (!l)
 		return false;
+	struct pgt_hostset *hs = s->pool->dbstate->hosts;
+	if (l->cur >= 0 && l->cur < l->cands.n)
+		hosts_set_role(hs, &l->cands.c[l->cur].sa, HOST_ROLE_DOWN);
+	if (l->cands.next >= l->cands.n) {
+		if (!l->cands.saw_fallback || l->cands.fallback_pass)
+			return false;
+		/* prefer-standby: no standby answered; any server will do */
+		l->cands.fallback_pass = true;
+		l->cands.next = 0;
+	}
 	server_log(s, PGT_LOG_DEBUG, "%s; trying the next address", why);
 	if (s->conn.ev_mask)
 		event_del(&s->conn.ev);
@@ -329,8 +347,7 @@ static bool server_try_next_addr(struct pgt_server *s, const char *why)
 		close(s->conn.fd);
 	s->conn.fd = -1;
 	s->conn.connecting = false;
-	int i = l->next_addr++;
-	server_connect_addr(s, (struct sockaddr *)&l->addrs.addr[i], l->addrs.len[i]);
+	server_try_cand(s);
 	return true;
 }
 
@@ -348,6 +365,9 @@ static void server_connect_addr(struct pgt_server *s, const struct sockaddr *sa,
 			setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
 	}
 	s->conn.fd = fd;
+	/* server_connect_timeout is per address, as libpq's connect_timeout
+	 * is per host */
+	s->conn.connect_time = loop_now();
 	if (connect(fd, sa, len) == 0) {
 		server_on_connected(&s->conn);
 		return;
@@ -362,19 +382,61 @@ static void server_connect_addr(struct pgt_server *s, const struct sockaddr *sa,
 	sbuf_update_events(&s->conn);
 }
 
-static void server_dns_cb(const struct dns_result *res, const char *error, void *arg)
+/* Connect to the next address of the login's list. */
+static void server_try_cand(struct pgt_server *s)
 {
-	struct pgt_server *s = arg;
-	if (s->state == SV_DEAD)
+	struct server_login *l = s->login;
+	const struct pgt_hostset *hs = s->pool->dbstate->hosts;
+	l->cur = l->cands.next++;
+	const struct host_cand *c = &l->cands.c[l->cur];
+	s->host = c->host;
+	if (c->sa.sa.sa_family == AF_UNSPEC) {
+		struct sockaddr_un un;
+		socklen_t len;
+		if (!hosts_unix_addr(hs, c, &un, &len)) {
+			if (!server_try_next_addr(s, "unix socket path too long"))
+				server_fail(s, "unix socket path too long");
+			return;
+		}
+		s->conn.addr.sa.sa_family = AF_UNIX;
+		server_connect_addr(s, (struct sockaddr *)&un, len);
 		return;
-	s->login->dns = NULL;
-	if (!res || res->n == 0) {
+	}
+	s->conn.addr = c->sa;
+	server_connect_addr(s, &c->sa.sa, c->len);
+}
+
+/* The entry's names are known (now, or after waiting): pick and go. */
+static void server_pick(struct pgt_server *s)
+{
+	struct server_login *l = s->login;
+	const char *error = NULL;
+	if (!hosts_pick(s->pool->dbstate->hosts, &l->cands, &l->wait, &error))
+		return; /* server_hosts_ready() comes back here */
+	if (l->cands.n == 0) {
 		server_fail(s, "could not resolve host: %s", error ? error : "no address");
 		return;
 	}
-	s->login->addrs = *res;
-	s->login->next_addr = 1;
-	server_connect_addr(s, (const struct sockaddr *)&res->addr[0], res->len[0]);
+	server_try_cand(s);
+}
+
+static void server_hosts_ready(struct host_wait *w)
+{
+	struct server_login *l = container_of(w, struct server_login, wait);
+	if (l->s->state == SV_LOGIN)
+		server_pick(l->s);
+}
+
+const char *server_host_name(const struct pgt_server *s)
+{
+	const struct pgt_hostset *hs = s->pool->dbstate->hosts;
+	return s->host < hs->n ? hs->h[s->host].name : s->pool->db->host;
+}
+
+int server_host_port(const struct pgt_server *s)
+{
+	const struct pgt_hostset *hs = s->pool->dbstate->hosts;
+	return s->host < hs->n ? hs->h[s->host].port : s->pool->db->port;
 }
 
 /* What s logs in with: the entry's password, auth_file's, or what
@@ -405,7 +467,9 @@ static void server_password(struct pgt_server *s)
 	OPENSSL_cleanse(&cr, sizeof(cr));
 }
 
-void server_launch(struct pgt_pool *pool)
+/* Open a server connection; rest: the addresses a login that found the
+ * wrong role left untried (NULL: pick anew). */
+static void server_launch_rest(struct pgt_pool *pool, const struct host_cands *rest)
 {
 	struct pgt_server *s = calloc(1, sizeof(*s));
 	if (!s)
@@ -472,23 +536,22 @@ void server_launch(struct pgt_pool *pool)
 	pool->nservers++;
 	pool->dbstate->nservers++;
 	pool->ustate->nservers++;
-	server_log(s, PGT_LOG_DEBUG, "new connection to %s:%d", db->host ? db->host : "(unix)", db->port);
-
-	const char *host = db->host && *db->host ? db->host : "/var/run/postgresql";
-	if (host[0] == '/') {
-		struct sockaddr_un un;
-		memset(&un, 0, sizeof(un));
-		un.sun_family = AF_UNIX;
-		if ((size_t)snprintf(un.sun_path, sizeof(un.sun_path), "%s/.s.PGSQL.%d", host, db->port) >=
-		    sizeof(un.sun_path)) {
-			server_fail(s, "unix socket path too long");
-			return;
-		}
-		s->conn.addr.sa.sa_family = AF_UNIX;
-		server_connect_addr(s, (struct sockaddr *)&un, sizeof(un));
+	server_log(s, PGT_LOG_DEBUG, "new connection to %s", db->host ? db->host : "(unix)");
+	s->login->s = s;
+	s->login->cur = -1;
+	s->login->wait.cb = server_hosts_ready;
+	list_init(&s->login->wait.node);
+	if (rest && rest->generation == pool->dbstate->hosts->generation) {
+		s->login->cands = *rest;
+		server_try_cand(s);
 		return;
 	}
-	s->login->dns = dns_resolve(host, db->port, server_dns_cb, s);
+	server_pick(s);
+}
+
+void server_launch(struct pgt_pool *pool)
+{
+	server_launch_rest(pool, NULL);
 }
 
 static void server_on_connected(struct pgt_conn *conn)
@@ -524,7 +587,7 @@ static void server_on_tls_answer(struct pgt_conn *conn, char answer)
 	const struct pgt_database *db = s->pool->db;
 	int mode = server_sslmode(db);
 	if (answer == 'S') {
-		if (!tls_connect(conn, db->host, mode))
+		if (!tls_connect(conn, server_host_name(s), mode))
 			server_fail(s, "could not start TLS");
 		return;
 	}
@@ -782,6 +845,9 @@ static bool login_auth(struct pgt_server *s, const uint8_t *body, uint32_t len)
 	}
 }
 
+static void server_role_changed(struct pgt_server *s);
+static void server_launch_rest(struct pgt_pool *pool, const struct host_cands *rest);
+
 static void param_status(struct pgt_server *s, const uint8_t *body, uint32_t len)
 {
 	struct proto_reader r;
@@ -791,6 +857,8 @@ static void param_status(struct pgt_server *s, const uint8_t *body, uint32_t len
 	if (!k || !v)
 		return;
 	vars_set(&s->vars, k, v);
+	if (s->state != SV_LOGIN && k[0] == 'i' && strcmp(k, "in_hot_standby") == 0)
+		server_role_changed(s);
 	struct pgt_client *c = s->client;
 	if (!c || s->reset_pending || s->own_rfq > 0)
 		return; /* pgtenant's own doing */
@@ -802,6 +870,150 @@ static void param_status(struct pgt_server *s, const uint8_t *body, uint32_t len
 	const char *dflt = vars_get(&s->pool->welcome, k);
 	if (vars_get(&c->vars, k) || !dflt || strcmp(dflt, v) != 0)
 		vars_set(&c->vars, k, v);
+}
+
+/* Asked of a server that reports no in_hot_standby (before PostgreSQL 14),
+ * schema-qualified: the pin's search_path is in force. */
+static const char role_query[] = "SELECT pg_catalog.pg_is_in_recovery(), "
+                                 "pg_catalog.current_setting('default_transaction_read_only')";
+
+static void role_row(struct pgt_server *s, const uint8_t *body, uint32_t len)
+{
+	struct proto_reader r;
+	proto_reader_init(&r, body, len);
+	if (proto_get_u16(&r) != 2)
+		return;
+	char v[2][8];
+	for (int i = 0; i < 2; i++) {
+		int32_t n = (int32_t)proto_get_u32(&r);
+		const uint8_t *p = proto_get_bytes(&r, n > 0 ? (uint32_t)n : 0);
+		if (n <= 0 || !p || n >= (int32_t)sizeof(v[i]))
+			return;
+		memcpy(v[i], p, (size_t)n);
+		v[i][n] = '\0';
+	}
+	s->login->role = hosts_role_of(strcmp(v[0], "t") == 0 ? "on" : "off", v[1]);
+}
+
+/* Close the entry's idle connections to address a (s aside), and mark its
+ * busy ones to be closed when released. */
+static void close_addr(struct pgt_server *s, const union pgt_addr *a, const char *why)
+{
+	const struct pgt_dbstate *d = s->pool->dbstate;
+	struct list *i, *tmp;
+	list_for_each_safe (i, tmp, &pgt_all_servers) {
+		struct pgt_server *o = container_of(i, struct pgt_server, conn_all_node);
+		if (o == s || o->pool->dbstate != d || o->state == SV_LOGIN ||
+		    !hosts_addr_equal(&o->conn.addr, a))
+			continue;
+		if (o->state == SV_IDLE)
+			server_close(o, why);
+		else
+			o->close_needed = true;
+	}
+	s->close_needed = true;
+}
+
+/* The server reported a new in_hot_standby: promoted, or demoted. */
+static void server_role_changed(struct pgt_server *s)
+{
+	struct pgt_hostset *hs = s->pool->dbstate->hosts;
+	int role = hosts_role_of(vars_get(&s->vars, "in_hot_standby"),
+	                         vars_get(&s->vars, "default_transaction_read_only"));
+	if (role == s->role || s->conn.addr.sa.sa_family == AF_UNIX)
+		return;
+	s->role = (uint8_t)role;
+	hosts_set_role(hs, &s->conn.addr, role);
+	if (hosts_role_ok(hs->tsa, role, hs->tsa == PGT_TSA_PREFER_STANDBY))
+		return;
+	const char *why = role == HOST_ROLE_STANDBY ? "a server became a standby" : "a standby was promoted";
+	hosts_failover(hs, &s->conn.addr, why);
+	close_addr(s, &s->conn.addr, why);
+}
+
+/* An ErrorResponse to a client of a read-write (or primary) entry: 25006
+ * says the server does not take writes.  A client can cause it itself
+ * (SET TRANSACTION READ ONLY), so only its own connection is dropped (once
+ * released) and the names resolved again; other connections to the
+ * address are left alone unless the server itself reports a new role. */
+static void read_only_error(struct pgt_server *s, const struct pgt_pkt *pkt)
+{
+	const char *code = proto_error_field(pkt->data + 5, pkt->total - 5, 'C');
+	if (!code || strcmp(code, "25006") != 0 || s->close_needed)
+		return;
+	s->close_needed = true;
+	hosts_failover(s->pool->dbstate->hosts, &s->conn.addr,
+	               "a read-write connection got a read-only error (25006)");
+}
+
+/* At the login's ReadyForQuery: is this the server the entry asks for?
+ * False if not (s is closed, the next address tried by a new login) or if
+ * its role is still being asked. */
+static bool login_role_ok(struct pgt_server *s)
+{
+	struct server_login *l = s->login;
+	struct pgt_hostset *hs = s->pool->dbstate->hosts;
+	int role;
+	if (l->role_query) {
+		l->role_query = false;
+		role = l->role;
+		if (role < 0) {
+			server_fail(s, "could not tell the server's role (%s)", role_query);
+			return false;
+		}
+	} else {
+		const char *hsb = vars_get(&s->vars, "in_hot_standby");
+		if (!hsb && hs->tsa != PGT_TSA_ANY) {
+			/* PostgreSQL 13 and older report neither value: ask */
+			struct pktbuf b;
+			pktbuf_init(&b);
+			pktbuf_start(&b, 'Q');
+			pktbuf_put_str(&b, role_query);
+			pktbuf_finish(&b);
+			bool ok = sbuf_send_raw(&s->conn, b.data, b.len);
+			pktbuf_free(&b);
+			if (!ok) {
+				server_fail(s, "could not send the role query");
+				return false;
+			}
+			l->role_query = true;
+			l->role = -1;
+			return false;
+		}
+		role = hosts_role_of(hsb, vars_get(&s->vars, "default_transaction_read_only"));
+	}
+	s->role = (uint8_t)role;
+	bool tcp = s->conn.addr.sa.sa_family != AF_UNIX;
+	if (tcp)
+		hosts_set_role(hs, &s->conn.addr, role);
+	char t[64];
+	hosts_addr_text(&s->conn.addr, t, sizeof(t));
+	if (hosts_role_ok(hs->tsa, role, l->cands.fallback_pass) ||
+	    (hs->tsa == PGT_TSA_PREFER_STANDBY && l->cands.next >= l->cands.n)) {
+		if (hosts_in_failover(hs)) {
+			log_info("database %s: %s answers as %s (target_session_attrs=%s)", hs->dbname, t,
+			         role == HOST_ROLE_STANDBY      ? "a standby"
+			         : role == HOST_ROLE_PRIMARY_RO ? "a read-only primary"
+			                                        : "the primary",
+			         config_tsa_name(hs->tsa));
+			hs->failover_until = 0;
+		}
+		return true;
+	}
+	if (hs->tsa == PGT_TSA_PREFER_STANDBY)
+		l->cands.saw_fallback = true;
+	if (l->cands.next < l->cands.n) {
+		/* the rest of the list goes to a new login; this one is not a
+		 * failure of the pool */
+		server_launch_rest(s->pool, &l->cands);
+		server_close(s, role == HOST_ROLE_STANDBY
+		                    ? "the server is a standby: trying the next address"
+		                    : "the server is not a standby: trying the next address");
+		return false;
+	}
+	server_fail(s, "no server with target_session_attrs=%s (the last one tried, %s, is %s)",
+	            config_tsa_name(hs->tsa), t, role == HOST_ROLE_STANDBY ? "a standby" : "not a standby");
+	return false;
 }
 
 static enum sbuf_verdict login_packet(struct pgt_server *s, struct pgt_pkt *pkt)
@@ -862,8 +1074,18 @@ static enum sbuf_verdict login_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 		            code ? code : "", code ? ")" : "");
 		return SB_GONE;
 	}
+	case 'T':
+	case 'D':
+	case 'C':
+		if (!s->login->role_query)
+			break;
+		if (pkt->type == 'D')
+			role_row(s, body, len);
+		return SB_SKIP;
 	case 'Z': {
 		struct pgt_pool *pool = s->pool;
+		if (!login_role_ok(s))
+			return s->conn.dead ? SB_GONE : SB_SKIP;
 		login_free(s->login);
 		s->login = NULL;
 		s->txn = 'I';
@@ -893,9 +1115,10 @@ static enum sbuf_verdict login_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 		return s->conn.dead ? SB_GONE : SB_SKIP;
 	}
 	default:
-		server_fail(s, "unexpected message '%c' during login", pkt->type);
-		return SB_GONE;
+		break;
 	}
+	server_fail(s, "unexpected message '%c' during login", pkt->type);
+	return SB_GONE;
 }
 
 /* ---- linked and idle ---- */
@@ -1178,6 +1401,14 @@ static enum sbuf_verdict own_query_packet(struct pgt_server *s, struct pgt_pkt *
 	if (s->draining)
 		return server_drain_check(s) ? SB_SKIP : SB_GONE;
 	if (s->state == SV_USED) {
+		if (s->health_check) {
+			s->health_check = false;
+			s->pool->nchecking--;
+			if (s->setup_error) {
+				server_close(s, "server_check_query failed");
+				return SB_GONE;
+			}
+		}
 		if (s->setup_error || s->txn != 'I') {
 			server_close(s, s->setup_error ? s->setup_error : "reset left a transaction open");
 			return SB_GONE;
@@ -1268,6 +1499,10 @@ static enum sbuf_verdict special_packet(struct pgt_server *s, struct pgt_pkt *pk
 		if (!pkt->full)
 			return SB_NEED_FULL;
 		param_status(s, pkt->data + 5, pkt->total - 5);
+		if (s->close_needed && s->state == SV_IDLE) {
+			server_close(s, "the server's role changed");
+			return SB_GONE;
+		}
 		return SB_SKIP;
 	case 'N':
 	case 'A':
@@ -1366,6 +1601,9 @@ static __attribute__((noinline)) enum sbuf_verdict server_packet(struct pgt_serv
 				sev = proto_error_field(pkt->data + 5, pkt->total - 5, 'S');
 			if (sev && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0))
 				s->fatal_forwarded = true;
+			int tsa = s->pool->dbstate->hosts->tsa;
+			if (tsa == PGT_TSA_READ_WRITE || tsa == PGT_TSA_PRIMARY)
+				read_only_error(s, pkt);
 		}
 		s->pool->stats.bytes_out += pkt->total;
 		return SB_FORWARD;
@@ -1409,8 +1647,12 @@ static void server_on_close(struct pgt_conn *conn, const char *reason, bool prot
 		server_fail(s, "protocol error from server: %s", reason);
 	else if (s->state == SV_LOGIN)
 		server_fail(s, "%s", reason ? reason : "server closed the connection during login");
-	else
+	else {
+		if (!pgt.shutting_down && hosts_watched(s->pool->dbstate->hosts))
+			hosts_failover(s->pool->dbstate->hosts, &s->conn.addr,
+			               "a server connection was lost");
 		server_close(s, reason ? reason : "server closed the connection unexpectedly");
+	}
 }
 
 static struct pgt_conn *server_peer(struct pgt_conn *conn)
@@ -1655,6 +1897,52 @@ void server_check(struct pgt_server *s, usec_t now)
 {
 	if (s->draining && now - s->drain_start > SERVER_DRAIN_TIMEOUT)
 		server_close(s, "a vanished client's query did not end after its cancel");
+}
+
+void server_close_moved(struct pgt_hostset *hs)
+{
+	struct list *i, *tmp;
+	list_for_each_safe (i, tmp, &pgt_all_servers) {
+		struct pgt_server *o = container_of(i, struct pgt_server, conn_all_node);
+		if (o->pool->dbstate->hosts != hs || o->state == SV_LOGIN ||
+		    o->conn.addr.sa.sa_family == AF_UNIX || hosts_has_addr(hs, &o->conn.addr))
+			continue;
+		if (o->state == SV_IDLE)
+			server_close(o, "its host name now resolves elsewhere");
+		else
+			o->close_needed = true;
+	}
+}
+
+/* ---- server_check_query ---- */
+
+bool server_check_due(const struct pgt_server *s, usec_t now)
+{
+	const struct pgt_config *cfg = pgt.cfg;
+	return cfg->server_check_query[0] && !s->pool->internal && !s->pool->replication &&
+	       now - s->idle_since >= cfg->server_check_delay;
+}
+
+bool server_start_check(struct pgt_server *s)
+{
+	struct pgt_pool *pool = s->pool;
+	struct pktbuf b;
+	pktbuf_init(&b);
+	pktbuf_start(&b, 'Q');
+	pktbuf_put_str(&b, pgt.cfg->server_check_query);
+	pktbuf_finish(&b);
+	set_state(s, SV_USED, &pool->used_servers);
+	s->health_check = true;
+	pool->nchecking++;
+	bool ok = sbuf_send_raw(&s->conn, b.data, b.len);
+	pktbuf_free(&b);
+	if (!ok) {
+		server_close(s, "server_check_query could not be sent");
+		return false;
+	}
+	s->own_rfq++;
+	sbuf_update_events(&s->conn);
+	return true;
 }
 
 /* ---- cancel requests ---- */
