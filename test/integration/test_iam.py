@@ -225,8 +225,11 @@ class FakeIMDS:
     """IMDSv2: PUT /latest/api/token first; a GET without the session token gets 401.
     Each credential document is new (ASIAIMDS<n>) and expires `lifetime` s later."""
 
-    def __init__(self, lifetime=20):
+    def __init__(self, lifetime=20, fail=()):
         self.lifetime = lifetime
+        self.fail = set(fail)  # numbers of credential requests answered 500
+        self.requests = 0
+        self.failed = []  # times
         self.session = "imds-session-token-%d" % os.getpid()
         self.fetches = []  # (time, access key id, expiration)
         self.rejected = 0
@@ -246,6 +249,10 @@ class FakeIMDS:
         if path == "/latest/meta-data/iam/security-credentials/":
             return 200, "pgtenant-role"
         if path == "/latest/meta-data/iam/security-credentials/pgtenant-role":
+            self.requests += 1
+            if self.requests in self.fail:
+                self.failed.append(time.time())
+                return 500, ""
             n = len(self.fetches) + 1
             now = time.time()
             doc = {"Code": "Success", "Type": "AWS-HMAC", "AccessKeyId": "ASIAIMDS%04d" % n,
@@ -485,6 +492,33 @@ def test_imds_v2_and_refresh_before_expiry(bouncer_factory, certs, fakepg, tmp_p
         assert metric(b, "pgtenant_aws_credential_failures_total") == 0
         assert_no_secrets(b, [imds.session, doc1["SecretAccessKey"], doc1["Token"], doc2["SecretAccessKey"],
                               doc2["Token"], tok1, tok2])
+    finally:
+        imds.close()
+
+
+def test_failed_renewal_keeps_the_old_credentials(bouncer_factory, certs, fakepg, tmp_path):
+    imds = FakeIMDS(lifetime=20, fail=(2, 3))
+    try:
+        env = clean_env(tmp_path, AWS_EC2_METADATA_SERVICE_ENDPOINT=imds.url, AWS_EC2_METADATA_DISABLED=None)
+        mport = free_port()
+        b = make(bouncer_factory, certs, fakepg, env, settings={"metrics_listen": "127.0.0.1:%d" % mport})
+        b.metrics_port = mport
+        assert query_one(b) == 1
+        t1, ak1, exp1, _ = imds.fetches[0]
+        # the renewal at half the lifetime fails: the old credentials still sign
+        assert wait_for(lambda: len(imds.failed) >= 1, timeout=15)
+        wait_for(lambda: b.admin("SHOW SERVERS") == [])
+        assert query_one(b) == 1
+        assert token_params(fakepg.logins[-1][1])["X-Amz-Credential"].startswith(ak1 + "/")
+        assert b.log_contains("could not be renewed: EC2 metadata service: HTTP status 500") >= 1
+        # retried with backoff (1 s, then 2 s), and renewed before they expire
+        assert wait_for(lambda: len(imds.fetches) >= 2, timeout=exp1 - time.time() - 1)
+        assert len(imds.failed) == 2 and imds.failed[1] - imds.failed[0] >= 0.8
+        assert imds.fetches[1][0] - imds.failed[1] >= 1.6
+        assert metric(b, "pgtenant_aws_credential_failures_total") == 2
+        wait_for(lambda: b.admin("SHOW SERVERS") == [])
+        assert query_one(b) == 1
+        assert token_params(fakepg.logins[-1][1])["X-Amz-Credential"].startswith(imds.fetches[1][1] + "/")
     finally:
         imds.close()
 
