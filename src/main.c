@@ -21,6 +21,7 @@
 
 #include "audit.h"
 #include "authquery.h"
+#include "awscreds.h"
 #include "client.h"
 #include "config.h"
 #include "dns.h"
@@ -66,6 +67,7 @@ bool loop_reload(void)
 	if (!jwt_configure(cfg, true, err, sizeof(err)))
 		log_error("%s; keeping the previous JWT keys", err);
 	jwks_configure(cfg);
+	awscreds_reload();
 	if (strcmp(old->listen_addr, cfg->listen_addr) != 0 || old->listen_port != cfg->listen_port ||
 	    strcmp(old->unix_socket_dir, cfg->unix_socket_dir) != 0 || old->pkt_buf != cfg->pkt_buf)
 		log_warning("listen_addr, listen_port, unix_socket_dir and pkt_buf change only on restart");
@@ -338,6 +340,7 @@ int main(int argc, char **argv)
 	jwks_shutdown();
 	jwt_shutdown();
 	authq_shutdown();
+	awscreds_shutdown();
 	/* pgt.cfg, not cfg: a reload may have replaced the startup config */
 	if (pgt.cfg->pidfile[0])
 		unlink(pgt.cfg->pidfile);

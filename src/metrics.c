@@ -15,6 +15,7 @@
 
 #include "authquery.h"
 #include "audit.h"
+#include "awscreds.h"
 #include "config.h"
 #include "hosts.h"
 #include "jwks.h"
@@ -243,6 +244,14 @@ static void render(struct evbuffer *b)
 	       "jwt_jwks_url fetches that failed (the keys in use stay).");
 	evbuffer_add_printf(b, "pgtenant_jwks_fetch_failures_total %llu\n",
 	                    (unsigned long long)jwks_fetch_failures);
+	header(b, "pgtenant_aws_credential_refreshes_total", "counter",
+	       "AWS credentials (server_auth iam) fetched from the container endpoint or instance metadata.");
+	evbuffer_add_printf(b, "pgtenant_aws_credential_refreshes_total %llu\n",
+	                    (unsigned long long)awscreds_refreshes);
+	header(b, "pgtenant_aws_credential_failures_total", "counter",
+	       "AWS credential fetches that failed (credentials still valid stay in use).");
+	evbuffer_add_printf(b, "pgtenant_aws_credential_failures_total %llu\n",
+	                    (unsigned long long)awscreds_failures);
 	header(b, "pgtenant_auth_query_lookups_total", "counter",
 	       "auth_query lookups sent (answers cached for auth_query_cache_ttl).");
 	evbuffer_add_printf(b, "pgtenant_auth_query_lookups_total %llu\n", (unsigned long long)authq_lookups);

@@ -111,6 +111,7 @@
 #include <openssl/crypto.h>
 
 #include "authquery.h"
+#include "awscreds.h"
 #include "client.h"
 #include "config.h"
 #include "dns.h"
@@ -124,6 +125,7 @@
 #include "prepare.h"
 #include "session.h"
 #include "proto.h"
+#include "rdstoken.h"
 #include "scram.h"
 #include "tenant.h"
 #include "tenant_registry.h"
@@ -145,12 +147,18 @@ struct server_login {
 	bool passthrough;
 	struct scram_secret pt_secret;
 	uint8_t pt_client_key[SCRAM_KEY_LEN];
+	/* server_auth = iam: the password is an RDS IAM token (awscreds.h),
+	 * made when the server asks; `aws` waits for credentials meanwhile */
+	bool iam;
+	struct awscreds_waiter aws;
+	struct pgt_server *owner;
 };
 
 static void login_free(struct server_login *l)
 {
 	if (!l)
 		return;
+	awscreds_unwait(&l->aws);
 	scram_client_clear(&l->scram);
 	if (l->password) {
 		OPENSSL_cleanse(l->password, strlen(l->password));
@@ -445,6 +453,13 @@ static void server_password(struct pgt_server *s)
 {
 	const struct pgt_pool *pool = s->pool;
 	const struct pgt_database *db = pool->db;
+	if (config_db_server_auth(pgt.cfg, db) == PGT_SERVER_AUTH_IAM) {
+		/* no password: a token when the server asks (iam_password) */
+		s->login->iam = true;
+		s->login->owner = s;
+		awscreds_prefetch();
+		return;
+	}
 	/* the entry's password is for the entry's user; a tenant's own role
 	 * (tenant_server_user, server_user=) and auth_user have theirs in
 	 * auth_file */
@@ -739,6 +754,61 @@ static bool plain_password(struct pgt_server *s, const char *method)
 	return true;
 }
 
+static void iam_creds_done(struct awscreds_waiter *w, const char *error);
+
+/* server_auth = iam: answer AuthenticationCleartextPassword with an RDS IAM
+ * token, over TLS only; or wait for AWS credentials.  false if s failed. */
+static bool iam_password(struct pgt_server *s)
+{
+	const struct pgt_database *db = s->pool->db;
+	if (!s->conn.ssl) {
+		server_fail(s,
+		            "server_auth iam: refusing to send an IAM token over a connection without TLS");
+		return false;
+	}
+	/* signed for the host name being connected to, as written in the entry */
+	int port = server_host_port(s);
+	const char *host = server_host_name(s);
+	char region[64], why[256];
+	if (!rdstoken_region(db->aws_region, pgt.cfg->aws_region, host, region, sizeof(region))) {
+		server_fail(
+		    s,
+		    "no AWS region for the IAM token: set aws_region (the host name \"%s\" names none, "
+		    "and neither AWS_REGION nor AWS_DEFAULT_REGION is set)",
+		    host);
+		return false;
+	}
+	char *token = NULL;
+	s->login->aws.done = iam_creds_done;
+	switch (awscreds_token(host, port, s->pool->user, region, &token, &s->login->aws, why, sizeof(why))) {
+	case AWSCREDS_READY: {
+		server_log(s, PGT_LOG_DEBUG, "sending an IAM token for %s:%d in %s", host, port, region);
+		bool ok = send_password_msg(s, token, strlen(token), true);
+		rdstoken_free(token);
+		return ok;
+	}
+	case AWSCREDS_PENDING:
+		server_log(s, PGT_LOG_DEBUG, "waiting for AWS credentials");
+		return true;
+	default:
+		server_fail(s, "no AWS credentials: %s", why);
+		return false;
+	}
+}
+
+/* Credentials came (error NULL) or will not. */
+static void iam_creds_done(struct awscreds_waiter *w, const char *error)
+{
+	struct server_login *l = container_of(w, struct server_login, aws);
+	struct pgt_server *s = l->owner;
+	if (s->state == SV_DEAD)
+		return;
+	if (error)
+		server_fail(s, "no AWS credentials: %s", error);
+	else
+		iam_password(s);
+}
+
 static bool login_auth(struct pgt_server *s, const uint8_t *body, uint32_t len)
 {
 	struct proto_reader r;
@@ -747,6 +817,15 @@ static bool login_auth(struct pgt_server *s, const uint8_t *body, uint32_t len)
 	const char *reason = NULL;
 	if (r.bad) {
 		server_fail(s, "malformed authentication request");
+		return false;
+	}
+	if (s->login->iam && code != 0) {
+		if (code == 3)
+			return iam_password(s);
+		server_fail(s,
+		            "server_auth iam: the server asks for authentication method %u instead of a "
+		            "cleartext password (is the role granted rds_iam?)",
+		            code);
 		return false;
 	}
 	switch (code) {

@@ -124,8 +124,11 @@ def pg():
 class Bouncer:
     """One pgtenant process with an inline ini."""
 
-    def __init__(self, pg, tmpdir, settings=None, databases=None, users=None, tenants=None, start=True):
+    def __init__(self, pg, tmpdir, settings=None, databases=None, users=None, tenants=None, start=True,
+                 env=None):
         self.pg = pg
+        # the process environment: os.environ with these set (None = removed)
+        self.env = dict(env or {})
         self.dir = tmpdir
         self.port = free_port()
         self.ini = os.path.join(tmpdir, "pgtenant.ini")
@@ -179,8 +182,15 @@ class Bouncer:
                 f.write("%s = %s\n" % (k, v))
 
     def start(self, *extra, preexec_fn=None):
+        env = dict(os.environ)
+        for k, v in self.env.items():
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = v
         self.proc = subprocess.Popen([PGTENANT_BIN, "-v"] + list(extra) + [self.ini],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=preexec_fn,
+                                     env=env)
         wait_port(self.port, proc=self.proc)
 
     def reload(self, tenants=None, **settings):
