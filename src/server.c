@@ -834,9 +834,9 @@ static void param_status(struct pgt_server *s, const uint8_t *body, uint32_t len
 
 /* 28P01 on a login with a password file's value: read the file again now
  * (the janitor's stat may not have seen the change yet); true if its value
- * is no longer the one this login used.  So each login is retried at most
- * once, and only when the secret changed: an unchanged file fails as any
- * refused login does. */
+ * is no longer the one this login used.  A login is made again only for a
+ * value that changed since the refused one was read (no loop): with the
+ * file unchanged it fails as any refused login does. */
 static bool secret_rotated(struct pgt_server *s)
 {
 	if (!s->login->secret_version)
