@@ -197,6 +197,7 @@ struct pgt_config {
 	int tenant_xact_rate;  /* transactions/second per tenant, 0 = unlimited (ratelimit.h) */
 	int tenant_xact_burst; /* 0 = one second's worth */
 	char *server_password_file;
+	int server_password_file_line; /* where it was set (errors about the file) */
 	int workers;
 
 	int server_auth; /* PGT_SERVER_AUTH_* */

@@ -100,6 +100,7 @@ struct pgt_pool {
 	bool session_track; /* transaction mode: session state is tracked (unless internal) */
 	bool ps_on;         /* ... and so are named prepared statements (prepare.c) */
 	bool tenant_role;   /* user is the tenant's own role (password from auth_file) */
+	bool entry_user;    /* user was the entry's own: logins take its password file's username */
 	usec_t full_until;  /* the server refused a login with 53300: no new one before this */
 	int internal_want;  /* queued registry lookups */
 

@@ -50,6 +50,10 @@ bool util_secure_eq(const void *a, const void *b, size_t n);
 int util_no_passphrase(char *buf, int size, int rwflag, void *u);
 /* Random bytes from OpenSSL's CSPRNG; false on failure. */
 bool util_random(void *buf, size_t n) _MUSTCHECK;
+/* From now on jansson's frees wipe the memory first: parsed documents may
+ * hold secrets (secret files, AWS credentials).  Idempotent; malloc and free
+ * underneath either way, so memory jansson allocated before is freed fine. */
+void util_json_cleansing(void);
 
 /* Parse a duration "15", "15s", "500ms", "2min", "1h", "1.5" into usec. */
 bool util_parse_duration(const char *s, usec_t *out) _MUSTCHECK;

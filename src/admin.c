@@ -26,6 +26,7 @@
 #include "ratelimit.h"
 #include "prepare.h"
 #include "sbuf.h"
+#include "secretfile.h"
 #include "stats.h"
 #include "server.h"
 #include "slab.h"
@@ -221,11 +222,13 @@ static bool show_databases(struct pgt_client *c, const char *arg)
 			clients += pool_clients(p);
 			paused = paused || p->dbstate->paused;
 		}
+		/* force_user: the password file's username wins over user= */
+		const char *force_user = secretfile_db_user(cfg, db);
 		const char *v[] = {db->name,
 		                   db->host,
 		                   NUM(port, db->port),
 		                   db->dbname ? db->dbname : db->name,
-		                   db->user,
+		                   force_user,
 		                   NUM(ps, config_db_pool_size(cfg, db)),
 		                   NUM(mps, db->min_pool_size >= 0 ? db->min_pool_size : cfg->min_pool_size),
 		                   NUM(rp, db->reserve_pool >= 0 ? db->reserve_pool : cfg->reserve_pool_size),

@@ -19,7 +19,6 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
-#include <malloc.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,21 +111,9 @@ static void creds_clear(struct creds *c)
 }
 
 /* jansson's memory holds secrets too (the parsed credential documents) */
-static void cleansing_free(void *p)
-{
-	if (p) {
-		OPENSSL_cleanse(p, malloc_usable_size(p));
-		free(p);
-	}
-}
-
 static void init_once(void)
 {
-	static bool done;
-	if (done)
-		return;
-	done = true;
-	json_set_alloc_funcs(malloc, cleansing_free);
+	util_json_cleansing();
 }
 
 /* ---- the token cache ---- */

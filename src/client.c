@@ -41,6 +41,7 @@
 #include "session.h"
 #include "proto.h"
 #include "ratelimit.h"
+#include "secretfile.h"
 #include "server.h"
 #include "slab.h"
 #include "tenant.h"
@@ -993,8 +994,9 @@ static bool login_continue(struct pgt_client *c)
 				return false;
 			}
 			c->registry_asked = true;
+			const char *forced = secretfile_db_user(cfg, db);
 			registry_request(c, tenant_state_get(c->tenant), dbname, db,
-			                 db->user ? db->user : c->user);
+			                 forced ? forced : c->user);
 			return !c->conn.dead;
 		}
 		bool from_registry = !tc && ts && ts->reg_known && ts->reg_found;
@@ -1042,8 +1044,11 @@ static bool login_continue(struct pgt_client *c)
 		return false;
 	}
 	/* the server role: the tenant's own (tenant_server_user, server_user=),
-	 * else the entry's user, else the client's */
-	const char *server_user = db->user ? db->user : c->server_user ? c->server_user : c->user;
+	 * else the entry's user (its password file's username, else user=),
+	 * else the client's */
+	const char *server_user = secretfile_db_user(cfg, db);
+	if (!server_user)
+		server_user = c->server_user ? c->server_user : c->user;
 	char role[128];
 	bool tenant_role = false;
 	if (c->tenant && ((tc && tc->server_user) || cfg->tenant_server_user[0])) {

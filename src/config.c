@@ -25,6 +25,7 @@
 #include <strings.h>
 
 #include "log.h"
+#include "secretfile.h"
 #include "userlist.h"
 #include "varcache.h"
 enum cf_type { CF_INT, CF_BOOL, CF_STR, CF_TIME, CF_ENUM };
@@ -1064,6 +1065,8 @@ static int cf_handler(void *user, const char *section, const char *name, const c
 		}
 		if (!cf_set(cfg, k, value, err, sizeof(err)))
 			cf_error(cfg, line, "%s", err);
+		else if (strcmp(k->name, "server_password_file") == 0)
+			cfg->server_password_file_line = line;
 	} else if (strcasecmp(section, "databases") == 0) {
 		struct pgt_database db;
 		db_defaults(&db);
@@ -1135,6 +1138,17 @@ static int cf_handler(void *user, const char *section, const char *name, const c
 		cf_error(cfg, line, "unknown section [%s]", section);
 	}
 	return 1;
+}
+
+static void cf_check_secret(struct pgt_config *cfg, const char *name, int line)
+{
+	struct pgt_secret sec;
+	char err[256];
+	char *path = secretfile_resolve(cfg->path, name);
+	if (!secretfile_read(path, &sec, err, sizeof(err)))
+		cf_error(cfg, line, "password file %s: %s", path, err);
+	secretfile_clear(&sec);
+	free(path);
 }
 
 static void cf_validate(struct pgt_config *cfg)
@@ -1219,6 +1233,15 @@ static void cf_validate(struct pgt_config *cfg)
 		cf_error(
 		    cfg, 0,
 		    "server sslmode verify-ca needs server_tls_ca_file (verify-full may use the system CAs)");
+	/* a password file that cannot be used is an error where it is named
+	 * (at startup, with --check, and a reload keeps the old config); one
+	 * that breaks later is logged and its last good value kept
+	 * (secretfile.c) */
+	if (cfg->server_password_file[0])
+		cf_check_secret(cfg, cfg->server_password_file, cfg->server_password_file_line);
+	for (int i = 0; i < cfg->ndbs; i++)
+		if (cfg->dbs[i].password_file)
+			cf_check_secret(cfg, cfg->dbs[i].password_file, cfg->dbs[i].line);
 	if (*cfg->auth_file) {
 		struct pgt_userlist *ul = xcalloc(1, sizeof(*ul));
 		char err[512];

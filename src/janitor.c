@@ -27,6 +27,7 @@
 #include "loop.h"
 #include "pool.h"
 #include "ratelimit.h"
+#include "secretfile.h"
 #include "server.h"
 #include "stats.h"
 #include "tenant_registry.h"
@@ -189,6 +190,7 @@ bool janitor_run(void)
 	stats_tick(now);
 	addr_state_expire(now);
 	jwt_watch(pgt.cfg, now);
+	secretfile_watch(now);
 	jwks_tick(now);
 	if (pgt.shutting_down && pool_total_busy() == 0) {
 		log_info("no server connection in use: shutting down");

@@ -34,6 +34,7 @@
 #include "metrics.h"
 #include "pool.h"
 #include "sbuf.h"
+#include "secretfile.h"
 #include "tls.h"
 #include "server.h"
 #include "tenant_registry.h"
@@ -79,6 +80,7 @@ bool loop_reload(void)
 	audit_configure(cfg->audit_log);
 	client_config_changed();
 	authq_config_changed();
+	secretfile_config_changed(cfg);
 	pool_config_changed();
 	tenant_states_config_changed();
 	config_free(old);
@@ -339,6 +341,7 @@ int main(int argc, char **argv)
 	tls_shutdown();
 	jwks_shutdown();
 	jwt_shutdown();
+	secretfile_shutdown();
 	authq_shutdown();
 	awscreds_shutdown();
 	/* pgt.cfg, not cfg: a reload may have replaced the startup config */

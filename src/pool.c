@@ -21,6 +21,7 @@
 #include "log.h"
 #include "lookup.h"
 #include "loop.h"
+#include "secretfile.h"
 #include "server.h"
 #include "tenant.h"
 #include "tenant_registry.h"
@@ -276,6 +277,8 @@ struct pgt_pool *pool_get(const char *dbname, const struct pgt_database *db, con
 	p->tenant = xstrdup(tenant);
 	p->db = db;
 	p->tconf = tenant[0] ? config_find_tenant(pgt.cfg, tenant) : NULL;
+	const char *entry_user = secretfile_db_user(pgt.cfg, db);
+	p->entry_user = entry_user && strcmp(entry_user, user) == 0;
 	list_init(&p->share_node);
 	list_init(&p->share_waiters);
 	list_init(&p->wait_node);

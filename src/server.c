@@ -127,6 +127,7 @@
 #include "proto.h"
 #include "rdstoken.h"
 #include "scram.h"
+#include "secretfile.h"
 #include "tenant.h"
 #include "tenant_registry.h"
 #include "tls.h"
@@ -142,6 +143,10 @@ struct server_login {
 	struct scram_client scram;
 	bool scram_started;
 	char *password; /* plain or md5 hash; NULL = none known */
+	/* the password file's username when it differs from the pool's user
+	 * (a rotation changed it since the pool was made); NULL = pool->user */
+	char *user;
+	uint64_t secret_version; /* of the password file's value used; 0 = not from a file */
 	/* SCRAM pass-through of a user looked up with auth_query: the secret and
 	 * a client's ClientKey stand in for the password (authquery.h) */
 	bool passthrough;
@@ -164,6 +169,7 @@ static void login_free(struct server_login *l)
 		OPENSSL_cleanse(l->password, strlen(l->password));
 		free(l->password);
 	}
+	free(l->user);
 	OPENSSL_cleanse(l, sizeof(*l));
 	free(l);
 }
@@ -447,8 +453,15 @@ int server_host_port(const struct pgt_server *s)
 	return s->host < hs->n ? hs->h[s->host].port : s->pool->db->port;
 }
 
-/* What s logs in with: the entry's password, auth_file's, or what
- * auth_query found (an md5 hash, or SCRAM pass-through). */
+/* The role s logs in as. */
+static const char *login_user(const struct pgt_server *s)
+{
+	return s->login && s->login->user ? s->login->user : s->pool->user;
+}
+
+/* What s logs in with: the entry's password file, its password=,
+ * auth_file's, or what auth_query found (an md5 hash, or SCRAM
+ * pass-through). */
 static void server_password(struct pgt_server *s)
 {
 	const struct pgt_pool *pool = s->pool;
@@ -458,6 +471,21 @@ static void server_password(struct pgt_server *s)
 		s->login->iam = true;
 		s->login->owner = s;
 		awscreds_prefetch();
+		return;
+	}
+	/* the password file (secretfile.h) is for the entry's own user: the
+	 * file's username, else user=, else any; the pool keeps its user
+	 * (pools are keyed by it), the login takes the file's username of now */
+	const char *forced = pool->tenant_role ? NULL : secretfile_db_user(pgt.cfg, db);
+	const struct pgt_secret *sec = pool->tenant_role ? NULL : secretfile_get(pgt.cfg, db);
+	if (sec && (!forced || pool->entry_user || strcmp(forced, pool->user) == 0)) {
+		s->login->password = xstrdup(sec->password);
+		s->login->secret_version = sec->version;
+		if (sec->username && strcmp(sec->username, pool->user) != 0) {
+			s->login->user = xstrdup(sec->username);
+			server_log(s, PGT_LOG_DEBUG, "logging in as \"%s\", the password file's username now",
+			           sec->username);
+		}
 		return;
 	}
 	/* the entry's password is for the entry's user; a tenant's own role
@@ -635,7 +663,7 @@ static void send_startup(struct pgt_server *s)
 	pktbuf_start(&b, 0);
 	pktbuf_put_u32(&b, PROTO_VERSION_3_0);
 	pktbuf_put_str(&b, "user");
-	pktbuf_put_str(&b, s->pool->user);
+	pktbuf_put_str(&b, login_user(s));
 	pktbuf_put_str(&b, "database");
 	pktbuf_put_str(&b, pool_backend_dbname(s->pool));
 	if (s->pool->replication) {
@@ -748,7 +776,7 @@ static bool plain_password(struct pgt_server *s, const char *method)
 		server_fail(s,
 		            "the server asks for %s authentication, but no plain password for user \"%s\" is "
 		            "configured",
-		            method, s->pool->user);
+		            method, login_user(s));
 		return false;
 	}
 	return true;
@@ -846,14 +874,14 @@ static bool login_auth(struct pgt_server *s, const uint8_t *body, uint32_t len)
 			server_fail(s,
 			            "the server asks for md5 authentication, but no password for user \"%s\" "
 			            "is configured",
-			            s->pool->user);
+			            login_user(s));
 			return false;
 		}
 		char hash[36], out[36];
 		if (strncmp(pw, "md5", 3) == 0 && strlen(pw) == 35)
 			memcpy(hash, pw, 36);
 		else
-			pg_md5_hash(pw, s->pool->user, hash);
+			pg_md5_hash(pw, login_user(s), hash);
 		pg_md5_salted(hash, salt, out);
 		return send_password_msg(s, out, 35, true);
 	}
@@ -1095,6 +1123,19 @@ static bool login_role_ok(struct pgt_server *s)
 	return false;
 }
 
+/* 28P01 on a login with a password file's value: read the file again now
+ * (the janitor's stat may not have seen the change yet); true if its value
+ * is no longer the one this login used.  A login is made again only for a
+ * value that changed since the refused one was read (no loop): with the
+ * file unchanged it fails as any refused login does. */
+static bool secret_rotated(struct pgt_server *s)
+{
+	if (!s->login->secret_version)
+		return false;
+	const struct pgt_secret *sec = secretfile_reread(pgt.cfg, s->pool->db);
+	return sec && sec->version != s->login->secret_version;
+}
+
 static enum sbuf_verdict login_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 {
 	if (!pkt->full)
@@ -1147,6 +1188,13 @@ static enum sbuf_verdict login_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 			/* libpq's allow: plaintext first, TLS when the server refuses it */
 			s->pool->dbstate->tls_upgrade = true;
 			server_close(s, "plaintext login refused (sslmode allow); retrying with TLS");
+			return SB_GONE;
+		}
+		if (code && strcmp(code, "28P01") == 0 && secret_rotated(s)) {
+			/* the rotation race: the secret changed after this login read
+			 * it; a new login (the waiting clients' next) takes the new one */
+			server_close(s, "password refused, but the password file has changed since: "
+			                "logging in again with the new one");
 			return SB_GONE;
 		}
 		server_fail(s, "login failed: %s%s%s%s", m ? m : "unknown error", code ? " (" : "",

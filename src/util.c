@@ -7,6 +7,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <malloc.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
@@ -206,4 +208,21 @@ bool util_parse_bool(const char *s, bool *out)
 		}
 	}
 	return false;
+}
+
+static void cleansing_free(void *p)
+{
+	if (p) {
+		OPENSSL_cleanse(p, malloc_usable_size(p));
+		free(p);
+	}
+}
+
+void util_json_cleansing(void)
+{
+	static bool done;
+	if (!done) {
+		json_set_alloc_funcs(malloc, cleansing_free);
+		done = true;
+	}
 }
