@@ -136,7 +136,8 @@ static void usage(FILE *out)
 	        "  -v, --verbose   more log output (repeat for more)\n"
 	        "  -q, --quiet     log only errors\n"
 	        "  -u, --user=USER switch to USER after opening the listening sockets\n"
-	        "  -R, --reboot    online restart (not supported: use so_reuseport and a rolling restart)\n"
+	        "  -R, --reboot    online restart (not supported: run several instances behind a load\n"
+	        "                  balancer and restart them one at a time)\n"
 	        "  -V, --version   print the version and exit\n"
 	        "  -h, --help      this help\n"
 	        "      --check     validate CONFIG.ini, print every error with file:line, exit 1 on error\n");
@@ -228,8 +229,8 @@ int main(int argc, char **argv)
 			user = optarg;
 			break;
 		case 'R':
-			fprintf(stderr, "pgtenant: -R (online restart) is not supported; run instances with "
-			                "so_reuseport and restart them one at a time\n");
+			fprintf(stderr, "pgtenant: -R (online restart) is not supported; run several instances "
+			                "behind a load balancer and restart them one at a time\n");
 			return 1;
 		case 'V':
 			printf("pgtenant %s\n", PGT_VERSION);

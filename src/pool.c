@@ -739,8 +739,15 @@ struct pgt_server *pool_assign(struct pgt_pool *pool, struct pgt_client *c)
 				s = idle_for(pool, c);
 			}
 		}
-		if (!s && pool->shared)
+		if (!s && pool->shared) {
 			s = share_borrow(pool, c);
+			if (s && server_check_due(s, loop_coarse_now())) {
+				/* checked as a connection of this tenant's pool: it comes
+				 * back through pool_server_ready to the client waiting */
+				server_start_check(s);
+				s = NULL;
+			}
+		}
 		if (s) {
 			if (!server_link(s, c))
 				return NULL;

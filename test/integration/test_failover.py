@@ -288,6 +288,147 @@ def test_server_check_query(pair, pg, tmp_path):
     b.stop()
 
 
+class FakeOldServer:
+    """A minimal PostgreSQL 13 stand-in: reports no in_hot_standby, answers
+    pgtenant's role query with its recovery state, and every other simple
+    Query with one row naming itself."""
+
+    def __init__(self, name, in_recovery):
+        import socket as _s
+        self.name, self.in_recovery = name, in_recovery
+        self.sock = _s.socket()
+        self.sock.setsockopt(_s.SOL_SOCKET, _s.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.role_queries = 0
+        self.stopped = False
+        threading.Thread(target=self.accept_loop, daemon=True).start()
+
+    def accept_loop(self):
+        while not self.stopped:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
+
+    def serve(self, c):
+        import struct
+        from pgwire import msg, recv_exact
+
+        def row_reply(cols, vals):
+            out = msg(b"T", struct.pack("!H", len(cols)) + b"".join(
+                n.encode() + b"\0" + struct.pack("!IHIhiH", 0, 0, 25, -1, -1, 0) for n in cols))
+            out += msg(b"D", struct.pack("!H", len(vals)) + b"".join(
+                struct.pack("!i", len(v)) + v.encode() for v in vals))
+            return out + msg(b"C", b"SELECT 1\0") + msg(b"Z", b"I")
+
+        try:
+            while True:
+                (ln,) = struct.unpack("!I", recv_exact(c, 4))
+                body = recv_exact(c, ln - 4)
+                if struct.unpack("!I", body[:4])[0] == 80877103:  # SSLRequest
+                    c.sendall(b"N")
+                    continue
+                break
+            out = msg(b"R", struct.pack("!I", 0))
+            for k, v in (("server_version", "13.11"), ("client_encoding", "UTF8"),
+                         ("DateStyle", "ISO, MDY"), ("integer_datetimes", "on"),
+                         ("standard_conforming_strings", "on"), ("TimeZone", "UTC")):
+                out += msg(b"S", k.encode() + b"\0" + v.encode() + b"\0")
+            out += msg(b"K", struct.pack("!II", 4242, 1)) + msg(b"Z", b"I")
+            c.sendall(out)
+            while True:
+                t = recv_exact(c, 1)
+                (ln,) = struct.unpack("!I", recv_exact(c, 4))
+                body = recv_exact(c, ln - 4)
+                if t == b"X":
+                    return
+                if t != b"Q":
+                    continue
+                q = body.rstrip(b"\0").decode()
+                if "pg_is_in_recovery" in q:
+                    self.role_queries += 1
+                    c.sendall(row_reply(["pg_is_in_recovery", "current_setting"],
+                                        ["t" if self.in_recovery else "f", "off"]))
+                else:
+                    c.sendall(row_reply(["who"], [self.name]))
+        except (EOFError, OSError):
+            pass
+        finally:
+            c.close()
+
+    def stop(self):
+        self.stopped = True
+        self.sock.close()
+
+
+def test_role_query_for_servers_without_in_hot_standby(pg, tmp_path):
+    """PostgreSQL 13 reports no in_hot_standby: pgtenant asks at login."""
+    from pgwire import login, query, data_rows
+    standby, primary = FakeOldServer("fake-standby", True), FakeOldServer("fake-primary", False)
+    try:
+        dbs = {
+            "rw": "host=127.0.0.1,127.0.0.1 port=%d,%d dbname=x user=postgres target_session_attrs=read-write"
+                  % (standby.port, primary.port),
+            "ro": "host=127.0.0.1,127.0.0.1 port=%d,%d dbname=x user=postgres target_session_attrs=read-only"
+                  % (primary.port, standby.port),
+            "any": "host=127.0.0.1 port=%d dbname=x user=postgres" % standby.port,
+        }
+        d = tmp_path / "b"
+        d.mkdir()
+        b = Bouncer(pg, str(d), settings={"auth_type": "trust", "tenant_required": "no"}, databases=dbs)
+        for db, want in (("rw", "fake-primary"), ("ro", "fake-standby"), ("any", "fake-standby")):
+            s, _ = login(b, user="postgres", dbname=db)
+            rows = data_rows(query(s, "select who"))
+            assert rows == [want], (db, rows)
+            s.close()
+        # asked once per new login that needed it (rw: both servers, ro: both;
+        # any: never)
+        assert standby.role_queries >= 2 and primary.role_queries >= 2, (standby.role_queries,
+                                                                          primary.role_queries)
+        b.stop()
+    finally:
+        standby.stop()
+        primary.stop()
+
+
+def test_unreachable_hosts_and_prefer_standby_fallback(pair, pg, tmp_path):
+    p = pair.port
+    dbs = {
+        # nothing listens on 127.0.0.3: refused, the next host is tried
+        "skip": "host=127.0.0.3,127.0.0.1 port=%d dbname=appdb user=postgres" % p,
+        "ps": "host=127.0.0.1,127.0.0.2 port=%d dbname=appdb user=postgres target_session_attrs=prefer-standby" % p,
+        "ro": "host=127.0.0.1,127.0.0.2 port=%d dbname=appdb user=postgres target_session_attrs=read-only" % p,
+    }
+    b = make_bouncer(pair, tmp_path, pg, dbs, server_login_retry="0.2")
+    with b.connect(dbname="skip") as c:
+        assert server_addr(c) == "127.0.0.1"
+    pg_ctl("-D", pair.standby.data, "-m", "fast", "stop")
+    try:
+        # prefer-standby: no standby answers, the primary will do
+        with b.connect(dbname="ps") as c:
+            assert server_addr(c) == "127.0.0.1"
+        # read-only: no server fits, a clear error
+        with pytest.raises(psycopg.OperationalError) as e:
+            b.connect(dbname="ro").execute("SELECT 1")
+        assert "server connection failed" in str(e.value), str(e.value)
+    finally:
+        pair.standby.start()
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            if pair.standby.in_recovery():
+                break
+        except psycopg.Error:
+            time.sleep(0.2)
+    time.sleep(0.5)
+    with b.connect(dbname="ro") as c:  # back: found again
+        assert server_addr(c) == "127.0.0.2"
+    b.stop()
+
+
 def test_failover_dns_flip(pair, pg, tmp_path):
     if not dnsmasq_path():
         pytest.skip("dnsmasq not installed (contrib/deps.sh installs dnsmasq-base)")

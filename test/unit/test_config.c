@@ -265,6 +265,75 @@ static void users(void)
 	       "a user's md5 needs auth_file, its jwt needs keys: %s", errs);
 }
 
+/* host=a,b,c with port lists, target_session_attrs, load_balance_hosts,
+ * the Aurora keys (issue 13) */
+static void hosts(void)
+{
+	char errs[4096] = "";
+	int n = 0;
+	free(write_file("secret.json", "{\"username\": \"app\", \"password\": \"pw\"}\n"));
+	struct pgt_config *cfg = load(
+	    "[databases]\n"
+	    "a = host='h1,h2 , h3' port=5433 target_session_attrs=read-write load_balance_hosts=round-robin\n"
+	    "b = host=10.0.0.1,/run/pg port=5432,6432 target_session_attrs=PREFER-STANDBY\n"
+	    "c = dbname=x\n"
+	    "d = host=db.example.com sslmode=verify-full server_auth=iam aws_region=eu-west-1 "
+	    "password_file=secret.json\n"
+	    "[pgtenant]\nauth_type = trust\ndns_nameserver = 127.0.0.1:5353, [::1]:53, 10.0.0.2\n"
+	    "dns_max_ttl = 5\nserver_check_delay = 0\nserver_check_query =\n",
+	    errs, sizeof(errs), &n);
+	tap_ok(cfg && n == 0, "host lists load (errors: %s)", errs);
+	if (cfg) {
+		const struct pgt_database *a = config_find_db(cfg, "a"), *b = config_find_db(cfg, "b"),
+		                          *c = config_find_db(cfg, "c"), *d = config_find_db(cfg, "d");
+		tap_ok(a->nhosts == 3 && strcmp(a->hosts[1], "h2") == 0 && strcmp(a->hosts[2], "h3") == 0 &&
+		           a->ports[0] == 5433 && a->ports[2] == 5433,
+		       "three hosts, blanks trimmed, one port for all");
+		tap_ok(a->target_session_attrs == PGT_TSA_READ_WRITE &&
+		           a->load_balance_hosts == PGT_LBH_ROUND_ROBIN,
+		       "target_session_attrs and load_balance_hosts");
+		tap_ok(b->nhosts == 2 && b->ports[0] == 5432 && b->ports[1] == 6432 && b->port == 5432 &&
+		           b->target_session_attrs == PGT_TSA_PREFER_STANDBY,
+		       "one port per host, a unix socket dir among them, names case-insensitive");
+		tap_ok(c->nhosts == 1 && c->hosts[0] == NULL && c->ports[0] == 5432 &&
+		           c->target_session_attrs == PGT_TSA_ANY && c->load_balance_hosts == PGT_LBH_DISABLE,
+		       "no host: the default socket dir, any, disable");
+		tap_ok(config_db_server_auth(cfg, d) == PGT_SERVER_AUTH_IAM &&
+		           strcmp(d->aws_region, "eu-west-1") == 0,
+		       "server_auth=iam and aws_region= per entry");
+		tap_ok(cfg->dns_max_ttl == 5 * USEC_PER_SEC && cfg->server_check_delay == 0 &&
+		           cfg->server_check_query[0] == '\0',
+		       "dns_max_ttl, server_check_delay 0, empty server_check_query");
+		config_free(cfg);
+	}
+	static const struct {
+		const char *text, *want;
+	} bad_cases[] = {
+	    {"[databases]\na = host=h1,h2,h3 port=1,2\n", "2 ports for 3 hosts"},
+	    {"[databases]\na = host=h1,,h2\n", "empty host name"},
+	    {"[databases]\na = host=a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q\n", "more than 16 hosts"},
+	    {"[databases]\na = host=h port=0\n", "invalid port"},
+	    {"[databases]\na = host=h target_session_attrs=writer\n", "invalid target_session_attrs"},
+	    {"[databases]\na = host=h load_balance_hosts=yes\n", "invalid load_balance_hosts"},
+	    {"[databases]\na = host=h server_auth=kerberos\n", "invalid server_auth"},
+	    {"[databases]\na = host=h server_auth=iam sslmode=prefer\n", "server_auth iam needs TLS"},
+	    {"[databases]\na = host=/run/pg server_auth=iam sslmode=require\n", "needs a TCP host"},
+	    {"[databases]\na = host=h\n[pgtenant]\ndns_nameserver = not an address\n", "dns_nameserver"},
+	};
+	for (size_t i = 0; i < sizeof(bad_cases) / sizeof(bad_cases[0]); i++) {
+		char text[512];
+		snprintf(text, sizeof(text), "%s%s", bad_cases[i].text,
+		         strstr(bad_cases[i].text, "[pgtenant]") ? "auth_type = trust\n"
+		                                                 : "[pgtenant]\nauth_type = trust\n");
+		errs[0] = '\0';
+		n = 0;
+		cfg = load(text, errs, sizeof(errs), &n);
+		tap_ok(!cfg && n >= 1 && strstr(errs, bad_cases[i].want), "refused: %s (got: %s)",
+		       bad_cases[i].want, errs);
+		config_free(cfg);
+	}
+}
+
 int main(void)
 {
 	if (!mkdtemp(tmpdir))
@@ -273,6 +342,7 @@ int main(void)
 	bad();
 	many_tenants();
 	users();
+	hosts();
 	userlist();
 	char cmd[128];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
