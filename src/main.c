@@ -229,8 +229,9 @@ int main(int argc, char **argv)
 			user = optarg;
 			break;
 		case 'R':
-			fprintf(stderr, "pgtenant: -R (online restart) is not supported; run several instances "
-			                "behind a load balancer and restart them one at a time\n");
+			fprintf(stderr,
+			        "pgtenant: -R (online restart) is not supported; run several instances "
+			        "behind a load balancer and restart them one at a time\n");
 			return 1;
 		case 'V':
 			printf("pgtenant %s\n", PGT_VERSION);
