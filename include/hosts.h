@@ -100,7 +100,6 @@ struct pgt_hostset {
 /* Make hs match the entry (host list, tsa, lbh); a changed host list
  * forgets addresses and roles.  Called on pool creation and reload. */
 void hosts_sync(struct pgt_hostset *hs, const char *dbname, const struct pgt_database *db);
-void hosts_free(struct pgt_hostset *hs);
 /* Fill out with the addresses to try for a new server connection.  True if
  * done (out->n may be 0: then *error says why); false if names are being
  * resolved: w->cb runs when they are (call again then).  w must stay valid

@@ -52,10 +52,10 @@ void hosts_addr_text(const union pgt_addr *a, char *out, size_t outlen)
 	}
 }
 
+/* A lookup in flight is left to finish: its answer, of an older
+ * generation, is dropped (and its argument freed) by resolved_cb. */
 static void host_clear(struct pgt_host *h)
 {
-	if (h->req)
-		dns_cancel(h->req);
 	free(h->name);
 	memset(h, 0, sizeof(*h));
 }
@@ -105,13 +105,6 @@ void hosts_sync(struct pgt_hostset *hs, const char *dbname, const struct pgt_dat
 		list_init(&w->node);
 		w->cb(w);
 	}
-}
-
-void hosts_free(struct pgt_hostset *hs)
-{
-	for (int i = 0; i < hs->n; i++)
-		host_clear(&hs->h[i]);
-	hs->n = 0;
 }
 
 void hosts_cancel_wait(struct host_wait *w)
@@ -328,14 +321,17 @@ bool hosts_pick(struct pgt_hostset *hs, struct host_cands *out, struct host_wait
 	usec_t now = loop_now();
 	*error = NULL;
 	/* during a failover every attempt (4 a second at most) asks DNS anew:
-	 * the name moves when the new writer is ready */
+	 * the name moves when the new writer is ready.  When spreading, a
+	 * second's answer at most: a reader endpoint's DNS names one reader at
+	 * a time (Aurora rotates them with a TTL of 1 s) */
 	bool failover = hosts_in_failover(hs);
+	usec_t ttl = hs->lbh != PGT_LBH_DISABLE ? PGT_MIN(pgt.cfg->dns_max_ttl, USEC_PER_SEC) : 0;
 	for (int i = 0; i < hs->n; i++) {
 		struct pgt_host *h = &hs->h[i];
-		if (h->is_unix || h->numeric)
-			h->expires = INT64_MAX; /* an address: nothing to ask DNS again */
-		if (!h->is_unix && (!h->resolved || now >= h->expires ||
-		                    (failover && !h->numeric && now - h->resolved_at >= FAILOVER_RERESOLVE)))
+		if (h->is_unix || (h->numeric && h->resolved))
+			continue; /* an address: nothing to ask DNS again */
+		if (!h->resolved || now >= h->expires || (ttl && now - h->resolved_at >= ttl) ||
+		    (failover && now - h->resolved_at >= FAILOVER_RERESOLVE))
 			resolve(hs, i);
 	}
 	if (any_resolving(hs)) {
@@ -343,6 +339,7 @@ bool hosts_pick(struct pgt_hostset *hs, struct host_cands *out, struct host_wait
 		list_append(&hs->waiters, &w->node);
 		return false;
 	}
+	uint32_t turn = hs->lbh == PGT_LBH_ROUND_ROBIN ? hs->rr++ : 0;
 	/* host order: as written, rotated (round-robin) or shuffled (random) */
 	uint8_t order[PGT_MAX_HOSTS];
 	for (int i = 0; i < hs->n; i++)
@@ -350,7 +347,7 @@ bool hosts_pick(struct pgt_hostset *hs, struct host_cands *out, struct host_wait
 	if (hs->lbh == PGT_LBH_RANDOM) {
 		shuffle_u8(order, hs->n);
 	} else if (hs->lbh == PGT_LBH_ROUND_ROBIN && hs->n > 1) {
-		uint32_t start = hs->rr++ % (uint32_t)hs->n;
+		uint32_t start = turn % (uint32_t)hs->n;
 		for (int i = 0; i < hs->n; i++)
 			order[i] = (uint8_t)((start + (uint32_t)i) % (uint32_t)hs->n);
 	}
@@ -390,7 +387,7 @@ bool hosts_pick(struct pgt_hostset *hs, struct host_cands *out, struct host_wait
 	 * each address is a host of its own */
 	if (hs->lbh == PGT_LBH_ROUND_ROBIN && out->n > hs->n && out->n > 1) {
 		struct host_cand tmp[HOSTS_MAX_CANDS];
-		int start = (int)(hs->rr % (uint32_t)out->n);
+		int start = (int)(turn % (uint32_t)out->n);
 		memcpy(tmp, out->c, sizeof(out->c[0]) * (size_t)out->n);
 		for (int i = 0; i < out->n; i++)
 			out->c[i] = tmp[(start + i) % out->n];

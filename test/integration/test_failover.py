@@ -137,7 +137,8 @@ class Dnsmasq:
 
     def set(self, addr, reload=True):
         with open(self.hosts + ".new", "w") as f:
-            f.write("%s %s\n" % (addr, NAME))
+            for a in addr.split(","):
+                f.write("%s %s\n" % (a, NAME))
         os.chmod(self.hosts + ".new", 0o644)
         os.replace(self.hosts + ".new", self.hosts)
         if reload:
@@ -427,6 +428,37 @@ def test_unreachable_hosts_and_prefer_standby_fallback(pair, pg, tmp_path):
     with b.connect(dbname="ro") as c:  # back: found again
         assert server_addr(c) == "127.0.0.2"
     b.stop()
+
+
+def test_reader_endpoint_spreads(pair, pg, tmp_path):
+    """A name with several addresses (as a reader endpoint answers) and
+    load_balance_hosts spreads server connections over them; with
+    target_session_attrs=read-only only the standby gets any."""
+    if not dnsmasq_path():
+        pytest.skip("dnsmasq not installed (contrib/deps.sh installs dnsmasq-base)")
+    dns = Dnsmasq(pair.base, "127.0.0.1,127.0.0.2")
+    p = pair.port
+    dbs = {
+        "readers": "host=%s port=%d dbname=appdb user=postgres load_balance_hosts=round-robin" % (NAME, p),
+        "ro": "host=%s port=%d dbname=appdb user=postgres load_balance_hosts=random "
+              "target_session_attrs=read-only" % (NAME, p),
+    }
+    b = make_bouncer(pair, tmp_path, pg, dbs, dns_nameserver="127.0.0.1:%d" % dns.port,
+                     default_pool_size="8")
+    try:
+        for db, want in (("readers", {"127.0.0.1": 4, "127.0.0.2": 4}), ("ro", {"127.0.0.2": 8})):
+            conns = [b.connect(dbname=db) for _ in range(8)]
+            addrs = []
+            for c in conns:
+                c.execute("BEGIN")
+                addrs.append(server_addr(c))
+            for c in conns:
+                c.execute("COMMIT")
+                c.close()
+            assert {a: addrs.count(a) for a in set(addrs)} == want, (db, addrs)
+    finally:
+        dns.stop()
+        b.stop()
 
 
 def test_failover_dns_flip(pair, pg, tmp_path):
