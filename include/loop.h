@@ -27,7 +27,11 @@ struct pgt_loop {
 	usec_t coarse_now; /* loop_now() as of the last janitor run (every 200 ms, or
 	                    * every second while nothing is going on: janitor.h) */
 	bool janitor_slow; /* ... the latter: janitor_wake() when something starts */
-	usec_t now_cache;  /* loop_now() within one connection event (sbuf.c): 1 until
+	/* server_check_query is due on an idle connection released at or
+	 * before this (the janitor moves it with coarse_now; INT64_MIN: never,
+	 * INT64_MAX: always): one compare per hand-out */
+	usec_t check_before;
+	usec_t now_cache; /* loop_now() within one connection event (sbuf.c): 1 until
 	                    * read, 0 outside one */
 };
 

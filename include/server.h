@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "list.h"
+#include "loop.h"
 #include "sbuf.h"
 #include "util.h"
 #include "varcache.h"
@@ -137,6 +138,11 @@ bool server_start_check(struct pgt_server *s);
 struct pgt_hostset;
 void server_close_moved(struct pgt_hostset *hs);
 /* Is s due a check before it is given to a client? */
-bool server_check_due(const struct pgt_server *s, usec_t now);
+static inline bool server_check_due(const struct pgt_server *s)
+{
+	return s->idle_since <= pgt.check_before;
+}
+/* Move the horizon of server_check_due (janitor, reload). */
+void server_check_horizon(usec_t now);
 
 #endif

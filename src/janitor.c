@@ -174,6 +174,7 @@ bool janitor_run(void)
 {
 	usec_t now = loop_now();
 	pgt.coarse_now = now;
+	server_check_horizon(now);
 	check_waiting(now);
 	bool busy = check_servers(now);
 	check_idle_clients(now);

@@ -75,6 +75,7 @@ bool loop_reload(void)
 	if (strcmp(old->logfile, cfg->logfile) != 0 && !log_open(cfg->logfile))
 		log_error("cannot open logfile %s", cfg->logfile);
 	pgt.cfg = cfg;
+	server_check_horizon(loop_coarse_now());
 	if (!dns_configure(cfg->dns_nameserver))
 		log_error("dns_nameserver: could not use %s", cfg->dns_nameserver);
 	audit_configure(cfg->audit_log);

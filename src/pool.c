@@ -733,15 +733,14 @@ struct pgt_server *pool_assign(struct pgt_pool *pool, struct pgt_client *c)
 		if (s && !pool->shared) {
 			/* one idle longer than server_check_delay is checked first:
 			 * the client waits for it (or another) like for a login */
-			usec_t now = loop_coarse_now();
-			while (s && server_check_due(s, now)) {
+			while (s && server_check_due(s)) {
 				server_start_check(s);
 				s = idle_for(pool, c);
 			}
 		}
 		if (!s && pool->shared) {
 			s = share_borrow(pool, c);
-			if (s && server_check_due(s, loop_coarse_now())) {
+			if (s && server_check_due(s)) {
 				/* checked as a connection of this tenant's pool: it comes
 				 * back through pool_server_ready to the client waiting */
 				server_start_check(s);

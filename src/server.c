@@ -2043,11 +2043,15 @@ void server_close_moved(struct pgt_hostset *hs)
 
 /* ---- server_check_query ---- */
 
-bool server_check_due(const struct pgt_server *s, usec_t now)
+void server_check_horizon(usec_t now)
 {
 	const struct pgt_config *cfg = pgt.cfg;
-	return cfg->server_check_query[0] && !s->pool->internal && !s->pool->replication &&
-	       now - s->idle_since >= cfg->server_check_delay;
+	if (!cfg->server_check_query[0])
+		pgt.check_before = INT64_MIN;
+	else if (cfg->server_check_delay <= 0)
+		pgt.check_before = INT64_MAX;
+	else
+		pgt.check_before = now - cfg->server_check_delay;
 }
 
 bool server_start_check(struct pgt_server *s)
