@@ -7,7 +7,7 @@
 set -euo pipefail
 pkgs=(gcc meson ninja-build pkg-config libevent-dev libssl-dev libinih-dev libidn-dev libjansson-dev libpq-dev
       postgresql postgresql-client pgbouncer python3 python3-psycopg python3-asyncpg python3-pytest
-      procps util-linux libpostgresql-jdbc-java openssl dnsmasq-base python3-botocore python3-yaml)
+      procps util-linux libpostgresql-jdbc-java openssl dnsmasq-base python3-botocore python3-yaml gcovr)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

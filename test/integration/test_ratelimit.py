@@ -244,7 +244,7 @@ def test_registry_rate_and_clients_vanishing_while_queued(bouncer_factory, schem
         conn.execute("insert into public.rtenants values ('dynr', 2, 50, true, 2)")
     b = rate_bouncer(bouncer_factory, {}, {
         "tenant_query": "SELECT pool_size, max_client_conn, active, xact_rate FROM public.rtenants WHERE id = $1",
-        "tenant_idle_timeout": "1"})
+        "tenant_idle_timeout": "3"})  # 1 s forgot it before 10 psql under ASan had connected
     with b.connect(options="-c tenant=dynr") as conn:
         t = time.time()
         for _ in range(6):  # burst 2, then 2 a second
@@ -259,7 +259,9 @@ def test_registry_rate_and_clients_vanishing_while_queued(bouncer_factory, schem
         procs.append(subprocess.Popen(["psql", "-h", "127.0.0.1", "-p", str(b.port), "-U", "app", "-d", "appdb",
                                        "-c", "select 1", "-c", "select 2", "-c", "select 3"],
                                       env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    time.sleep(1.0)
+    deadline = time.time() + 10
+    while time.time() < deadline and not tenant_row(b, "dynr")["cl_throttled"]:
+        time.sleep(0.1)
     assert tenant_row(b, "dynr")["cl_throttled"] > 0
     for p in procs:
         p.kill()
@@ -269,7 +271,7 @@ def test_registry_rate_and_clients_vanishing_while_queued(bouncer_factory, schem
         time.sleep(0.1)
     assert tenant_row(b, "dynr")["cl_throttled"] == 0
     # forgotten once idle, then admitted again with its limit
-    deadline = time.time() + 10
+    deadline = time.time() + 15
     while time.time() < deadline and "dynr" in {r["id"] for r in b.admin("SHOW TENANTS")}:
         time.sleep(0.2)
     assert "dynr" not in {r["id"] for r in b.admin("SHOW TENANTS")}
