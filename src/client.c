@@ -1279,6 +1279,15 @@ static enum sbuf_verdict active_packet(struct pgt_client *c, struct pgt_pkt *pkt
 static enum sbuf_verdict client_on_packet(struct pgt_conn *conn, struct pgt_pkt *pkt)
 {
 	struct pgt_client *c = (struct pgt_client *)conn;
+	/* max_packet_size: judged on the header alone, so a message above it
+	 * is refused before any of it is buffered (startup packets have their
+	 * own cap, PROTO_MAX_STARTUP) */
+	if (__builtin_expect(pkt->total > (uint32_t)pgt.cfg->max_packet_size, 0) && !conn->startup_mode) {
+		client_fail(c, "08P01",
+		            "protocol violation: message of %u bytes exceeds max_packet_size (%d)",
+		            pkt->total, pgt.cfg->max_packet_size);
+		return SB_GONE;
+	}
 	switch (c->state) {
 	case CL_LOGIN:
 		return login_packet(c, pkt);

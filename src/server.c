@@ -373,10 +373,9 @@ static void server_connect_addr(struct pgt_server *s, const struct sockaddr *sa,
 		return;
 	}
 	if (sa->sa_family != AF_UNIX) {
-		int one = 1;
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		if (pgt.cfg->tcp_keepalive)
-			setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+		const struct pgt_config *cfg = pgt.cfg;
+		util_tcp_options(fd, cfg->tcp_keepalive, cfg->tcp_keepidle, cfg->tcp_keepintvl,
+		                 cfg->tcp_keepcnt, cfg->tcp_user_timeout);
 	}
 	s->conn.fd = fd;
 	/* server_connect_timeout is per address, as libpq's connect_timeout
