@@ -1959,7 +1959,15 @@ static void server_abandon(struct pgt_server *s)
 		s->cancel_sent = true;
 		server_log(s, PGT_LOG_INFO, "client went away mid-query: query cancelled, draining");
 	}
-	server_drain_check(s);
+	if (!server_drain_check(s))
+		return;
+	/* The client left while its socket was full (a slow reader): s was
+	 * blocked on it, not reading.  Drop what it parsed for the client and
+	 * read again, or nothing is drained and PostgreSQL, which acts on a
+	 * cancel only once its write completes, keeps the query running until
+	 * SERVER_DRAIN_TIMEOUT. */
+	if (s->conn.blocked && !s->conn.in_pump && sbuf_flush_parsed(&s->conn))
+		sbuf_pump(&s->conn);
 }
 
 void server_release(struct pgt_server *s)
