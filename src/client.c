@@ -381,8 +381,11 @@ void client_fail(struct pgt_client *c, const char *sqlstate, const char *fmt, ..
 	struct pktbuf b;
 	pktbuf_init(&b);
 	pktbuf_error(&b, "FATAL", sqlstate, msg);
-	/* best effort: the client may be gone already */
-	if (!c->conn.dead && !c->conn.outq) {
+	/* best effort: the client may be gone already.  Not in the middle of a
+	 * server message either (a large DataRow or CopyData half forwarded):
+	 * the client would read the error as that message's data; it only
+	 * sees the connection close then, as from PgBouncer. */
+	if (!c->conn.dead && !c->conn.outq && !(c->server && sbuf_mid_message(&c->server->conn))) {
 		ssize_t w = c->conn.ssl ? tls_send(&c->conn, b.data, b.len)
 		                        : send(c->conn.fd, b.data, b.len, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (w > 0)

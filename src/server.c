@@ -275,11 +275,13 @@ static void server_close_internal(struct pgt_server *s, const char *reason, bool
 		pool->full_until = 0; /* one of ours is gone: the server has a slot again */
 	if (s->login)
 		hosts_cancel_wait(&s->login->wait);
+	/* c's stream stopped inside a message of s: no ErrorResponse after it */
+	bool cut_out = c && sbuf_mid_message(&s->conn);
 	sbuf_close(&s->conn);
 	if (c) {
 		s->client = NULL;
 		c->server = NULL;
-		client_server_lost(c, reason, s->fatal_forwarded);
+		client_server_lost(c, reason, s->fatal_forwarded || cut_out);
 	}
 	if (pool->internal)
 		lookup_server_lost(s, reason);

@@ -228,6 +228,64 @@ def test_backend_resets_mid_copy_out(bouncer_factory, pg):
         proxy.close()
 
 
+@pytest.mark.parametrize("then", ["drop", "reset", "stall"])
+def test_backend_dies_inside_a_data_row(bouncer_factory, pg, then):
+    """Half a DataRow, then the server closes (FIN or RST) or goes silent
+    (query_timeout ends it).  pgtenant has forwarded that half already, so
+    an ErrorResponse now would land inside the DataRow and be read as its
+    data (it did, before the fix): the client's connection is just closed
+    after the half row, as PgBouncer does.  The pool goes on."""
+    cut = Fault("down", "truncate", type=b"D", count=30, keep=100, then=then)
+    proxy = FaultProxy(pg.port, faults=[cut])
+    b = bouncer_factory(settings={"query_timeout": "1"}, databases={"cutdb": via(proxy)})
+    try:
+        other = Prober(b)
+        s, _ = pgwire.login(b, dbname="cutdb")
+        s.sendall(pgwire.msg(b"Q", b"select g, repeat('x', 1000) from generate_series(1, 1000) g\0"))
+        stream = b""
+        s.settimeout(10)
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            stream += chunk
+        s.close()
+        assert cut.fired.is_set()
+        pos, types, last = 0, [], b""
+        while pos + 5 <= len(stream):
+            (ln,) = struct.unpack("!I", stream[pos + 1:pos + 5])
+            if pos + 1 + ln > len(stream):
+                break
+            types.append(stream[pos:pos + 1])
+            last = stream[pos + 5:pos + 1 + ln]
+            pos += 1 + ln
+        tail = stream[pos:]
+        if then == "reset":
+            # the RST takes what pgtenant had not read yet: its stream to the
+            # client stops inside a DataRow (then nothing after it) or between
+            # messages (then a clean 08006)
+            rows = types.count(b"D")
+            assert rows <= 29 and types[:rows + 1] == [b"T"] + [b"D"] * rows, types
+            if types[-1] == b"E":
+                assert tail == b"" and pgwire.error_fields(last)["C"] == "08006", last
+            else:
+                assert tail[:1] == b"D" and len(tail) <= 100, tail[:120]
+        else:
+            # the half DataRow and nothing after it
+            assert types == [b"T"] + [b"D"] * 29, types
+            assert tail[:1] == b"D" and len(tail) == 100, tail[:120]
+        assert b.log_contains("query_timeout" if then == "stall" else "server connection failed|closing because") >= 1
+        other.finish()
+        with b.connect(dbname="cutdb") as conn:
+            assert conn.execute("select count(*) from generate_series(1, 1000)").fetchone()[0] == 1000
+        assert_no_leaks(b, pg, [proxy])
+    finally:
+        proxy.close()
+
+
 # ---- c) a connect that hangs: accepted, the startup never answered ----
 
 def test_server_login_that_hangs_hits_server_connect_timeout(bouncer_factory, pg):
