@@ -103,7 +103,10 @@ class _Dir:
         self.pending = []  # (stream offset, action, fault)
         for f in conn.proxy.faults:
             if f.direction == name and f.after_bytes is not None and f.conn in (None, conn.index):
-                self.pending.append((f.after_bytes, f.action, f))
+                if f.action == "truncate":
+                    self.pending.append((f.after_bytes + f.keep, f.then, f))
+                else:
+                    self.pending.append((f.after_bytes, f.action, f))
 
     def _header(self, start):
         """A message header is complete: count it and arm matching faults."""

@@ -13,7 +13,6 @@ import subprocess
 import threading
 import time
 
-import psycopg
 import pytest
 
 import pgwire
@@ -310,6 +309,28 @@ def test_server_login_that_hangs_hits_server_connect_timeout(bouncer_factory, pg
         assert b.log_contains("server_connect_timeout") >= 1
         other.finish()
         assert [s for s in b.admin("SHOW SERVERS") if s["database"] == "hangdb"] == []
+        assert_no_leaks(b, pg, [proxy])
+    finally:
+        proxy.close()
+
+
+@pytest.mark.parametrize("delay,ok", [(0.3, True), (4.0, False)])
+def test_server_login_delayed(bouncer_factory, pg, delay, ok):
+    """The server's first answer to the startup comes late: within
+    server_connect_timeout the login goes on, beyond it the client gets 08006."""
+    late = Fault("down", "delay", type=None, count=1, seconds=delay, every_conn=True)
+    proxy = FaultProxy(pg.port, faults=[late])
+    b = bouncer_factory(settings={"server_connect_timeout": "1.5"}, databases={"latedb": via(proxy)})
+    try:
+        t0 = time.time()
+        code, msg = login_error(b, dbname="latedb")
+        took = time.time() - t0
+        assert late.fired.is_set()
+        if ok:
+            assert (code, msg) == (None, None)
+        else:
+            assert code == "08006" and "server_connect_timeout" in msg, (code, msg)
+            assert took < 3.5, took
         assert_no_leaks(b, pg, [proxy])
     finally:
         proxy.close()
