@@ -146,6 +146,15 @@ struct pgt_config {
 	int pkt_buf;
 	char *ignore_startup_parameters;
 	bool tcp_keepalive;
+	/* TCP_KEEPIDLE, TCP_KEEPINTVL (seconds), TCP_KEEPCNT and TCP_USER_TIMEOUT
+	 * (milliseconds, as PgBouncer's) of new sockets; 0 = the OS default */
+	int tcp_keepidle;
+	int tcp_keepintvl;
+	int tcp_keepcnt;
+	int tcp_user_timeout;
+	/* the largest message a client may send (PgBouncer's key); checked on
+	 * the header, so a larger one is refused before it is buffered */
+	int max_packet_size;
 	usec_t stats_period;
 	bool log_stats;
 

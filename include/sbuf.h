@@ -175,6 +175,16 @@ static inline void sbuf_update_events_idle(struct pgt_conn *c, const struct pgt_
 	if (c->blocked || c->outq || c->pre || c->ev_mask != EV_READ || (peer && peer->blocked))
 		sbuf_update_events(c);
 }
+/* Part of a message c forwards may have reached its peer and the rest never
+ * will if c goes now: the peer's stream is not at a message boundary, and
+ * pgtenant's own message (an ErrorResponse) would land inside that one.
+ * Whole messages parsed and not sent yet count only under back-pressure
+ * (the last write may have stopped inside one); otherwise the last write
+ * ended at a boundary. */
+static inline bool sbuf_mid_message(const struct pgt_conn *c)
+{
+	return (c->pkt_remain && !c->pkt_skip) || (c->blocked && c->send_pos < c->parse_pos);
+}
 /* After a change of tls_hs, tls_await or tls_rd_wants_write. */
 static inline void sbuf_tls_slow_update(struct pgt_conn *c)
 {

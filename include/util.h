@@ -64,4 +64,10 @@ bool util_parse_int(const char *s, long min, long max, long *out) _MUSTCHECK;
 /* Parse yes/no/on/off/true/false/1/0. */
 bool util_parse_bool(const char *s, bool *out) _MUSTCHECK;
 
+/* TCP_NODELAY, and SO_KEEPALIVE with its TCP_KEEPIDLE, TCP_KEEPINTVL,
+ * TCP_KEEPCNT (seconds, count), plus TCP_USER_TIMEOUT (milliseconds) on a
+ * new TCP socket; 0 leaves the OS default.  Failures are ignored: a socket
+ * without these options still works. */
+void util_tcp_options(int fd, bool keepalive, int idle, int intvl, int cnt, int user_timeout_ms);
+
 #endif

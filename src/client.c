@@ -381,8 +381,11 @@ void client_fail(struct pgt_client *c, const char *sqlstate, const char *fmt, ..
 	struct pktbuf b;
 	pktbuf_init(&b);
 	pktbuf_error(&b, "FATAL", sqlstate, msg);
-	/* best effort: the client may be gone already */
-	if (!c->conn.dead && !c->conn.outq) {
+	/* best effort: the client may be gone already.  Not in the middle of a
+	 * server message either (a large DataRow or CopyData half forwarded):
+	 * the client would read the error as that message's data; it only
+	 * sees the connection close then, as from PgBouncer. */
+	if (!c->conn.dead && !c->conn.outq && !(c->server && sbuf_mid_message(&c->server->conn))) {
 		ssize_t w = c->conn.ssl ? tls_send(&c->conn, b.data, b.len)
 		                        : send(c->conn.fd, b.data, b.len, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (w > 0)
@@ -1279,6 +1282,15 @@ static enum sbuf_verdict active_packet(struct pgt_client *c, struct pgt_pkt *pkt
 static enum sbuf_verdict client_on_packet(struct pgt_conn *conn, struct pgt_pkt *pkt)
 {
 	struct pgt_client *c = (struct pgt_client *)conn;
+	/* max_packet_size: judged on the header alone, so a message above it
+	 * is refused before any of it is buffered (startup packets have their
+	 * own cap, PROTO_MAX_STARTUP) */
+	if (__builtin_expect(pkt->total > (uint32_t)pgt.cfg->max_packet_size, 0) && !conn->startup_mode) {
+		client_fail(c, "08P01",
+		            "protocol violation: message of %u bytes exceeds max_packet_size (%d)",
+		            pkt->total, pgt.cfg->max_packet_size);
+		return SB_GONE;
+	}
 	switch (c->state) {
 	case CL_LOGIN:
 		return login_packet(c, pkt);

@@ -119,6 +119,11 @@ static const struct cf_key cf_keys[] = {
     INT(pkt_buf, false, "8192", 4096, 1048576),
     STR(ignore_startup_parameters, true, "extra_float_digits"),
     BOOL(tcp_keepalive, true, "yes"),
+    INT(tcp_keepidle, true, "0", 0, 32767),
+    INT(tcp_keepintvl, true, "0", 0, 32767),
+    INT(tcp_keepcnt, true, "0", 0, 127),
+    INT(tcp_user_timeout, true, "0", 0, 2147483647),
+    INT(max_packet_size, true, "2147483647", 256, 2147483647),
     TIME_MIN(stats_period, true, "60", USEC_PER_SEC),
     BOOL(log_stats, true, "yes"),
 

@@ -86,6 +86,11 @@ static void check_linked(struct pgt_server *s, usec_t now)
 	if (cfg->query_timeout > 0 && s->query_start && now - s->query_start > cfg->query_timeout) {
 		server_cancel(s);
 		client_fail(c, "57014", "query_timeout (query ran too long)");
+		/* and its server connection closed, as PgBouncer does: a query
+		 * that overran may be stuck on a stalled or dead server, which
+		 * draining (server_abandon) would keep for its 10 s timeout */
+		if (!s->conn.dead)
+			server_close(s, "query_timeout: a query ran too long");
 		return;
 	}
 	if (cfg->idle_transaction_timeout > 0 && s->txn != 'I' && s->expect_rfq == 0 &&

@@ -100,10 +100,9 @@ static void accept_cb(evutil_socket_t fd, short what, void *arg)
 			addr.sa.sa_family = AF_UNIX;
 		} else {
 			memcpy(&addr, &ss, PGT_MIN(len, (socklen_t)sizeof(addr)));
-			int one = 1;
-			setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-			if (pgt.cfg->tcp_keepalive)
-				setsockopt(cfd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+			const struct pgt_config *cfg = pgt.cfg;
+			util_tcp_options(cfd, cfg->tcp_keepalive, cfg->tcp_keepidle, cfg->tcp_keepintvl,
+			                 cfg->tcp_keepcnt, cfg->tcp_user_timeout);
 		}
 		client_accept(cfd, &addr);
 	}

@@ -275,11 +275,13 @@ static void server_close_internal(struct pgt_server *s, const char *reason, bool
 		pool->full_until = 0; /* one of ours is gone: the server has a slot again */
 	if (s->login)
 		hosts_cancel_wait(&s->login->wait);
+	/* c's stream stopped inside a message of s: no ErrorResponse after it */
+	bool cut_out = c && sbuf_mid_message(&s->conn);
 	sbuf_close(&s->conn);
 	if (c) {
 		s->client = NULL;
 		c->server = NULL;
-		client_server_lost(c, reason, s->fatal_forwarded);
+		client_server_lost(c, reason, s->fatal_forwarded || cut_out);
 	}
 	if (pool->internal)
 		lookup_server_lost(s, reason);
@@ -373,10 +375,9 @@ static void server_connect_addr(struct pgt_server *s, const struct sockaddr *sa,
 		return;
 	}
 	if (sa->sa_family != AF_UNIX) {
-		int one = 1;
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		if (pgt.cfg->tcp_keepalive)
-			setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+		const struct pgt_config *cfg = pgt.cfg;
+		util_tcp_options(fd, cfg->tcp_keepalive, cfg->tcp_keepidle, cfg->tcp_keepintvl,
+		                 cfg->tcp_keepcnt, cfg->tcp_user_timeout);
 	}
 	s->conn.fd = fd;
 	/* server_connect_timeout is per address, as libpq's connect_timeout
@@ -1960,7 +1961,15 @@ static void server_abandon(struct pgt_server *s)
 		s->cancel_sent = true;
 		server_log(s, PGT_LOG_INFO, "client went away mid-query: query cancelled, draining");
 	}
-	server_drain_check(s);
+	if (!server_drain_check(s))
+		return;
+	/* The client left while its socket was full (a slow reader): s was
+	 * blocked on it, not reading.  Drop what it parsed for the client and
+	 * read again, or nothing is drained and PostgreSQL, which acts on a
+	 * cancel only once its write completes, keeps the query running until
+	 * SERVER_DRAIN_TIMEOUT. */
+	if (s->conn.blocked && !s->conn.in_pump && sbuf_flush_parsed(&s->conn))
+		sbuf_pump(&s->conn);
 }
 
 void server_release(struct pgt_server *s)

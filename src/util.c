@@ -16,6 +16,10 @@
 #include <strings.h>
 #include <time.h>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -225,4 +229,23 @@ void util_json_cleansing(void)
 		json_set_alloc_funcs(malloc, cleansing_free);
 		done = true;
 	}
+}
+
+void util_tcp_options(int fd, bool keepalive, int idle, int intvl, int cnt, int user_timeout_ms)
+{
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (keepalive) {
+		setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+		if (idle > 0)
+			setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+		if (intvl > 0)
+			setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+		if (cnt > 0)
+			setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+	}
+	/* independent of keepalives: bounds how long sent data may stay
+	 * unacknowledged (a dead peer behind a full window) */
+	if (user_timeout_ms > 0)
+		setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof(user_timeout_ms));
 }
