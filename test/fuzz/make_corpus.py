@@ -1,0 +1,364 @@
+#!/usr/bin/python3
+"""Write the seed corpora of the fuzz targets (test/fuzz/corpus/<target>/).
+
+Seeds are real traffic, rebuilt here byte for byte: startup packets as
+libpq (psql, psycopg), asyncpg and pgjdbc send them, the message sequences
+they send after login, server answers, the RFC 7677 SCRAM exchange (and
+others computed with hashlib), ini files, userlists, JWTs (python3-jwt),
+JWKS documents and secret files.  Run from anywhere:
+
+    /usr/bin/python3 test/fuzz/make_corpus.py
+
+Files are named after what they hold, so a rerun rewrites the same files
+(JWT signatures aside, which are deterministic for HS256).  Crash inputs
+added by hand (crash-*) are left alone.
+"""
+import base64
+import hashlib
+import hmac
+import json
+import os
+import struct
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+CORPUS = os.path.join(HERE, "corpus")
+
+
+def write(target, name, data):
+    d = os.path.join(CORPUS, "fuzz_" + target)
+    os.makedirs(d, exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode()
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+def cstr(s):
+    return (s.encode() if isinstance(s, str) else s) + b"\0"
+
+
+def startup(params, version=196608):
+    body = struct.pack("!I", version) + b"".join(cstr(k) + cstr(v) for k, v in params) + b"\0"
+    return struct.pack("!I", len(body) + 4) + body
+
+
+def msg(t, body=b""):
+    return t.encode() + struct.pack("!I", len(body) + 4) + body
+
+
+# ---------------------------------------------------------------- startup
+def corpus_startup():
+    w = lambda n, d: write("startup", n, d)
+    w("libpq-psql", startup([("user", "app"), ("database", "appdb"), ("application_name", "psql"),
+                             ("client_encoding", "UTF8")]))
+    w("libpq-options-tenant", startup([("user", "app"), ("database", "appdb"),
+                                       ("options", "-c tenant=acme -c search_path=tenant_acme,public"),
+                                       ("application_name", "psql")]))
+    w("libpq-options-escapes", startup([("user", "app"), ("database", "appdb"),
+                                        ("options", r"--search_path=a\ b -cstatement_timeout=5s -c work_mem=7MB")]))
+    w("libpq-replication", startup([("user", "repl"), ("database", "replication"), ("replication", "database"),
+                                    ("application_name", "walreceiver")]))
+    w("psycopg-tenant-param", startup([("user", "app"), ("database", "appdb"), ("tenant", "acme"),
+                                       ("client_encoding", "utf-8"), ("application_name", "myapp")]))
+    w("user-suffix", startup([("user", "app.acme"), ("database", "appdb")]))
+    w("conflict", startup([("user", "app.globex"), ("database", "appdb"), ("tenant", "acme"),
+                           ("options", "-c tenant=initech")]))
+    w("asyncpg", startup([("user", "postgres"), ("database", "postgres"), ("client_encoding", "'utf-8'")]))
+    w("pgjdbc", startup([("user", "app"), ("database", "appdb"), ("client_encoding", "UTF8"),
+                         ("DateStyle", "ISO"), ("TimeZone", "Europe/Paris"), ("extra_float_digits", "2"),
+                         ("application_name", "PostgreSQL JDBC Driver")]))
+    w("protocol-3.2", startup([("user", "app"), ("database", "appdb"), ("_pq_.some_ext", "on")],
+                              version=(3 << 16) | 2))
+    w("cancel", struct.pack("!IIII", 16, 80877102, 12345, 0xdeadbeef))
+    w("sslrequest", struct.pack("!II", 8, 80877103))
+    w("gssencrequest", struct.pack("!II", 8, 80877104))
+    w("v2", startup([("user", "app")], version=2 << 16))
+    w("options-only", "-c tenant=acme --work-mem=4MB -c x.y=a\\ b\\\\c")
+    w("options-conflict", "-c tenant=acme -c Tenant=globex")
+
+
+# ---------------------------------------------------------------- client messages
+def parse(name, q, oids=()):
+    return msg("P", cstr(name) + cstr(q) + struct.pack("!H", len(oids)) + b"".join(struct.pack("!I", o) for o in oids))
+
+
+def bind(portal, stmt, params, fmts=(), rfmts=()):
+    b = cstr(portal) + cstr(stmt) + struct.pack("!H", len(fmts)) + b"".join(struct.pack("!H", f) for f in fmts)
+    b += struct.pack("!H", len(params))
+    for p in params:
+        b += struct.pack("!i", -1) if p is None else struct.pack("!i", len(p)) + p
+    b += struct.pack("!H", len(rfmts)) + b"".join(struct.pack("!H", f) for f in rfmts)
+    return msg("B", b)
+
+
+def describe(kind, name):
+    return msg("D", kind.encode() + cstr(name))
+
+
+def close(kind, name):
+    return msg("C", kind.encode() + cstr(name))
+
+
+def execute(portal, rows=0):
+    return msg("E", cstr(portal) + struct.pack("!I", rows))
+
+
+SYNC = msg("S")
+FLUSH = msg("H")
+TERM = msg("X")
+
+
+def query(q):
+    return msg("Q", cstr(q))
+
+
+def corpus_client():
+    w = lambda n, d: write("client_msgs", n, d)
+    w("simple-select", query("SELECT 1"))
+    w("simple-multi", query("BEGIN; SELECT * FROM t WHERE id = 1; COMMIT"))
+    w("psycopg-unnamed", parse("", "SELECT $1::int", (23,)) + bind("", "", [b"42"]) + describe("P", "") +
+      execute("") + SYNC)
+    w("asyncpg-named", parse("__asyncpg_stmt_1__", "SELECT * FROM accounts WHERE id = $1", (20,)) +
+      describe("S", "__asyncpg_stmt_1__") + SYNC + bind("", "__asyncpg_stmt_1__", [struct.pack("!q", 7)], (1,), (1,)) +
+      execute("") + SYNC)
+    w("pgjdbc-batch", b"".join(parse("S_%d" % i, "INSERT INTO t VALUES ($1, $2)", (23, 25)) +
+                               bind("", "S_%d" % i, [b"1", None]) + execute("") for i in range(1, 4)) + SYNC)
+    w("close-deallocate", close("S", "S_1") + close("P", "") + SYNC + query("DEALLOCATE ALL") +
+      query("DEALLOCATE \"S_2\"") + query("DISCARD ALL"))
+    w("copy-in", query("COPY t FROM STDIN") + msg("d", b"1\tone\n2\ttwo\n") + msg("c"))
+    w("copy-fail", query("COPY t FROM STDIN (FORMAT csv)") + msg("d", b"1,x\n") + msg("f", cstr("client gave up")))
+    w("session-state", query("SET SESSION app.tenant = 'acme'") + query("SELECT set_config('app.user', 'x', false)") +
+      query("SELECT pg_advisory_lock(1)") + query("CREATE TEMP TABLE tmp (x int)") + query("LISTEN chan") +
+      query("SET search_path TO tenant_acme, public"))
+    w("long-query", query("SELECT " + ", ".join("col%d" % i for i in range(200)) +
+                          " FROM very_long_table_name WHERE x IN (SELECT set_config('a.b', 'c', true))"))
+    w("function-call", msg("F", struct.pack("!IH", 1598, 1) + struct.pack("!H", 0) + struct.pack("!H", 1) +
+                           struct.pack("!i", 4) + b"\0\0\0\1" + struct.pack("!H", 0)) + FLUSH + TERM)
+    w("cut-short", parse("s", "SELECT 1")[:9])
+
+
+# ---------------------------------------------------------------- server messages
+def error(fields, t="E"):
+    return msg(t, b"".join(k.encode() + cstr(v) for k, v in fields) + b"\0")
+
+
+def param_status(k, v):
+    return msg("S", cstr(k) + cstr(v))
+
+
+def rowdesc(cols):
+    b = struct.pack("!H", len(cols))
+    for name, oid in cols:
+        b += cstr(name) + struct.pack("!IhIhih", 0, 0, oid, -1, -1, 0)
+    return msg("T", b)
+
+
+def datarow(vals):
+    b = struct.pack("!H", len(vals))
+    for v in vals:
+        b += struct.pack("!i", -1) if v is None else struct.pack("!i", len(v)) + (v.encode() if isinstance(v, str) else v)
+    return msg("D", b)
+
+
+def complete(tag):
+    return msg("C", cstr(tag))
+
+
+def ready(s="I"):
+    return msg("Z", s.encode())
+
+
+def corpus_server():
+    w = lambda n, d: write("server_msgs", n, d)
+    login = (msg("R", struct.pack("!I", 10) + cstr("SCRAM-SHA-256-PLUS") + cstr("SCRAM-SHA-256") + b"\0") +
+             msg("R", struct.pack("!I", 11) + b"r=abc,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096") +
+             msg("R", struct.pack("!I", 12) + b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=") +
+             msg("R", struct.pack("!I", 0)))
+    params = b"".join(param_status(k, v) for k, v in [
+        ("application_name", "psql"), ("client_encoding", "UTF8"), ("DateStyle", "ISO, MDY"),
+        ("default_transaction_read_only", "off"), ("in_hot_standby", "off"), ("integer_datetimes", "on"),
+        ("IntervalStyle", "postgres"), ("is_superuser", "off"), ("server_encoding", "UTF8"),
+        ("server_version", "16.1 (Debian 16.1-1.pgdg120+1)"), ("session_authorization", "app"),
+        ("standard_conforming_strings", "on"), ("TimeZone", "Etc/UTC")])
+    w("login", login + params + msg("K", struct.pack("!II", 4242, 0x12345678)) + ready())
+    w("md5-login", msg("R", struct.pack("!I", 5) + b"\x01\x02\x03\x04") + msg("R", struct.pack("!I", 0)) +
+      param_status("server_version", "14beta2") + ready())
+    w("error-all-fields", error([("S", "ERROR"), ("V", "ERROR"), ("C", "42P01"),
+                                 ("M", 'relation "nope" does not exist'), ("D", "detail"), ("H", "hint"),
+                                 ("P", "15"), ("p", "3"), ("q", "SELECT 1"), ("W", "PL/pgSQL function f()"),
+                                 ("s", "public"), ("t", "nope"), ("c", "col"), ("d", "dom"), ("n", "con"),
+                                 ("F", "parse_relation.c"), ("L", "1392"), ("R", "parserOpenTable")]) + ready())
+    w("notice", error([("S", "NOTICE"), ("V", "NOTICE"), ("C", "00000"), ("M", "hello")], "N"))
+    w("fatal-auth", error([("S", "FATAL"), ("V", "FATAL"), ("C", "28P01"),
+                           ("M", 'password authentication failed for user "app"')]))
+    w("select-rows", rowdesc([("id", 23), ("name", 25)]) + datarow(["1", "one"]) + datarow(["2", None]) +
+      complete("SELECT 2") + ready("T"))
+    w("authquery-row", rowdesc([("usename", 19), ("passwd", 25)]) +
+      datarow(["app", "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU="]) +
+      complete("SELECT 1") + ready())
+    w("authquery-md5", datarow(["md5" + hashlib.md5(b"secretapp").hexdigest()]) + complete("SELECT 1") + ready())
+    w("role-row", datarow(["f", "off"]) + complete("SELECT 1") + ready())
+    w("tags", b"".join(complete(t) for t in ["SET", "RESET", "DO", "DECLARE CURSOR", "DEALLOCATE ALL",
+                                               "DISCARD ALL", "DROP TABLE", "CALL", "COPY 3", "COMMIT",
+                                               "CREATE TABLE", "CLOSE CURSOR", "LISTEN", "UNLISTEN", "PREPARE",
+                                               "INSERT 0 1", "UPDATE 5", "ROLLBACK"]) + ready())
+    w("copy-out", msg("H", b"\0" + struct.pack("!H", 1) + struct.pack("!H", 0)) + msg("d", b"1\n") + msg("c") +
+      complete("COPY 1") + ready())
+    w("version-only", "150018 16.1 (Debian)")
+
+
+# ---------------------------------------------------------------- SCRAM
+def scram_keys(password, salt, it):
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, it)
+    ck = hmac.new(salted, b"Client Key", "sha256").digest()
+    sk = hmac.new(salted, b"Server Key", "sha256").digest()
+    return ck, hashlib.sha256(ck).digest(), sk
+
+
+def b64(b):
+    return base64.b64encode(b).decode()
+
+
+def exchange(cnonce, snonce, salt, it, gs2="n,,", cbind=b"", user=""):
+    ck, stored, sk = scram_keys("pencil", salt, it)
+    cf_bare = "n=%s,r=%s" % (user, cnonce)
+    sf = "r=%s%s,s=%s,i=%d" % (cnonce, snonce, b64(salt), it)
+    without = "c=%s,r=%s%s" % (b64(gs2.encode() + cbind), cnonce, snonce)
+    am = ",".join([cf_bare, sf, without]).encode()
+    sig = hmac.new(stored, am, "sha256").digest()
+    proof = bytes(a ^ b for a, b in zip(ck, sig))
+    final = without + ",p=" + b64(proof)
+    ssig = hmac.new(sk, am, "sha256").digest()
+    secret = "SCRAM-SHA-256$%d:%s$%s:%s" % (it, b64(salt), b64(stored), b64(sk))
+    return gs2 + cf_bare, sf, final, "v=" + b64(ssig), secret
+
+
+def corpus_scram():
+    w = lambda n, d: write("scram", n, d)
+    cn, sn = "rOprNGfwEbeRWgbNEkqO", "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0"
+    salt = base64.b64decode("W22ZaJ0SNY7soEsUEjb6gQ==")
+    cf, sf, fin, sfin, secret = exchange(cn, sn, salt, 4096, user="user")
+    w("server-rfc7677", "\0" + cf + "\n" + fin)
+    cf2, _, fin2, _, _ = exchange(cn, sn, salt, 4096)
+    w("server-libpq", "\0" + cf2 + "\n" + fin2)
+    cbind = bytes(range(1, 33))
+    cf3, _, fin3, _, _ = exchange(cn, sn, salt, 4096, gs2="p=tls-server-end-point,,", cbind=cbind)
+    w("server-plus", "\1" + cf3 + "\n" + fin3)
+    cf4, _, fin4, _, _ = exchange(cn, sn, salt, 4096, gs2="y,,")
+    w("server-y-offered", "\1" + cf4 + "\n" + fin4)
+    w("server-bad-proof", "\0" + cf2 + "\n" + fin2[:-8] + "AAAAAAA=")
+    w("client-rfc7677", "\2" + sf + "\n" + sfin)
+    salt16 = b"0123456789abcdef"
+    _, sf5, _, sfin5, secret5 = exchange(cn, sn, salt16, 16)
+    w("client-cheap", "\2" + sf5 + "\n" + sfin5)
+    w("client-error", "\2" + sf + "\ne=invalid-proof")
+    w("client-extensions", "\2" + "r=%s%s,s=%s,i=4096,x=ext" % (cn, sn, b64(salt)) + "\n" + sfin)
+    w("secret-rfc7677", "\3" + secret)
+    w("secret-16", "\3" + secret5)
+    w("saslprep", "\3" + "pass\u00a0word\u2163\u00ad")
+    w("b64", "\3" + "dGVzdA==")
+
+
+# ---------------------------------------------------------------- config, userlist
+def corpus_config():
+    w = lambda n, d: write("config", n, d)
+    with open(os.path.join(ROOT, "etc", "pgtenant.ini"), "rb") as f:
+        w("etc-pgtenant.ini", f.read())
+    w("minimal", "[pgtenant]\nauth_type = trust\n")
+    w("databases", "[databases]\nappdb = host=127.0.0.1 port=5433 dbname=real user=app password='p w'\n"
+      "multi = host=a.example,b.example,10.0.0.3 port=5432,5433,5434 target_session_attrs=read-write "
+      "load_balance_hosts=random\n* = host=/var/run/postgresql\n"
+      "[pgtenant]\nlisten_port = 7432\npool_mode = transaction\nauth_type = scram-sha-256\n"
+      "auth_file = userlist.txt\nquery_wait_timeout = 500ms\n")
+    w("tenants", "[pgtenant]\nauth_type = trust\ntenant_sources = parameter, options, user\n"
+      "tenant_id_pattern = [a-z0-9_]{1,48}\ntenant_search_path = \"$tenant\", public\n"
+      "tenant_pool_mode = shared\ntenant_setting = app.tenant\n"
+      "[tenants]\nacme = pool_size=10 max_client_conn=50 xact_rate=100\nglobex = pool_mode=dedicated\n"
+      "[users]\napp = pool_mode=session max_user_connections=5\n")
+    w("jwt", "[pgtenant]\nauth_type = jwt\njwt_algorithms = RS256, ES256, HS256\n"
+      "jwt_tenant_claim = custom:tenant_id\njwt_issuer = https://a, https://b\njwt_audience = app1\n"
+      "jwt_leeway = 30\njwt_user_map = analyst=app_ro, *=app\n")
+    w("errors", "[pgtenant]\nlisten_port = 99999\nnope = 1\npool_mode = sideways\n[databases]\n"
+      "x = host= port=abc\nx = dbname=y\n[weird\n")
+    w("connstr-quotes", "host='a b' dbname='it''s' user=x password='\\'q\\'' port=6432")
+    w("connstr-multi", "host=h1,h2 port=1,2 target_session_attrs=prefer-standby password_file=/run/secrets/db")
+
+
+def corpus_userlist():
+    w = lambda n, d: write("userlist", n, d)
+    with open(os.path.join(ROOT, "etc", "userlist.txt"), "rb") as f:
+        w("etc-userlist.txt", f.read())
+    salt = base64.b64decode("W22ZaJ0SNY7soEsUEjb6gQ==")
+    secret = exchange("a", "b", salt, 4096)[4]
+    w("mixed", '; comment\n# another\n"app" "secret"\n"admin" "md5%s"\n"scram" "%s"\n"quo""te" "pa""ss"\n\n'
+      % (hashlib.md5(b"secretadmin").hexdigest(), secret))
+    w("bad-secret", '"x" "SCRAM-SHA-256$0:AAAA$BBBB:CCCC"\n')
+    w("unterminated", '"app" "secret\n')
+
+
+# ---------------------------------------------------------------- JWT
+def corpus_jwt():
+    import jwt
+    w = lambda n, d: write("jwt", n, d)
+    secret = "0123456789abcdef0123456789abcdef-fuzz-secret"
+    claims = {"iss": "https://issuer.example", "aud": "app1", "sub": "app", "exp": 1800000000, "iat": 1690000000,
+              "nbf": 1690000000, "app_metadata": {"tenant": "acme"}}
+    tok = jwt.encode(claims, secret, algorithm="HS256", headers={"kid": "k1"})
+    w("hs256-valid", b"\0" + tok.encode())
+    w("hs256-expired", b"\0" + jwt.encode(dict(claims, exp=1600000000), secret, algorithm="HS256").encode())
+    w("alg-none", b"\0" + jwt.encode(claims, None, algorithm="none").encode())
+    w("malformed", b"\0" + b"eyJhbGciOiJIUzI1NiJ9..")
+    hdr = json.dumps({"alg": "HS256", "typ": "JWT", "kid": "k1"}).encode()
+    for name, c in [("claims-full", claims),
+                    ("claims-aud-list", dict(claims, aud=["x", "app1"], sub="app")),
+                    ("claims-cognito", {"iss": "https://b", "client_id": "app1", "token_use": "access",
+                                        "exp": 1800000000, "sub": "u", "custom:tenant_id": "acme"}),
+                    ("claims-types", {"iss": 5, "aud": None, "exp": "soon", "nbf": 1.5e300, "iat": -1,
+                                      "app_metadata": ["acme"], "sub": {"a": 1}})]:
+        w(name, b"\1" + hdr + b"\0" + json.dumps(c).encode())
+    ec_jwk = {"kty": "EC", "crv": "P-256", "kid": "ec1", "alg": "ES256", "use": "sig",
+              "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}
+    rsa_jwk = {"kty": "RSA", "kid": "rsa1", "alg": "RS256", "use": "sig", "e": "AQAB",
+               "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw"}
+    oct_jwk = {"kty": "oct", "kid": "k1", "alg": "HS256", "k": base64.urlsafe_b64encode(secret.encode()).decode().rstrip("=")}
+    w("jwks-any", b"\2" + json.dumps({"keys": [ec_jwk, rsa_jwk, oct_jwk]}).encode())
+    w("jwks-issuer", b"\6" + json.dumps({"keys": [oct_jwk]}).encode())
+    w("jwks-bad", b"\2" + json.dumps({"keys": [{"kty": "EC", "crv": "P-999", "x": "", "y": "!!"}, 5, {}]}).encode())
+    w("map-user", b"\3" + b"analyst=app_ro, admin = app_admin, *=app\0analyst")
+
+
+# ---------------------------------------------------------------- secret files, audit
+def corpus_secretfile():
+    w = lambda n, d: write("secretfile", n, d)
+    w("aws-json", json.dumps({"username": "app", "password": "s3cr3t!", "engine": "postgres",
+                              "host": "db.example", "port": 5432, "dbname": "appdb"}))
+    w("one-line", "hunter2\n")
+    w("crlf", "hunter2\r\nsecond line\r\n")
+    w("json-escapes", '  {"password": "p\\u00e9\\"\\n\\u0000x", "username": null}')
+    w("json-bad", '{"password": 5}')
+    w("empty", "")
+
+
+def corpus_audit():
+    w = lambda n, d: write("audit", n, d)
+    head = bytes([0]) + struct.pack("<q", 1709251198123456)
+    fields = ["acme", "user", "app", "appdb", "127.0.0.1:5000", "jwt", "https://issuer", "app", "why", "08P01",
+              "SIGHUP"]
+    w("login-all", head + "\0".join(fields).encode())
+    w("hostile", bytes([0x21]) + struct.pack("<q", -1) +
+      b"\0".join([b'a"b\nc\xff\xfe', b"\\u0000", b"\x7f\x01\x1f", b"\xc3\x28", b"\xe2\x82", b"\xf0\x9f\x98\x80",
+                  b"\xed\xa0\x80", b"", b"}{", b"\t\r", b"SIGHUP"]))
+    w("reload-only", bytes([0xff]) + struct.pack("<q", 86400000000) + b"\0" * 10 + b"SIGHUP")
+
+
+def main():
+    for f in (corpus_startup, corpus_client, corpus_server, corpus_scram, corpus_config, corpus_userlist,
+              corpus_jwt, corpus_secretfile, corpus_audit):
+        f()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
