@@ -10,8 +10,9 @@ JWKS documents and secret files.  Run from anywhere:
     /usr/bin/python3 test/fuzz/make_corpus.py
 
 Files are named after what they hold, so a rerun rewrites the same files
-(JWT signatures aside, which are deterministic for HS256).  Crash inputs
-added by hand (crash-*) are left alone.
+(HS256 JWT signatures are deterministic too).  Inputs kept from fuzzing
+runs (found-<sha1>, the libFuzzer -merge=1 of a run) and crash inputs
+(crash-*) are left alone.
 """
 import base64
 import hashlib
