@@ -157,13 +157,28 @@ def server_addr(conn):
     return conn.execute("SELECT host(inet_server_addr())").fetchone()[0]
 
 
+_made = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_bouncers():
+    """A test that fails half-way leaves no pgtenant running."""
+    yield
+    while _made:
+        b = _made.pop()
+        if b.proc is not None:
+            b.stop()
+
+
 def make_bouncer(pair, tmp_path, other_pg, databases, **settings):
     d = tmp_path / ("b%d" % len(list(tmp_path.iterdir())))
     d.mkdir()
     s = {"auth_type": "trust", "default_pool_size": "4", "server_login_retry": "1",
          "tenant_required": "no"}
     s.update(settings)
-    return Bouncer(other_pg, str(d), settings=s, databases=databases)
+    b = Bouncer(other_pg, str(d), settings=s, databases=databases)
+    _made.append(b)
+    return b
 
 
 def test_target_session_attrs_pick_the_right_server(pair, pg, tmp_path):
@@ -380,6 +395,7 @@ def test_role_query_for_servers_without_in_hot_standby(pg, tmp_path):
         d = tmp_path / "b"
         d.mkdir()
         b = Bouncer(pg, str(d), settings={"auth_type": "trust", "tenant_required": "no"}, databases=dbs)
+        _made.append(b)
         for db, want in (("rw", "fake-primary"), ("ro", "fake-standby"), ("any", "fake-standby")):
             s, _ = login(b, user="postgres", dbname=db)
             rows = data_rows(query(s, "select who"))
