@@ -1,6 +1,6 @@
 #!/bin/sh
 # Run one libFuzzer target for a while: contrib/fuzz.sh TARGET SECONDS
-#   TARGET: startup client_msgs server_msgs scram config userlist jwt secretfile audit
+#   TARGET: startup client_msgs server_msgs scram config userlist jwt secretfile audit txn
 #           (with or without the fuzz_ prefix)
 # Configures build-fuzz with clang and -Dfuzzing=true if needed, builds it,
 # and fuzzes from the seed corpus test/fuzz/corpus/fuzz_TARGET with its

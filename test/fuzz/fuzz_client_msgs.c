@@ -6,8 +6,8 @@
  * every query text through session.c's scans: session_text_hint (the
  * SSE2/AVX2 window scan, checked against a plain byte-by-byte reference)
  * and session_note_set with a server that records the custom settings.
- * prepare.c's tracking itself needs linked client and server connections
- * with sockets and is not reached from here.
+ * prepare.c's tracking of these messages, which needs linked client and
+ * server connections, is fuzz_txn's.
  */
 #include <stdint.h>
 #include <stdlib.h>

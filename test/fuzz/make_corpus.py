@@ -354,9 +354,148 @@ def corpus_audit():
     w("reload-only", bytes([0xff]) + struct.pack("<q", 86400000000) + b"\0" * 10 + b"SIGHUP")
 
 
+# ---------------------------------------------------------------- transaction mode (prepare.c)
+# fuzz_txn's steps (see the top of fuzz_txn.c): a settings byte, then a
+# selector byte before each message.
+def txn_settings(max_ps=4):
+    return bytes([4 if max_ps == 100 else max_ps - 1])
+
+
+def cl(*msgs, forget=False, other=False):
+    """Client messages (the first one links the server if it is idle)."""
+    sel = (4 if forget else 0) | (8 if other else 0)
+    return b"".join(bytes([sel]) + m for m in msgs)
+
+
+def sv(*msgs):
+    return b"".join(b"\x01" + m for m in msgs)
+
+
+BARRIER = b"\x02"
+VANISH = b"\x03"
+PARSE_OK = msg("1")
+BIND_OK = msg("2")
+CLOSE_OK = msg("3")
+NO_DATA = msg("n")
+
+
+def select_answer(tag="SELECT 1", rows=(("1",),)):
+    return (rowdesc([("x", 23)]),) + tuple(datarow(r) for r in rows) + (complete(tag),)
+
+
+def err(code, text):
+    return error([("S", "ERROR"), ("V", "ERROR"), ("C", code), ("M", text)])
+
+
+def corpus_txn():
+    w = lambda n, d: write("txn", n, d)
+    q1 = "SELECT * FROM accounts WHERE id = $1"
+    q2 = "UPDATE accounts SET balance = balance + $2 WHERE id = $1"
+    # asyncpg: Parse + Describe + Sync, then Bind/Execute/Sync per call
+    asy = "__asyncpg_stmt_1__"
+    w("asyncpg-prepare-then-run",
+      txn_settings() + cl(parse(asy, q1, (20,)), describe("S", asy), SYNC) +
+      sv(PARSE_OK, msg("t", struct.pack("!HI", 1, 20)), rowdesc([("id", 20)]), ready()) +
+      cl(bind("", asy, [struct.pack("!q", 7)], (1,), (1,)), execute(""), SYNC) +
+      sv(BIND_OK, datarow(["7"]), complete("SELECT 1"), ready()) +
+      cl(bind("", asy, [struct.pack("!q", 8)], (1,), (1,)), execute(""), SYNC) +
+      sv(BIND_OK, complete("SELECT 0"), ready()))
+    # psycopg 3: after five uses the statement is prepared under _pg3_N
+    pg3 = "_pg3_0"
+    w("psycopg-prepared-pipeline",
+      txn_settings() + cl(parse(pg3, q2, (20, 1700)), bind("", pg3, [b"1", b"10"]), describe("P", ""),
+                          execute(""), SYNC) +
+      sv(PARSE_OK, BIND_OK, NO_DATA, complete("UPDATE 1"), ready()) +
+      cl(bind("", pg3, [b"2", b"5"]), describe("P", ""), execute(""), SYNC) +
+      sv(BIND_OK, NO_DATA, complete("UPDATE 1"), ready()) +
+      cl(query("DEALLOCATE " + pg3)) + sv(complete("DEALLOCATE"), ready()))
+    # pgjdbc: BEGIN through the protocol, named S_n statements, in a transaction
+    w("pgjdbc-transaction",
+      txn_settings(2) + cl(parse("", "BEGIN"), bind("", "", []), execute(""),
+                           parse("S_1", q2, (20, 1700)), bind("", "S_1", [b"1", b"10"]), describe("P", ""),
+                           execute(""), SYNC) +
+      sv(PARSE_OK, BIND_OK, complete("BEGIN"), PARSE_OK, BIND_OK, NO_DATA, complete("UPDATE 1"), ready("T")) +
+      cl(parse("S_2", q1, (20,)), bind("", "S_2", [b"1"]), describe("P", ""), execute(""), SYNC) +
+      sv(PARSE_OK, BIND_OK, *select_answer(), ready("T")) +
+      cl(parse("", "COMMIT"), bind("", "", []), execute(""), SYNC) +
+      sv(PARSE_OK, BIND_OK, complete("COMMIT"), ready("I")))
+    # an error mid-pipeline: the server skips to the Sync, the failed Parse leaves nothing
+    w("error-mid-pipeline",
+      txn_settings() + cl(parse("s1", q1, (20,)), bind("", "s1", [b"1"]), execute(""),
+                          parse("s2", "SELEC broken"), bind("", "s2", []), execute(""), SYNC) +
+      sv(PARSE_OK, BIND_OK, *select_answer(), err("42601", 'syntax error at or near "SELEC"'),
+         ready()) +
+      cl(bind("", "s2", []), execute(""), SYNC) +
+      sv(err("26000", 'prepared statement "s2" does not exist'), ready()) +
+      cl(parse("s1", q1, (20,)), SYNC) + sv(err("42P05", 'prepared statement "s1" already exists'), ready()))
+    w("error-in-transaction",
+      txn_settings() + cl(query("BEGIN")) + sv(complete("BEGIN"), ready("T")) +
+      cl(parse("a", q1, (20,)), bind("", "a", [b"x"]), execute(""), SYNC) +
+      sv(PARSE_OK, err("22P02", "invalid input syntax for type bigint"), ready("E")) +
+      cl(query("ROLLBACK")) + sv(complete("ROLLBACK"), ready("I")))
+    # DEALLOCATE ALL and DISCARD ALL: the statements go, in the tag's place
+    w("deallocate-all-discard-all",
+      txn_settings() + cl(parse("a", q1, (20,)), parse("b", q2, (20, 1700)), SYNC) +
+      sv(PARSE_OK, PARSE_OK, ready()) +
+      cl(query("DEALLOCATE ALL")) + sv(complete("DEALLOCATE ALL"), ready()) +
+      cl(bind("", "a", [b"1"]), execute(""), SYNC) +
+      sv(err("26000", 'prepared statement "a" does not exist'), ready()) +
+      cl(parse("c", q1, (20,)), bind("", "c", [b"1"]), execute(""), SYNC, query("DISCARD ALL")) +
+      sv(PARSE_OK, BIND_OK, *select_answer(), ready(), complete("DISCARD ALL"), ready()) +
+      cl(parse("", "DEALLOCATE ALL"), bind("", "", []), execute(""), SYNC) +
+      sv(PARSE_OK, BIND_OK, complete("DEALLOCATE ALL"), ready()))
+    # two clients in turn on one server: the same text is shared, another one is prepared
+    for keep in (True, False):
+        w("two-clients-" + ("keep" if keep else "forget"),
+          txn_settings() + cl(parse("s", q1, (20,)), bind("", "s", [b"1"]), execute(""), SYNC) +
+          sv(PARSE_OK, BIND_OK, *select_answer(), ready()) +
+          cl(parse("mine", q1, (20,)), bind("", "mine", [b"2"]), execute(""), SYNC, other=True,
+             forget=not keep) +
+          sv(PARSE_OK, BIND_OK, *select_answer(), ready()) +
+          cl(parse("other", q2, (20, 1700)), bind("", "other", [b"2", b"1"]), execute(""), SYNC) +
+          sv(PARSE_OK, BIND_OK, complete("UPDATE 1"), ready()) +
+          cl(bind("", "s", [b"3"]), execute(""), SYNC, other=True, forget=not keep) +
+          sv(BIND_OK, *select_answer(), ready()))
+    # more statements than max_prepared_statements (1 and 2): evictions and re-preparing
+    for mx in (1, 2):
+        steps = txn_settings(mx)
+        for i in range(4):
+            steps += cl(parse("q%d" % i, "SELECT %d + $1" % i, (23,)), bind("", "q%d" % i, [b"1"]), execute(""),
+                        SYNC)
+            steps += sv(*([CLOSE_OK] if i >= mx else []), PARSE_OK, BIND_OK, *select_answer(), ready())
+        for i in (0, 3, 1):
+            steps += cl(bind("", "q%d" % i, [b"2"]), execute(""), SYNC)
+            steps += sv(CLOSE_OK, PARSE_OK, BIND_OK, *select_answer(), ready())
+        w("evict-max%d" % mx, steps)
+    # Close of a name, a Describe of it, and a pipeline across two Syncs with the answers late
+    w("close-describe-two-syncs",
+      txn_settings() + cl(parse("p", q1, (20,)), SYNC, describe("S", "p"), close("S", "p"), SYNC) +
+      sv(PARSE_OK, ready()) + BARRIER +
+      sv(msg("t", struct.pack("!HI", 1, 20)), rowdesc([("id", 20)]), ready()) + BARRIER)
+    # the client goes away with requests in flight
+    w("client-vanishes",
+      txn_settings() + cl(parse("v", q1, (20,)), bind("", "v", [b"1"]), execute("")) + VANISH +
+      sv(PARSE_OK, BIND_OK, *select_answer(), ready()))
+    # an error before an eviction and the evicted statement's re-preparing, in one
+    # segment: all skipped, the server still has the statement (fixed in prepare.c;
+    # crash-evict-reprepare-skipped has the answers the bug expected)
+    w("evict-reprepare-skipped",
+      txn_settings(1) + cl(parse("a", q1, (20,)), SYNC) + sv(PARSE_OK, ready()) +
+      cl(parse("", "SELEC broken"), parse("b", q2, (20, 1700)), bind("", "a", [b"1"]), execute(""), SYNC) +
+      sv(err("42601", "syntax error"), ready()) +
+      cl(bind("", "a", [b"1"]), execute(""), SYNC) + sv(BIND_OK, *select_answer(), ready()))
+    # more names than the maps' first sizes (16 per client, 16 per server)
+    w("many-names", txn_settings(100) + cl(*([parse("n%d" % i, "SELECT %d" % i) for i in range(20)] + [SYNC])) + sv(*([PARSE_OK] * 20), ready()) +
+      cl(*(bind("", "n%d" % i, []) for i in range(20)), SYNC) + sv(*([BIND_OK] * 20), ready()))
+    # a simple Query first (untracked), then the extended protocol behind it
+    w("untracked-then-named",
+      txn_settings() + cl(query("SELECT 1"), parse("n", q1, (20,)), bind("", "n", [b"1"]), execute(""), SYNC) +
+      sv(*select_answer(), ready(), PARSE_OK, BIND_OK, *select_answer(), ready()))
+
+
 def main():
     for f in (corpus_startup, corpus_client, corpus_server, corpus_scram, corpus_config, corpus_userlist,
-              corpus_jwt, corpus_secretfile, corpus_audit):
+              corpus_jwt, corpus_secretfile, corpus_audit, corpus_txn):
         f()
     return 0
 
