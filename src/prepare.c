@@ -492,10 +492,18 @@ static void req_undo(struct pgt_server *s, struct ps_req *r)
 	case R_OWN_CLOSE:
 		/* an eviction that did not happen: the statement is still there if
 		 * it was before */
-		if (r->p && !(r->flags & REQ_QUIET) && !smap_find(ps, r->p)) {
-			smap_add(ps, r->p);
-			smap_find(ps, r->p)->state =
-			    (r->flags & REQ_WAS_CONFIRMED) ? SENT_CONFIRMED : SENT_UNKNOWN;
+		if (r->p && !(r->flags & REQ_QUIET)) {
+			struct ps_sent *e = smap_find(ps, r->p);
+			uint8_t was = (r->flags & REQ_WAS_CONFIRMED) ? SENT_CONFIRMED : SENT_UNKNOWN;
+			if (!e) {
+				smap_add(ps, r->p);
+				smap_find(ps, r->p)->state = was;
+			} else if (e->state == SENT_TENTATIVE && e->epoch == r->epoch) {
+				/* prepared again behind its Close in this segment: that
+				 * Parse is skipped too, and must not take the statement
+				 * off the map when undone (the server still has it) */
+				e->state = was;
+			}
 		}
 		break;
 	default:
