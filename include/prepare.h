@@ -19,6 +19,7 @@
 struct ps_cent;
 struct ps_sent;
 struct ps_req;
+struct ps_evict;
 
 /* A client's names (prepare.c). */
 struct ps_client {
@@ -40,6 +41,8 @@ struct ps_server {
 	bool emit_after;         /* made-up answers wait for the current message to be sent */
 	bool resume_after;       /* so does the held client */
 	uint32_t forget_pending; /* REQ_FORGET Queries in the queue */
+	struct ps_evict **eb;    /* statements whose eviction Close is unanswered */
+	uint32_t enb, en;
 };
 
 /* Simple Queries counted instead of queued, at most (then they are queued). */

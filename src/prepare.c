@@ -32,7 +32,10 @@
  * before them is answered.  An error makes the server skip everything up
  * to the next Sync: the queued requests up to it are taken off as skipped,
  * and what they registered is undone, so a failed Parse in a pipeline
- * leaves nothing behind.  Errors pgtenant must report itself (a name
+ * leaves nothing behind, and a skipped eviction leaves the statement.  A
+ * statement evicted in a Sync segment whose answers have not come yet may
+ * then still be on the server: a later segment that prepares it again
+ * closes it first.  Errors pgtenant must report itself (a name
  * prepared twice, an unknown name with pgtenant's prefix) are produced by
  * sending a message that surely fails and replacing the server's error by
  * the right one, so the server skips to the Sync as PostgreSQL would.
@@ -389,6 +392,81 @@ static void smap_undo_parse(struct ps_server *ps, const struct ps_stmt *st, cons
 		smap_del(ps, e);
 }
 
+/* A statement evicted (its Close sent, not answered yet): until the answer
+ * comes, an error before the Close in its Sync segment may still skip it,
+ * so that the server keeps the statement.  Within that segment whatever
+ * follows is skipped too; a later segment that prepares the statement again
+ * closes it first (evicted_earlier()).  Only evictions make these. */
+struct ps_evict {
+	struct ps_evict *hnext;
+	const struct ps_stmt *st; /* its R_OWN_CLOSE requests hold the references */
+	uint32_t n;               /* its eviction Closes unanswered */
+	uint32_t first;           /* the Sync segment of the oldest of them, or an earlier one */
+	uint32_t last;            /* the Sync segment of the newest */
+};
+
+_Static_assert(offsetof(struct ps_evict, hnext) == 0, "util_rehash needs the chain first");
+
+static uint64_t evict_hash(const void *node)
+{
+	return ((const struct ps_evict *)node)->st->id;
+}
+
+static struct ps_evict *evict_find(const struct ps_server *ps, const struct ps_stmt *st)
+{
+	if (!ps->en)
+		return NULL;
+	for (struct ps_evict *v = ps->eb[st->id & (ps->enb - 1)]; v; v = v->hnext)
+		if (v->st == st)
+			return v;
+	return NULL;
+}
+
+static void evict_add(struct ps_server *ps, const struct ps_stmt *st)
+{
+	struct ps_evict *v = evict_find(ps, st);
+	if (v) {
+		v->n++;
+		v->last = ps->epoch;
+		return;
+	}
+	if (ps->en >= ps->enb) {
+		uint32_t nb = ps->enb ? ps->enb * 2 : 16;
+		ps->eb = (struct ps_evict **)util_rehash((void **)ps->eb, ps->enb, nb, evict_hash);
+		ps->enb = nb;
+	}
+	v = xmalloc(sizeof(*v));
+	v->st = st;
+	v->n = 1;
+	v->first = v->last = ps->epoch;
+	v->hnext = ps->eb[st->id & (ps->enb - 1)];
+	ps->eb[st->id & (ps->enb - 1)] = v;
+	ps->en++;
+}
+
+/* The oldest eviction Close of st was answered or skipped. */
+static void evict_done(struct ps_server *ps, const struct ps_stmt *st)
+{
+	struct ps_evict *v = evict_find(ps, st);
+	if (!v || --v->n > 0)
+		return; /* first stays: older than the oldest left, as it may be */
+	struct ps_evict **pp = &ps->eb[st->id & (ps->enb - 1)];
+	while (*pp != v)
+		pp = &(*pp)->hnext;
+	*pp = v->hnext;
+	free(v);
+	ps->en--;
+}
+
+/* st, not on the map, has an eviction Close unanswered in an earlier Sync
+ * segment: the server may still have it, so preparing it again must close
+ * it first (a Close of a statement that is not there is no error). */
+static bool evicted_earlier(const struct ps_server *ps, const struct ps_stmt *st)
+{
+	const struct ps_evict *v = evict_find(ps, st);
+	return v && v->first != ps->epoch;
+}
+
 static uint32_t q_len(const struct ps_server *ps)
 {
 	return ps->qtail - ps->qhead;
@@ -495,7 +573,12 @@ static void req_undo(struct pgt_server *s, struct ps_req *r)
 		if (r->p && !(r->flags & REQ_QUIET)) {
 			struct ps_sent *e = smap_find(ps, r->p);
 			uint8_t was = (r->flags & REQ_WAS_CONFIRMED) ? SENT_CONFIRMED : SENT_UNKNOWN;
-			if (!e) {
+			const struct ps_evict *v = evict_find(ps, r->p);
+			if (!e && v && v->n > 1 && v->last != r->epoch) {
+				/* evicted again in a later segment, so prepared again
+				 * there behind a Close of its own: the server has it or
+				 * not as the later requests say, and their undo says */
+			} else if (!e) {
 				smap_add(ps, r->p);
 				smap_find(ps, r->p)->state = was;
 			} else if (e->state == SENT_TENTATIVE && e->epoch == r->epoch) {
@@ -516,6 +599,8 @@ static void q_pop(struct ps_server *ps)
 	struct ps_req *r = &ps->q[ps->qhead++ & (ps->qcap - 1)];
 	if (r->flags & REQ_FORGET)
 		ps->forget_pending--;
+	if (r->kind == R_OWN_CLOSE && !(r->flags & REQ_QUIET))
+		evict_done(ps, r->p);
 	req_release(r);
 }
 
@@ -546,6 +631,7 @@ void ps_server_free(struct pgt_server *s)
 	ps_server_forget_all(s);
 	free(ps->q);
 	free(ps->b);
+	free(ps->eb);
 	free(ps);
 	s->ps = NULL;
 }
@@ -593,6 +679,7 @@ static bool make_room_for(struct pgt_client *c, struct pgt_server *s, uint32_t m
 		struct ps_req *r = q_push(ps, R_OWN_CLOSE, old->st);
 		if (old->state == SENT_CONFIRMED)
 			r->flags |= REQ_WAS_CONFIRMED;
+		evict_add(ps, old->st);
 		smap_del(ps, old);
 	}
 	return true;
@@ -603,15 +690,24 @@ static bool make_room(struct pgt_client *c, struct pgt_server *s)
 	return make_room_for(c, s, 1);
 }
 
+/* A Close of st in front of its Parse, for a statement the server may or
+ * may not have: nothing to undo if skipped (the Parse's REQ_REPREP says). */
+static bool close_first(struct pgt_client *c, struct pgt_server *s, struct ps_stmt *st)
+{
+	if (!inject_close(c, st))
+		return false;
+	st->refs++;
+	q_push(s->ps, R_OWN_CLOSE, st)->flags |= REQ_QUIET;
+	return true;
+}
+
 /* st is on s's map, but not to be relied on: close it (no error if it is
  * not there) and prepare it again in this segment. */
 static bool reprepare(struct pgt_client *c, struct pgt_server *s, struct ps_sent *e)
 {
 	struct ps_server *ps = s->ps;
-	if (!inject_close(c, e->st) || !inject_parse(c, e->st))
+	if (!close_first(c, s, e->st) || !inject_parse(c, e->st))
 		return false;
-	e->st->refs++;
-	q_push(ps, R_OWN_CLOSE, e->st)->flags |= REQ_QUIET;
 	e->state = SENT_TENTATIVE;
 	e->epoch = ps->epoch;
 	list_del(&e->lru);
@@ -641,11 +737,14 @@ static bool ensure_on_server(struct pgt_client *c, struct pgt_server *s, struct 
 	}
 	if (!make_room(c, s))
 		return false;
-	if (!inject_parse(c, st))
+	bool again = evicted_earlier(ps, st);
+	if ((again && !close_first(c, s, st)) || !inject_parse(c, st))
 		return false;
 	smap_add(ps, st);
 	st->refs++;
-	q_push(ps, R_OWN_PARSE, st);
+	struct ps_req *r = q_push(ps, R_OWN_PARSE, st);
+	if (again)
+		r->flags |= REQ_REPREP;
 	c->pool->stats.server_parse_count++;
 	return true;
 }
@@ -1001,11 +1100,16 @@ static enum sbuf_verdict client_parse(struct pgt_client *c, struct pgt_server *s
 	}
 	/* prepare it under its server-side name (the request is the client's:
 	 * its ParseComplete goes to the client) */
-	if (!make_room(c, s) || !inject_parse(c, e->st))
+	if (!make_room(c, s))
+		return SB_GONE;
+	bool again = evicted_earlier(ps, e->st);
+	if ((again && !close_first(c, s, e->st)) || !inject_parse(c, e->st))
 		return SB_GONE;
 	smap_add(ps, e->st);
 	c->pool->stats.server_parse_count++;
-	q_push(ps, R_PARSE, e);
+	struct ps_req *pr = q_push(ps, R_PARSE, e);
+	if (again)
+		pr->flags |= REQ_REPREP;
 	return SB_SKIP;
 }
 
@@ -1139,8 +1243,8 @@ enum sbuf_verdict ps_client_message(struct pgt_client *c, struct pgt_server *s, 
 			return pkt->type == 'Q' || pkt->type == 'F' ? SB_SKIP : SB_FORWARD;
 		}
 	}
-	/* at most: two Closes to make room (or one before a Parse again), a
-	 * Parse, and the message's own */
+	/* at most: two Closes to make room, one before a Parse again, a Parse,
+	 * and the message's own */
 	if (!q_room(ps, 6)) {
 		ps->held = true;
 		return SB_HOLD;

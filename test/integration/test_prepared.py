@@ -594,3 +594,25 @@ def test_back_on_its_own_connection_keeps_statements(bouncer_factory):
     st = b.admin("SHOW STATS_TOTALS")[0]
     assert st["client_parse_count"] == 2 and st["server_parse_count"] == before <= 4, (before, st)
     assert sum(int(r["prepared_statements"]) for r in b.admin("SHOW SERVERS")) == 2
+
+
+def test_eviction_skipped_in_an_earlier_pipelined_segment(bouncer_factory):
+    """An error skips the Close of a statement evicted later in its Sync
+    segment; a second segment sent before any answer that uses the
+    statement again must not clash with the copy the server still has."""
+    b = one_pool(bouncer_factory, max_prepared_statements="1")
+    s, _ = pgwire.login(b)
+    s.sendall(P("a", "SELECT 'a' || $1::text") + S)
+    assert types(answers(s)) == "1Z"
+    for i in range(3):
+        s.sendall(P("", "SELECT 1 / (g - 1) FROM generate_series(1, 1) g") + B("") + E +
+                  P("b%d" % i, "SELECT 'b%d'" % i) + S +
+                  B("a", [str(i)]) + E + S)
+        got = answers(s, 2)
+        assert types(got) == "12EZ2DCZ", got
+        assert err(got)["C"] == "22012" and rows(got) == ["a%d" % i]
+        s.sendall(B("b%d" % i) + E + S)  # never prepared: its Parse was skipped
+        assert err(answers(s))["C"] == "26000"
+    s.sendall(B("a", ["z"]) + E + S)
+    assert rows(answers(s)) == ["az"]
+    assert [r["close_needed"] for r in b.admin("SHOW SERVERS")] == [0]
