@@ -616,3 +616,25 @@ def test_eviction_skipped_in_an_earlier_pipelined_segment(bouncer_factory):
     s.sendall(B("a", ["z"]) + E + S)
     assert rows(answers(s)) == ["az"]
     assert [r["close_needed"] for r in b.admin("SHOW SERVERS")] == [0]
+
+
+def test_eviction_skipped_and_prepared_again_in_one_segment(bouncer_factory):
+    """An error skips, in one Sync segment, both the Close of an evicted
+    statement and its preparing again behind it: the server still has it,
+    and its next use must not be prepared once more (42P05)."""
+    b = one_pool(bouncer_factory, max_prepared_statements="1")
+    s, _ = pgwire.login(b)
+    s.sendall(P("a", "SELECT 'a' || $1::text") + S)
+    assert types(answers(s)) == "1Z"
+    for i in range(3):
+        # b evicts a, then a's Bind brings it back: all skipped after the error
+        s.sendall(P("", "SELECT 1 / (g - 1) FROM generate_series(1, 1) g") + B("") + E +
+                  P("b%d" % i, "SELECT 'b%d'" % i) + B("a", ["x"]) + E + S)
+        got = answers(s)
+        assert types(got) == "12EZ", got
+        assert err(got)["C"] == "22012"
+        s.sendall(B("a", [str(i)]) + E + S)
+        got = answers(s)
+        assert types(got) == "2DCZ", got
+        assert rows(got) == ["a%d" % i]
+    assert [r["close_needed"] for r in b.admin("SHOW SERVERS")] == [0]
