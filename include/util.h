@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 typedef int64_t usec_t;
 
@@ -54,6 +55,26 @@ bool util_random(void *buf, size_t n) _MUSTCHECK;
  * hold secrets (secret files, AWS credentials).  Idempotent; malloc and free
  * underneath either way, so memory jansson allocated before is freed fine. */
 void util_json_cleansing(void);
+
+/* inih's line reader (ini_parse_stream) for files whose values may be
+ * longer than inih's line buffer (session tokens, long connection strings):
+ * such a line reaches the handler as "key = \x01" and util_ini_value()
+ * gives its real value, with an inline " ;" comment cut as inih cuts short
+ * lines'.  These files hold passwords: what was read is wiped when freed. */
+struct util_ini_reader {
+	FILE *f;
+	int line; /* of the line last read */
+	char *buf;
+	size_t bufcap;
+	char *long_value; /* the current line's value when it was too long for inih */
+};
+char *util_ini_read_line(char *str, int num, void *stream);
+static inline const char *util_ini_value(const struct util_ini_reader *r, const char *value)
+{
+	return value && value[0] == '\x01' && value[1] == '\0' && r->long_value ? r->long_value : value;
+}
+/* fclose and wipe; the reader may be opened again. */
+void util_ini_close(struct util_ini_reader *r);
 
 /* Parse a duration "15", "15s", "500ms", "2min", "1h", "1.5" into usec. */
 bool util_parse_duration(const char *s, usec_t *out) _MUSTCHECK;

@@ -234,43 +234,9 @@ static int load_env(struct creds *c, char *why, size_t whylen)
 	return 1;
 }
 
-/* inih gets lines of at most a couple hundred bytes; session tokens are
- * longer: a long line is handed over as "key = \x01" and its value kept
- * aside (as config.c does) */
-struct creds_ini_reader {
-	FILE *f;
-	char *buf;
-	size_t bufcap;
-	char *long_value;
-};
-
-static char *creds_ini_read_line(char *str, int num, void *stream)
-{
-	struct creds_ini_reader *r = stream;
-	ssize_t n = getline(&r->buf, &r->bufcap, r->f);
-	if (n < 0)
-		return NULL;
-	secret_free(r->long_value);
-	r->long_value = NULL;
-	if (n < num - 1) {
-		memcpy(str, r->buf, (size_t)n + 1);
-		return str;
-	}
-	char *line = util_trim(r->buf);
-	char *eq = strchr(line, '=');
-	if (line[0] == ';' || line[0] == '#' || !eq || (size_t)(eq - line) > (size_t)num - 8) {
-		snprintf(str, (size_t)num, "%s\n", (line[0] == ';' || line[0] == '#') ? ";" : "=");
-		return str;
-	}
-	*eq = '\0';
-	r->long_value = xstrdup(util_trim(eq + 1));
-	snprintf(str, (size_t)num, "%s = \x01\n", util_trim(line));
-	return str;
-}
-
 struct creds_ini_ctx {
-	struct creds_ini_reader *rd;
-	const char *section; /* the profile's section name */
+	struct util_ini_reader *rd; /* session tokens are longer than inih's lines */
+	const char *section;        /* the profile's section name */
 	struct creds *c;
 };
 
@@ -279,8 +245,7 @@ static int creds_ini_handler(void *user, const char *section, const char *name, 
 	struct creds_ini_ctx *x = user;
 	if (strcmp(section, x->section) != 0)
 		return 1;
-	if (strcmp(value, "\x01") == 0 && x->rd->long_value)
-		value = x->rd->long_value;
+	value = util_ini_value(x->rd, value);
 	char **dst = NULL;
 	if (strcmp(name, "aws_access_key_id") == 0)
 		dst = &x->c->akid;
@@ -299,18 +264,13 @@ static int creds_ini_handler(void *user, const char *section, const char *name, 
 /* One file: 1 found, 0 not there or no keys for the profile, -1 error. */
 static int load_file(const char *path, const char *section, struct creds *c, char *why, size_t whylen)
 {
-	struct creds_ini_reader rd = {0};
+	struct util_ini_reader rd = {0};
 	rd.f = fopen(path, "r");
 	if (!rd.f)
 		return 0;
 	struct creds_ini_ctx x = {&rd, section, c};
-	int r = ini_parse_stream(creds_ini_read_line, &rd, creds_ini_handler, &x);
-	fclose(rd.f);
-	if (rd.buf) {
-		OPENSSL_cleanse(rd.buf, rd.bufcap);
-		free(rd.buf);
-	}
-	secret_free(rd.long_value);
+	int r = ini_parse_stream(util_ini_read_line, &rd, creds_ini_handler, &x);
+	util_ini_close(&rd);
 	if (r != 0) {
 		snprintf(why, whylen, "%s: syntax error at line %d", path, r);
 		creds_clear(c);

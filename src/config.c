@@ -999,53 +999,11 @@ bool config_tenant_id_valid(const struct pgt_config *cfg, const char *id)
 	return regexec(&cfg->tenant_re, id, 0, NULL, 0) == 0;
 }
 
-/* ---- the ini reader ---- */
-
-struct cf_reader {
-	FILE *f;
-	int line;
-	char *long_value; /* value of the current line when it was too long for inih */
-	char *buf;
-	size_t bufcap;
-};
-
-static char *cf_read_line(char *str, int num, void *stream)
-{
-	struct cf_reader *r = stream;
-	ssize_t n = getline(&r->buf, &r->bufcap, r->f);
-	if (n < 0)
-		return NULL;
-	r->line++;
-	free(r->long_value);
-	r->long_value = NULL;
-	if (n < num - 1) {
-		memcpy(str, r->buf, (size_t)n + 1);
-		return str;
-	}
-	/* too long for inih: hand it "key = \x01" and keep the value aside */
-	char *line = util_trim(r->buf);
-	char *eq = strchr(line, '=');
-	if (line[0] == ';' || line[0] == '#' || !eq || (size_t)(eq - line) > (size_t)num - 8) {
-		snprintf(str, (size_t)num, "%s\n", (line[0] == ';' || line[0] == '#') ? ";" : "=");
-		return str;
-	}
-	*eq = '\0';
-	r->long_value = xstrdup(util_trim(eq + 1));
-	/* inih strips inline comments; do the same for the value we keep */
-	for (char *c = r->long_value; *c; c++) {
-		if (*c == ';' && c > r->long_value && isspace((unsigned char)c[-1])) {
-			*c = '\0';
-			util_trim(r->long_value);
-			break;
-		}
-	}
-	snprintf(str, (size_t)num, "%s = \x01\n", util_trim(line));
-	return str;
-}
+/* ---- the ini reader (util_ini_read_line: values longer than inih's lines) ---- */
 
 struct cf_ctx {
 	struct pgt_config *cfg;
-	struct cf_reader *rd;
+	struct util_ini_reader *rd;
 	bool seen_pgtenant;
 };
 
@@ -1055,8 +1013,7 @@ static int cf_handler(void *user, const char *section, const char *name, const c
 	struct pgt_config *cfg = ctx->cfg;
 	int line = ctx->rd->line;
 	char err[512];
-	if (value && value[0] == '\x01' && value[1] == '\0' && ctx->rd->long_value)
-		value = ctx->rd->long_value;
+	value = util_ini_value(ctx->rd, value);
 	if (!name) /* section header alone (INI_CALL_HANDLER_ON_NEW_SECTION) */
 		return 1;
 	if (!value)
@@ -1288,7 +1245,7 @@ struct pgt_config *config_load(const char *path, FILE *errout, int *nerrors)
 			abort();
 		}
 	}
-	struct cf_reader rd = {0};
+	struct util_ini_reader rd = {0};
 	rd.f = fopen(path, "r");
 	if (!rd.f) {
 		cf_error(cfg, 0, "cannot open config file: %s", strerror(errno));
@@ -1296,10 +1253,8 @@ struct pgt_config *config_load(const char *path, FILE *errout, int *nerrors)
 	}
 	ini_allow_multiline = false;
 	struct cf_ctx ctx = {cfg, &rd, false};
-	int r = ini_parse_stream(cf_read_line, &rd, cf_handler, &ctx);
-	fclose(rd.f);
-	free(rd.buf);
-	free(rd.long_value);
+	int r = ini_parse_stream(util_ini_read_line, &rd, cf_handler, &ctx);
+	util_ini_close(&rd);
 	if (r > 0)
 		cf_error(cfg, r, "syntax error: expected [section] or key = value");
 	else if (r < 0)

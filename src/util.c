@@ -222,6 +222,63 @@ static void cleansing_free(void *p)
 	}
 }
 
+static void wipe_free(char *s, size_t n)
+{
+	if (s) {
+		OPENSSL_cleanse(s, n);
+		free(s);
+	}
+}
+
+char *util_ini_read_line(char *str, int num, void *stream)
+{
+	struct util_ini_reader *r = stream;
+	ssize_t n = getline(&r->buf, &r->bufcap, r->f);
+	if (n < 0)
+		return NULL;
+	r->line++;
+	if (r->long_value) {
+		wipe_free(r->long_value, strlen(r->long_value));
+		r->long_value = NULL;
+	}
+	if (n < num - 1) {
+		memcpy(str, r->buf, (size_t)n + 1);
+		return str;
+	}
+	/* too long for inih: hand it "key = \x01" and keep the value aside
+	 * (a comment or a line without a key becomes one inih reads the same) */
+	char *line = util_trim(r->buf);
+	char *eq = strchr(line, '=');
+	if (line[0] == ';' || line[0] == '#' || !eq || (size_t)(eq - line) > (size_t)num - 8) {
+		snprintf(str, (size_t)num, "%s\n", (line[0] == ';' || line[0] == '#') ? ";" : "=");
+		return str;
+	}
+	*eq = '\0';
+	r->long_value = xstrdup(util_trim(eq + 1));
+	for (char *c = r->long_value; *c; c++) {
+		if (*c == ';' && c > r->long_value && isspace((unsigned char)c[-1])) {
+			*c = '\0';
+			util_trim(r->long_value);
+			break;
+		}
+	}
+	snprintf(str, (size_t)num, "%s = \x01\n", util_trim(line));
+	return str;
+}
+
+void util_ini_close(struct util_ini_reader *r)
+{
+	if (r->f)
+		fclose(r->f);
+	r->f = NULL;
+	wipe_free(r->buf, r->bufcap);
+	r->buf = NULL;
+	r->bufcap = 0;
+	if (r->long_value)
+		wipe_free(r->long_value, strlen(r->long_value));
+	r->long_value = NULL;
+}
+
 void util_json_cleansing(void)
 {
 	static bool done;
