@@ -181,14 +181,20 @@ struct ps_cent {
 	bool closing; /* a Close or DEALLOCATE of it is not answered yet (it stays
 	               * in the map until then: skipped, it did not happen) */
 	uint32_t close_epoch;
+	uint32_t namelen;
 	char name[];
 };
 
-static uint32_t hash_name(const char *s)
+/* The name's hash, and its length (compared before its bytes: a length
+ * and a memcmp cost the same whatever the heap layout, where strcmp's
+ * vector loads take a slow path near the end of a page). */
+static uint32_t hash_name(const char *name, size_t *len)
 {
 	uint32_t h = 2166136261u;
+	const char *s = name;
 	for (; *s; s++)
 		h = (h ^ (uint8_t)*s) * 16777619u;
+	*len = (size_t)(s - name);
 	return h;
 }
 
@@ -306,6 +312,7 @@ struct ps_req {
 #define REQ_QUIET 2         /* a Close before such a Parse: nothing to undo */
 #define REQ_WAS_CONFIRMED 4 /* an eviction of a statement known to be there */
 #define REQ_FORGET 8        /* a Query that may be DEALLOCATE ALL or DISCARD ALL */
+#define REQ_EVICT 16        /* an eviction's Close, in the evicted table until answered */
 
 /* A client that pipelines without reading can queue this many requests;
  * then it is held until answers come back. */
@@ -594,13 +601,22 @@ static void req_undo(struct pgt_server *s, struct ps_req *r)
 	}
 }
 
+static __attribute__((noinline, cold)) void q_pop_flagged(struct ps_server *ps, struct ps_req *r)
+{
+	if (r->flags & REQ_FORGET)
+		ps->forget_pending--;
+	if (r->flags & REQ_EVICT)
+		evict_done(ps, r->p);
+	req_release(r);
+}
+
 static void q_pop(struct ps_server *ps)
 {
 	struct ps_req *r = &ps->q[ps->qhead++ & (ps->qcap - 1)];
-	if (r->flags & REQ_FORGET)
-		ps->forget_pending--;
-	if (r->kind == R_OWN_CLOSE && !(r->flags & REQ_QUIET))
-		evict_done(ps, r->p);
+	if (__builtin_expect(r->flags & (REQ_FORGET | REQ_EVICT), 0)) {
+		q_pop_flagged(ps, r); /* out of line: most requests are neither */
+		return;
+	}
 	req_release(r);
 }
 
@@ -677,6 +693,7 @@ static bool make_room_for(struct pgt_client *c, struct pgt_server *s, uint32_t m
 			return false;
 		old->st->refs++;
 		struct ps_req *r = q_push(ps, R_OWN_CLOSE, old->st);
+		r->flags |= REQ_EVICT;
 		if (old->state == SENT_CONFIRMED)
 			r->flags |= REQ_WAS_CONFIRMED;
 		evict_add(ps, old->st);
@@ -834,10 +851,11 @@ static struct ps_cent *lookup(const struct ps_server *ps, const struct pgt_clien
 	const struct ps_client *m = c->ps;
 	if (!m || !m->nb || *wait)
 		return NULL;
-	uint32_t h = hash_name(name);
+	size_t len;
+	uint32_t h = hash_name(name, &len);
 	struct ps_cent *found = NULL;
 	for (struct ps_cent *e = m->b[h & (m->nb - 1)]; e; e = e->hnext) {
-		if (e->hash != h || strcmp(e->name, name) != 0)
+		if (e->hash != h || e->namelen != len || memcmp(e->name, name, len) != 0)
 			continue;
 		if (e->closing) {
 			if (e->close_epoch != ps->epoch)
@@ -1037,7 +1055,8 @@ static enum sbuf_verdict client_parse(struct pgt_client *c, struct pgt_server *s
 		q_push(ps, R_PARSE, NULL);
 		return SB_FORWARD;
 	}
-	uint32_t h = hash_name(name);
+	size_t nl;
+	uint32_t h = hash_name(name, &nl);
 	bool wait;
 	struct ps_cent *dup = lookup(ps, c, name, &wait);
 	if (wait)
@@ -1073,9 +1092,9 @@ static enum sbuf_verdict client_parse(struct pgt_client *c, struct pgt_server *s
 		           : SB_GONE;
 	if (!c->ps)
 		c->ps = xcalloc(1, sizeof(*c->ps));
-	size_t nl = strlen(name);
 	struct ps_cent *e = xmalloc(sizeof(*e) + nl + 1);
 	memcpy(e->name, name, nl + 1);
+	e->namelen = (uint32_t)nl;
 	e->hash = h;
 	e->refs = 0;
 	e->st = stmt_get(body, blen);
