@@ -81,6 +81,11 @@ static inline void ps_server_barrier(struct pgt_server *s)
 	if (s->ps && (s->ps->emit_after || s->ps->resume_after))
 		ps_server_barrier_run(s);
 }
+/* pgtenant sent a Sync of its own (a client went away in the middle of an
+ * extended-protocol batch): it ends the batch, and the skipping after an
+ * error, as the client's would.  False if it cannot be tracked (the
+ * connection is to be closed). */
+bool ps_server_sync(struct pgt_server *s);
 /* A CommandComplete of the client's (tag without its zero, "D..."): DISCARD
  * ALL and DEALLOCATE ALL remove every statement on the server. */
 void ps_server_tag(struct pgt_server *s, const char *tag, size_t len);

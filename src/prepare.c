@@ -1365,6 +1365,13 @@ static int answer_error(struct pgt_server *s, struct pgt_pkt *pkt)
 		req_undo(s, r);
 		q_pop(ps);
 	}
+	if (ps->skipping) {
+		/* the server waits for the client's Sync, even when a Query the
+		 * client sent after the error was the last thing it sent: the
+		 * connection is not between transactions (never released, and a
+		 * client that goes away gets a Sync sent for it) */
+		s->sent_since_rfq = true;
+	}
 	popped(s);
 	return v;
 }
@@ -1450,6 +1457,21 @@ int ps_server_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 	}
 	server_fail(s, "answer '%c' does not match the request it should answer (%d)", pkt->type, r->kind);
 	return SB_GONE;
+}
+
+bool ps_server_sync(struct pgt_server *s)
+{
+	struct ps_server *ps = s->ps;
+	if (!ps)
+		return true;
+	if (!q_room(ps, s->ps_untracked + 1))
+		return false;
+	for (; s->ps_untracked; s->ps_untracked--)
+		q_push(ps, R_QUERY, NULL); /* answered before the Sync */
+	ps->skipping = false;
+	q_push(ps, R_SYNC, NULL);
+	ps->epoch++;
+	return true;
 }
 
 void ps_server_tag(struct pgt_server *s, const char *tag, size_t len)

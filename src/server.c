@@ -1943,7 +1943,8 @@ static void server_abandon(struct pgt_server *s)
 	s->draining = true;
 	s->cancel_sent = false;
 	s->drain_start = loop_now();
-	bool running = s->expect_rfq > 0 || s->sent_since_rfq;
+	/* (a server skipping to the Sync after an error runs nothing) */
+	bool running = s->expect_rfq > 0 || (s->sent_since_rfq && !ps_server_skipping(s));
 	if (s->copy_in && !send_copy_fail(s))
 		return;
 	if (s->sent_since_rfq) {
@@ -1955,6 +1956,10 @@ static void server_abandon(struct pgt_server *s)
 		}
 		s->sent_since_rfq = false;
 		s->expect_rfq++;
+		if (s->ps_on && !ps_server_sync(s)) {
+			server_close(s, "too many requests in flight to drain");
+			return;
+		}
 	}
 	if (running) {
 		server_cancel(s);
