@@ -474,6 +474,17 @@ static bool dead(struct session *x)
 	return x->over;
 }
 
+/* server_drain_check: nothing of the vanished client's is left to answer,
+ * so the connection goes back to the pool (or is closed): it must not still
+ * be skipping to a Sync nobody will send, or the next client's messages
+ * would be taken for skipped ones. */
+static void drained(struct session *x)
+{
+	if (ps_server_skipping(x->s) || x->s->sent_since_rfq)
+		abort();
+	x->over = true;
+}
+
 /* The end of a transaction (server_on_barrier -> server_release). */
 static void release(struct session *x)
 {
@@ -649,7 +660,7 @@ static void server_msg(struct session *x, uint8_t *m, uint32_t total)
 	if (x->linked)
 		send_all(sp_client[0], m, total);
 	else if (!ps_server_busy(s) && s->expect_rfq == 0)
-		x->over = true; /* drained: closed (its client's query was cancelled) */
+		drained(x);
 }
 
 /* client_close -> server_abandon: the client is gone, the server drains. */
@@ -669,9 +680,13 @@ static void vanish(struct session *x)
 		send_all(sp_server[0], sync, sizeof(sync));
 		s->sent_since_rfq = false;
 		s->expect_rfq++;
+		if (!ps_server_sync(s)) {
+			x->over = true;
+			return;
+		}
 	}
 	if (!ps_server_busy(s) && s->expect_rfq == 0)
-		x->over = true;
+		drained(x);
 }
 
 /* The next message of the input, as a copy of exactly its size (so that a

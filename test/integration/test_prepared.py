@@ -3,6 +3,7 @@ statements follow it from server connection to server connection, are
 shared between clients of one connection, evicted by LRU, and never seen by
 another client or tenant."""
 import os
+import socket
 import struct
 import threading
 
@@ -638,3 +639,62 @@ def test_eviction_skipped_and_prepared_again_in_one_segment(bouncer_factory):
         assert types(got) == "2DCZ", got
         assert rows(got) == ["a%d" % i]
     assert [r["close_needed"] for r in b.admin("SHOW SERVERS")] == [0]
+
+
+def test_query_skipped_after_an_error_keeps_the_connection_out_of_the_pool(bouncer_factory, pg):
+    """An error in the extended protocol makes PostgreSQL skip everything up
+    to the next Sync, a Query too.  A client that sends a Query there, and
+    then no Sync, leaves a server still waiting for one: it is not between
+    transactions.  Its own next Sync answers as PostgreSQL does, and when it
+    goes away instead, the next client (pool of one) is still served."""
+    Q = lambda sql: msg(b"Q", sql.encode() + b"\0")
+    bad = P("", "SELEC 1") + Q("SELECT 1")
+
+    def error_then_nothing(s):
+        t, body = recv_msg(s)
+        s.settimeout(0.3)
+        try:
+            more = s.recv(1)  # the Query gets no answer at all
+        except socket.timeout:
+            more = b""
+        s.settimeout(10)
+        return t.decode() + more.decode()
+
+    def script(s):
+        s.sendall(bad)
+        first = error_then_nothing(s)
+        s.sendall(S)
+        second = answers(s)
+        s.sendall(Q("SELECT 42"))
+        return first + "|" + types(second) + "|" + types(answers(s))
+
+    direct, _ = pgwire.login(pg, user="trustuser")
+    want = script(direct)
+    assert want == "E|Z|TDCZ", want
+    b = one_pool(bouncer_factory)
+    a, _ = pgwire.login(b)
+    assert script(a) == want
+    pid = [r["remote_pid"] for r in b.admin("SHOW SERVERS")]
+    a.close()
+
+    # the same again, and the client goes away before its Sync
+    a, _ = pgwire.login(b)
+    a.sendall(bad)
+    assert error_then_nothing(a) == "E"
+    a.close()
+    c, _ = pgwire.login(b)
+    c.settimeout(5)
+    c.sendall(Q("SELECT 42"))
+    got = answers(c)
+    assert types(got) == "TDCZ" and rows(got) == ["42"], got
+    # drained with a Sync of pgtenant's, not closed
+    assert [r["remote_pid"] for r in b.admin("SHOW SERVERS")] == pid
+
+    # a batch without its Sync, the client gone before the error comes back:
+    # the error is answered inside pgtenant's own Sync
+    a, _ = pgwire.login(b)
+    a.sendall(P("", "SELEC 1") + B("") + E)
+    a.close()
+    c.sendall(Q("SELECT 43"))
+    got = answers(c)
+    assert types(got) == "TDCZ" and rows(got) == ["43"], got
