@@ -1570,6 +1570,25 @@ static inline void command_tag(struct pgt_server *s, const struct pgt_pkt *pkt)
 		ps_server_tag(s, tag, len);
 }
 
+/* A vanished client's extended-protocol messages have no Sync: send one,
+ * or the server waits for it (after an error, skipping everything else)
+ * and the drain never ends.  False if s was closed. */
+static bool drain_sync(struct pgt_server *s)
+{
+	static const uint8_t sync[] = {'S', 0, 0, 0, 4};
+	if (!sbuf_send_raw(&s->conn, sync, sizeof(sync))) {
+		server_close(s, "send failed while draining");
+		return false;
+	}
+	s->sent_since_rfq = false;
+	s->expect_rfq++;
+	if (s->ps_on && !ps_server_sync(s)) {
+		server_close(s, "too many requests in flight to drain");
+		return false;
+	}
+	return true;
+}
+
 /* What a vanished client left running: let it finish, answer nothing. */
 static enum sbuf_verdict drain_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 {
@@ -1579,6 +1598,10 @@ static enum sbuf_verdict drain_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 		if (v == SB_GONE || v == SB_NEED_FULL)
 			return (enum sbuf_verdict)v;
 		if (s->conn.dead)
+			return SB_GONE;
+		/* an error that made the server skip a Query the client sent
+		 * behind it, without a Sync (prepare.c): the server now waits */
+		if (s->sent_since_rfq && !drain_sync(s))
 			return SB_GONE;
 	}
 	switch (pkt->type) {
@@ -1947,20 +1970,8 @@ static void server_abandon(struct pgt_server *s)
 	bool running = s->expect_rfq > 0 || (s->sent_since_rfq && !ps_server_skipping(s));
 	if (s->copy_in && !send_copy_fail(s))
 		return;
-	if (s->sent_since_rfq) {
-		/* extended-protocol messages without their Sync: end the batch */
-		static const uint8_t sync[] = {'S', 0, 0, 0, 4};
-		if (!sbuf_send_raw(&s->conn, sync, sizeof(sync))) {
-			server_close(s, "send failed while draining");
-			return;
-		}
-		s->sent_since_rfq = false;
-		s->expect_rfq++;
-		if (s->ps_on && !ps_server_sync(s)) {
-			server_close(s, "too many requests in flight to drain");
-			return;
-		}
-	}
+	if (s->sent_since_rfq && !drain_sync(s))
+		return;
 	if (running) {
 		server_cancel(s);
 		s->cancel_sent = true;

@@ -474,6 +474,21 @@ static bool dead(struct session *x)
 	return x->over;
 }
 
+/* server.c drain_sync(): the Sync pgtenant sends for a vanished client. */
+static bool drain_sync(struct session *x)
+{
+	static const uint8_t sync[] = {'S', 0, 0, 0, 4};
+	struct pgt_server *s = x->s;
+	send_all(sp_server[0], sync, sizeof(sync));
+	s->sent_since_rfq = false;
+	s->expect_rfq++;
+	if (!ps_server_sync(s)) {
+		x->over = true;
+		return false;
+	}
+	return true;
+}
+
 /* server_drain_check: nothing of the vanished client's is left to answer,
  * so the connection goes back to the pool (or is closed): it must not still
  * be skipping to a Sync nobody will send, or the next client's messages
@@ -638,6 +653,8 @@ static void server_msg(struct session *x, uint8_t *m, uint32_t total)
 		}
 		if (v == SB_HOLD)
 			abort(); /* no verdict of prepare.c's for a server */
+		if (!x->linked && s->sent_since_rfq && !drain_sync(x))
+			return; /* the error made the server skip a Query: drain_packet's Sync */
 	}
 	if (v == SB_SKIP)
 		return;
@@ -675,16 +692,8 @@ static void vanish(struct session *x)
 	c->server = NULL;
 	x->linked = false;
 	x->draining = true;
-	if (s->sent_since_rfq) {
-		static const uint8_t sync[] = {'S', 0, 0, 0, 4};
-		send_all(sp_server[0], sync, sizeof(sync));
-		s->sent_since_rfq = false;
-		s->expect_rfq++;
-		if (!ps_server_sync(s)) {
-			x->over = true;
-			return;
-		}
-	}
+	if (s->sent_since_rfq && !drain_sync(x))
+		return;
 	if (!ps_server_busy(s) && s->expect_rfq == 0)
 		drained(x);
 }

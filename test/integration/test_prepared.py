@@ -6,6 +6,7 @@ import os
 import socket
 import struct
 import threading
+import time
 
 import psycopg
 import pytest
@@ -698,3 +699,15 @@ def test_query_skipped_after_an_error_keeps_the_connection_out_of_the_pool(bounc
     c.sendall(Q("SELECT 43"))
     got = answers(c)
     assert types(got) == "TDCZ" and rows(got) == ["43"], got
+
+    # the error and the skipped Query, the client gone before the error:
+    # pgtenant sends the Sync the server then waits for, so the next client
+    # does not wait for the drain to time out (10 s)
+    a, _ = pgwire.login(b)
+    a.sendall(bad)
+    a.close()
+    t0 = time.time()
+    c.sendall(Q("SELECT 44"))
+    got = answers(c)
+    assert types(got) == "TDCZ" and rows(got) == ["44"], got
+    assert time.time() - t0 < 5
