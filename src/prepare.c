@@ -35,7 +35,11 @@
  * leaves nothing behind, and a skipped eviction leaves the statement.  A
  * statement evicted in a Sync segment whose answers have not come yet may
  * then still be on the server: a later segment that prepares it again
- * closes it first.  Errors pgtenant must report itself (a name
+ * closes it first.  While the server skips, even a Query the client sent
+ * behind the error waits for the client's Sync, so the connection is not
+ * between transactions (sent_since_rfq stays set); a Sync pgtenant sends
+ * for a client that went away (ps_server_sync) ends the skipping as the
+ * client's would.  Errors pgtenant must report itself (a name
  * prepared twice, an unknown name with pgtenant's prefix) are produced by
  * sending a message that surely fails and replacing the server's error by
  * the right one, so the server skips to the Sync as PostgreSQL would.
