@@ -14,9 +14,20 @@ void tap_ok(bool cond, const char *fmt, ...)
 	if (!cond)
 		failed++;
 	printf("%s %d - ", cond ? "ok" : "not ok", n);
+	/* A name may quote an error message of several lines; a raw newline would
+	 * start a line that is not TAP, which meson reports as an error. */
+	char name[4096];
 	va_start(ap, fmt);
-	vprintf(fmt, ap);
+	vsnprintf(name, sizeof(name), fmt, ap);
 	va_end(ap);
+	for (const char *c = name; *c; c++) {
+		if (*c == '\n')
+			fputs("\\n", stdout);
+		else if (*c == '\r')
+			fputs("\\r", stdout);
+		else
+			putchar(*c);
+	}
 	printf("\n");
 }
 
