@@ -50,6 +50,9 @@ struct pgt_server {
 	 * the same needs no SET after the reset (see the top of server.c) */
 	struct pgt_vars base;
 	uint32_t be_pid, be_key;
+	/* its place in notify.c's table of backend pids */
+	struct pgt_server *pid_next;
+	bool pid_listed;
 	uint32_t generation; /* pool generation at connect time */
 	int version_num;     /* server_version as PG_VERSION_NUM (150018), 0 = unknown */
 	char txn;            /* last ReadyForQuery status: 'I', 'T', 'E' */

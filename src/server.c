@@ -92,6 +92,11 @@
  * backend exits at once on EOF), else it goes back to the pool.  A client
  * message cut short cannot be completed: that connection is closed at once
  * (its backend is blocked reading the message and exits on EOF).
+ *
+ * What the reset cannot reach is shared by the database, not the session:
+ * another backend's NOTIFY on a channel the client listens to.  Those from
+ * another tenant's dedicated connections are dropped on the way
+ * (notification(), notify.c).
  */
 #include "server.h"
 
@@ -120,6 +125,7 @@
 #include "log.h"
 #include "lookup.h"
 #include "loop.h"
+#include "notify.h"
 #include "pktbuf.h"
 #include "pool.h"
 #include "prepare.h"
@@ -258,6 +264,7 @@ static void server_close_internal(struct pgt_server *s, const char *reason, bool
 	server_log(s, is_error ? PGT_LOG_WARNING : PGT_LOG_INFO, "closing because: %s", reason);
 	struct pgt_client *c = s->client;
 	s->state = SV_DEAD;
+	notify_untrack(s);
 	server_unaffine(s);
 	list_del(&s->node);
 	list_del(&s->conn_all_node);
@@ -1154,6 +1161,7 @@ static enum sbuf_verdict login_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 		proto_reader_init(&r, body, len);
 		s->be_pid = proto_get_u32(&r);
 		s->be_key = proto_get_u32(&r);
+		notify_track(s);
 		return SB_SKIP;
 	}
 	case 'N':
@@ -1492,10 +1500,28 @@ static enum sbuf_verdict reset_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 	}
 }
 
+/* A NotificationResponse for s's client: dropped when a backend of another
+ * tenant sent it (notify.c).  Only the sender's pid is read. */
+static enum sbuf_verdict notification(struct pgt_server *s, struct pgt_pkt *pkt)
+{
+	if (pkt->avail < 9) {
+		pkt->want = 9;
+		return SB_NEED_FULL;
+	}
+	uint32_t pid = proto_be32(pkt->data + 5);
+	if (!notify_allowed(s, pid)) {
+		server_log(s, PGT_LOG_DEBUG, "notification sent by another tenant's backend (pid %u) dropped",
+		           pid);
+		return SB_SKIP;
+	}
+	s->pool->stats.bytes_out += pkt->total;
+	return SB_FORWARD;
+}
+
 static enum sbuf_verdict own_query_packet(struct pgt_server *s, struct pgt_pkt *pkt)
 {
 	if (s->checking && pkt->type == 'A' && s->client)
-		return SB_FORWARD; /* a notification for the client, which is LISTENing */
+		return notification(s, pkt); /* for the client, which is LISTENing */
 	if (s->checking && pkt->type != 'S' && pkt->type != 'Z')
 		return session_check_packet(s, pkt);
 	if (pkt->type != 'S' && pkt->type != 'E' && pkt->type != 'Z')
@@ -1762,6 +1788,8 @@ static __attribute__((noinline)) enum sbuf_verdict server_packet(struct pgt_serv
 		s->copy_in = true;
 		s->pool->stats.bytes_out += pkt->total;
 		return SB_FORWARD;
+	case 'A':
+		return notification(s, pkt);
 	default:
 		s->pool->stats.bytes_out += pkt->total;
 		return SB_FORWARD;
