@@ -296,6 +296,19 @@ int main(int argc, char **argv)
 		log_fatal("could not create the event loop");
 		return 1;
 	}
+	/* before the pidfile and the listeners: whoever sees them may signal us at
+	 * once, and a SIGTERM that met the default action would leave the pidfile
+	 * and the unix socket behind. The callbacks run only from the loop, when
+	 * everything below is set up. */
+	static struct event *sigs[3];
+	int signums[3] = {SIGHUP, SIGINT, SIGTERM};
+	for (int i = 0; i < 3; i++) {
+		sigs[i] = evsignal_new(pgt.base, signums[i], sig_cb, NULL);
+		if (!sigs[i] || event_add(sigs[i], NULL) != 0) {
+			log_fatal("could not install the signal handlers");
+			return 1;
+		}
+	}
 	char tls_err[512];
 	if (!tls_configure(cfg, true, tls_err, sizeof(tls_err)) ||
 	    !jwt_configure(cfg, true, tls_err, sizeof(tls_err))) {
@@ -318,12 +331,6 @@ int main(int argc, char **argv)
 		if (cfg->pidfile[0])
 			unlink(cfg->pidfile);
 		return 1;
-	}
-	struct event *sigs[3];
-	int signums[3] = {SIGHUP, SIGINT, SIGTERM};
-	for (int i = 0; i < 3; i++) {
-		sigs[i] = evsignal_new(pgt.base, signums[i], sig_cb, NULL);
-		event_add(sigs[i], NULL);
 	}
 	if (!janitor_start()) {
 		log_fatal("could not start the janitor timer");

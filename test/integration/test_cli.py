@@ -82,6 +82,31 @@ def test_daemon_with_pidfile(tmp_path):
     assert "started" in log.read_text()
 
 
+def test_sigterm_as_soon_as_the_pidfile_exists_cleans_up(tmp_path):
+    """A supervisor may signal the pid it reads from the pidfile at once; the
+    default action of SIGTERM would leave the pidfile and the unix socket."""
+    for i in range(10):
+        d = tmp_path / ("r%d" % i)
+        d.mkdir()
+        port = free_port()
+        pidfile = d / "pgtenant.pid"
+        ini = d / "p.ini"
+        ini.write_text("[databases]\nappdb = host=127.0.0.1\n[pgtenant]\nauth_type = trust\n"
+                       "listen_port = %d\nunix_socket_dir = %s\npidfile = %s\nlogfile = %s\n"
+                       % (port, d, pidfile, d / "pgtenant.log"))
+        p = subprocess.Popen([PGTENANT_BIN, str(ini)], stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 10
+        while not pidfile.exists() and time.time() < deadline:
+            pass  # spin: the window between pidfile and loop is short
+        assert pidfile.exists()
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=10)
+        assert p.returncode == 0, (p.returncode, err)
+        assert not pidfile.exists()
+        assert not (d / (".s.PGSQL.%d" % port)).exists()
+        assert "got SIGTERM" in (d / "pgtenant.log").read_text()
+
+
 def test_daemon_needs_logfile_and_pidfile(tmp_path):
     ini = tmp_path / "p.ini"
     ini.write_text("[databases]\nappdb = host=127.0.0.1\n[pgtenant]\nauth_type = trust\n")
