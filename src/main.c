@@ -298,8 +298,9 @@ int main(int argc, char **argv)
 	}
 	/* before the pidfile and the listeners: whoever sees them may signal us at
 	 * once, and a SIGTERM that met the default action would leave the pidfile
-	 * and the unix socket behind. The callbacks run only from the loop, when
-	 * everything below is set up. */
+	 * and the unix socket behind. The callbacks (and the janitor's timer) run
+	 * only from the loop, when everything below is set up; nothing after the
+	 * pidfile can fail without removing it. */
 	static struct event *sigs[3];
 	int signums[3] = {SIGHUP, SIGINT, SIGTERM};
 	for (int i = 0; i < 3; i++) {
@@ -308,6 +309,10 @@ int main(int argc, char **argv)
 			log_fatal("could not install the signal handlers");
 			return 1;
 		}
+	}
+	if (!janitor_start()) {
+		log_fatal("could not start the janitor timer");
+		return 1;
 	}
 	char tls_err[512];
 	if (!tls_configure(cfg, true, tls_err, sizeof(tls_err)) ||
@@ -330,10 +335,6 @@ int main(int argc, char **argv)
 	if (!listener_open(cfg) || !metrics_start(cfg->metrics_listen) || (user && !switch_user(user))) {
 		if (cfg->pidfile[0])
 			unlink(cfg->pidfile);
-		return 1;
-	}
-	if (!janitor_start()) {
-		log_fatal("could not start the janitor timer");
 		return 1;
 	}
 	log_info("pgtenant %s started (pid %d)", PGT_VERSION, (int)getpid());
