@@ -344,6 +344,7 @@ def test_28p01_rereads_the_file_and_retries_once(make, spg):
         # the file is updated and a client arrives before the once-a-second
         # stat() check can notice: the server login uses the old password
         write(secret, json_secret(name, "race-%d" % n))
+        log_start = len(b.log())
         c = connect(b, "racedb")  # no error for the client
         held.append(c)
         assert who(c)[0] == name
@@ -353,7 +354,15 @@ def test_28p01_rereads_the_file_and_retries_once(make, spg):
             break
         time.sleep(1.2)  # the watch won this time: try again
     assert raced, "the stat() watch always won the race"
-    assert b.log_contains(r"re-read \(the server refused the password\): password changed") == 1
+    # the 28P01 re-reads the file.  Usually that read finds the new password;
+    # when the watch's stat() read it while the refused login was under way
+    # (a slow, sanitized build), it finds it unchanged, and the login is made
+    # again all the same, since the refused one used an older version.
+    log = b.log()[log_start:]
+    assert len(re.findall(r"re-read \(the server refused the password\): (password changed|unchanged)",
+                          log)) == 1, log
+    assert len(re.findall(r"re-read \((the server refused the password|the file changed)\): "
+                          r"password changed", log)) == 1, log
     assert b.log_contains("logging in again with the new one") == 1
     assert b.log_contains("server connection failed") == 0
     for c in held:
